@@ -1,0 +1,68 @@
+//! Parley coordinator: federation registry, job store, envelope relay (the
+//! `parley-coordinator` daemon) and the `parleyctl` CLI for analysts and auditors.
+//!
+//! `main.rs` is a thin clap wrapper around [`run`]; tests run the real coordinator in-process
+//! by calling [`run`] with a listener bound to `127.0.0.1:0`.
+
+pub mod config;
+pub mod ctl;
+pub mod error;
+pub mod jobfile;
+pub mod service;
+pub mod store;
+
+pub use config::CoordinatorConfig;
+pub use error::CoordError;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Serves the coordinator on `listener` (mutual TLS 1.3) until `shutdown` is cancelled.
+///
+/// On start, jobs left unfinished by a previous run are marked failed.
+pub async fn run(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), CoordError> {
+    parley_net::install_crypto_provider();
+    let tls =
+        parley_net::TlsMaterial::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
+    let store = store::JobStore::open(&config.database)?;
+    let failed = store.fail_unfinished(
+        "the coordinator restarted while the job was in progress; submit it again",
+        store::now_ms(),
+    )?;
+    if !failed.is_empty() {
+        tracing::warn!(
+            count = failed.len(),
+            "jobs interrupted by a restart marked failed"
+        );
+    }
+    let server_tls = parley_net::server_config(&tls)?;
+    let svc = service::Coordinator::new(store, tls.ca_der().to_vec(), config.limits.clone());
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, "coordinator listening");
+    let incoming = parley_net::tls_incoming(listener, server_tls, shutdown.clone());
+    let closer = svc.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        closer.close_all();
+    });
+    tonic::transport::Server::builder()
+        .add_service(
+            parley_proto::node_link_server::NodeLinkServer::new(svc.clone())
+                .max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(parley_proto::MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            parley_proto::jobs_server::JobsServer::new(svc)
+                .max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(parley_proto::MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .await
+        .map_err(|e| CoordError::Serve(e.to_string()))?;
+    Ok(())
+}

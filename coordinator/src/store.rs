@@ -1,0 +1,518 @@
+//! The coordinator's durable job store (SQLite).
+//!
+//! Jobs survive coordinator restarts: every job is one row holding the prost-encoded
+//! [`parley_proto::Job`] plus a few indexed columns (insertion order, state, submission time).
+//! The database runs in WAL mode with `synchronous=FULL`, so a write that returned `Ok` is on
+//! disk. On start-up the coordinator calls [`JobStore::fail_unfinished`]: a job that was in
+//! flight when the coordinator stopped cannot resume (its node streams are gone), so it is
+//! marked failed with a reason the analyst sees.
+//!
+//! Guarantees: the encoded `Job` is the source of truth; the `state` column mirrors it for
+//! queries. Job ids are unique. [`JobStore::list`] returns jobs in reverse insertion order.
+//!
+//! Not guaranteed: concurrent use of one store file by two coordinators (SQLite locking keeps
+//! the file consistent, but the recovery step would fail the other coordinator's jobs).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use parley_proto::{Job, JobState, StateChange};
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::CoordError;
+
+/// Schema version written to `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for a lock held by another connection before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema of version 1.
+const SCHEMA_V1: &str = "
+CREATE TABLE jobs (
+    id              TEXT    PRIMARY KEY NOT NULL,
+    seq             INTEGER NOT NULL UNIQUE,
+    state           INTEGER NOT NULL,
+    submitted_at_ms INTEGER NOT NULL,
+    body            BLOB    NOT NULL
+) STRICT;
+CREATE INDEX jobs_by_state ON jobs (state);
+";
+
+/// States of a job that has not ended.
+const UNFINISHED: [JobState; 3] = [JobState::Submitted, JobState::Accepted, JobState::Running];
+
+/// The durable job store. Cheap to share: wrap it in an `Arc`; it is `Send + Sync` and each
+/// call holds the connection lock only for its own statements.
+pub struct JobStore {
+    /// The connection. Invariant: schema version [`SCHEMA_VERSION`], pragmas set by `open`.
+    conn: Mutex<Connection>,
+    /// Where the store lives (for error messages).
+    location: String,
+}
+
+impl std::fmt::Debug for JobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobStore {
+    /// Opens (creating if needed) the job store at `path`, creating missing parent directories,
+    /// and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<JobStore, CoordError> {
+        let location = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| CoordError::StoreDir {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
+        let open_err = |e: rusqlite::Error| CoordError::StoreOpen {
+            path: location.clone(),
+            message: e.to_string(),
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(CoordError::StoreOpen {
+                path: location,
+                message: format!("SQLite refused WAL mode (journal_mode is '{mode}')"),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        Self::init(conn, location)
+    }
+
+    /// Opens a fresh store that lives in memory only (for tests).
+    pub fn open_in_memory() -> Result<JobStore, CoordError> {
+        let location = ":memory:".to_string();
+        let conn = Connection::open_in_memory().map_err(|e| CoordError::StoreOpen {
+            path: location.clone(),
+            message: e.to_string(),
+        })?;
+        Self::init(conn, location)
+    }
+
+    /// Creates or checks the schema.
+    fn init(mut conn: Connection, location: String) -> Result<JobStore, CoordError> {
+        let open_err = |e: rusqlite::Error| CoordError::StoreOpen {
+            path: location.clone(),
+            message: e.to_string(),
+        };
+        let tx = conn.transaction().map_err(open_err)?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(open_err)?;
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA_V1).map_err(open_err)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(open_err)?;
+            }
+            SCHEMA_VERSION => {}
+            found if found > SCHEMA_VERSION => {
+                return Err(CoordError::StoreVersion {
+                    path: location,
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            found => {
+                return Err(CoordError::StoreOpen {
+                    path: location,
+                    message: format!("unknown schema version {found}"),
+                });
+            }
+        }
+        tx.commit().map_err(open_err)?;
+        Ok(JobStore {
+            conn: Mutex::new(conn),
+            location,
+        })
+    }
+
+    /// Locks the connection. A panic while the lock was held cannot leave a half-done write
+    /// behind (open transactions roll back when dropped), so a poisoned lock is still usable.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores a new job. Fails with [`CoordError::DuplicateJob`] if its id is taken.
+    pub fn insert(&self, job: &Job) -> Result<(), CoordError> {
+        let submitted_at = job
+            .history
+            .iter()
+            .find(|c| c.state() == JobState::Submitted)
+            .or_else(|| job.history.first())
+            .map_or_else(now_ms, |c| c.at_ms);
+        let conn = self.conn();
+        let result = conn.execute(
+            "INSERT INTO jobs (id, seq, state, submitted_at_ms, body)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?3, ?4)",
+            params![job.id, job.state, submitted_at, job.encode_to_vec()],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(CoordError::DuplicateJob { id: job.id.clone() })
+            }
+            Err(e) => Err(store_err(format!("insert job '{}'", job.id), e)),
+        }
+    }
+
+    /// Replaces a stored job (state, history, result...). Fails with
+    /// [`CoordError::UnknownJob`] if no job has its id.
+    pub fn update(&self, job: &Job) -> Result<(), CoordError> {
+        let conn = self.conn();
+        update_row(&conn, job)
+    }
+
+    /// Returns the job with this id, if stored.
+    pub fn get(&self, id: &str) -> Result<Option<Job>, CoordError> {
+        let conn = self.conn();
+        let body: Option<Vec<u8>> = conn
+            .query_row("SELECT body FROM jobs WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|e| store_err(format!("read job '{id}'"), e))?;
+        body.map(|b| decode(id, &b)).transpose()
+    }
+
+    /// Returns at most `limit` jobs, newest (last inserted) first.
+    pub fn list(&self, limit: usize) -> Result<Vec<Job>, CoordError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let conn = self.conn();
+        let rows = query_rows(
+            &conn,
+            "SELECT id, body FROM jobs ORDER BY seq DESC LIMIT ?1",
+            [limit],
+        )
+        .map_err(|e| store_err("list jobs".to_string(), e))?;
+        rows.into_iter()
+            .map(|(id, body)| decode(&id, &body))
+            .collect()
+    }
+
+    /// Start-up recovery: marks every job that had not ended (submitted, accepted or running)
+    /// as failed, with `reason` recorded in its history at `now_ms`. Returns the ids of the
+    /// jobs it failed, oldest first. All or nothing: one transaction.
+    pub fn fail_unfinished(&self, reason: &str, now_ms: i64) -> Result<Vec<String>, CoordError> {
+        let mut conn = self.conn();
+        let action = || "fail unfinished jobs".to_string();
+        let tx = conn.transaction().map_err(|e| store_err(action(), e))?;
+        let states = UNFINISHED.map(|s| s as i32);
+        let rows = query_rows(
+            &tx,
+            "SELECT id, body FROM jobs WHERE state IN (?1, ?2, ?3) ORDER BY seq ASC",
+            states,
+        )
+        .map_err(|e| store_err(action(), e))?;
+        let mut failed = Vec::with_capacity(rows.len());
+        for (id, body) in rows {
+            let mut job = decode(&id, &body)?;
+            if is_terminal(job.state()) {
+                // The state column disagreed with the body; the body is the source of truth.
+                continue;
+            }
+            transition(&mut job, JobState::Failed, reason, now_ms);
+            update_row(&tx, &job)?;
+            failed.push(id);
+        }
+        tx.commit().map_err(|e| store_err(action(), e))?;
+        Ok(failed)
+    }
+}
+
+/// Runs a query returning `(id, body)` rows.
+fn query_rows<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> Result<Vec<(String, Vec<u8>)>, rusqlite::Error> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
+/// Rewrites one stored job.
+fn update_row(conn: &Connection, job: &Job) -> Result<(), CoordError> {
+    let changed = conn
+        .execute(
+            "UPDATE jobs SET state = ?2, body = ?3 WHERE id = ?1",
+            params![job.id, job.state, job.encode_to_vec()],
+        )
+        .map_err(|e| store_err(format!("update job '{}'", job.id), e))?;
+    if changed == 0 {
+        return Err(CoordError::UnknownJob { id: job.id.clone() });
+    }
+    Ok(())
+}
+
+/// Decodes a stored job body.
+fn decode(id: &str, body: &[u8]) -> Result<Job, CoordError> {
+    Job::decode(body).map_err(|e| CoordError::StoreCorrupt {
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Wraps an SQLite error.
+fn store_err(action: String, e: rusqlite::Error) -> CoordError {
+    CoordError::Store {
+        action,
+        message: e.to_string(),
+    }
+}
+
+/// A fresh random job id: `job-` followed by 16 lowercase hex digits (64 random bits).
+pub fn new_job_id() -> String {
+    format!("job-{:016x}", rand::random::<u64>())
+}
+
+/// The current Unix time in milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Moves `job` to `state` at `now_ms`, recording the change (with `note`) in its history.
+/// For the refused, failed and cancelled states `note` also becomes `job.reason`.
+pub fn transition(job: &mut Job, state: JobState, note: &str, now_ms: i64) {
+    job.set_state(state);
+    job.history.push(StateChange {
+        state: state as i32,
+        at_ms: now_ms,
+        note: note.to_string(),
+    });
+    if matches!(
+        state,
+        JobState::Refused | JobState::Failed | JobState::Cancelled
+    ) {
+        job.reason = note.to_string();
+    }
+}
+
+/// True when a job in `state` has ended (refused, succeeded, failed or cancelled).
+pub fn is_terminal(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Refused | JobState::Succeeded | JobState::Failed | JobState::Cancelled
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use parley_proto::{JobKind, JobResult, JobSpec, PsiMode, PsiParams, PsiResult};
+
+    fn job(id: &str, at: i64) -> Job {
+        let mut job = Job {
+            id: id.to_string(),
+            spec: Some(JobSpec {
+                label: format!("label of {id}"),
+                kind: JobKind::Psi as i32,
+                participants: vec![],
+                psi: Some(PsiParams {
+                    mode: PsiMode::Match as i32,
+                    min_intersection: 10,
+                }),
+            }),
+            submitted_by: "alice".to_string(),
+            ..Job::default()
+        };
+        transition(&mut job, JobState::Submitted, "", at);
+        job
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<JobStore>();
+    }
+
+    #[test]
+    fn round_trip_insert_update_get() {
+        let store = JobStore::open_in_memory().unwrap();
+        let mut j = job("job-1", 1000);
+        store.insert(&j).unwrap();
+        assert_eq!(store.get("job-1").unwrap(), Some(j.clone()));
+        assert_eq!(store.get("job-missing").unwrap(), None);
+
+        transition(&mut j, JobState::Accepted, "", 1001);
+        transition(&mut j, JobState::Running, "", 1002);
+        transition(&mut j, JobState::Succeeded, "", 1003);
+        j.result = Some(JobResult {
+            psi: Some(PsiResult {
+                mode: PsiMode::Match as i32,
+                intersection_records: 42,
+                ..PsiResult::default()
+            }),
+        });
+        store.update(&j).unwrap();
+        let back = store.get("job-1").unwrap().unwrap();
+        assert_eq!(back, j);
+        assert_eq!(back.state(), JobState::Succeeded);
+        assert_eq!(back.history.len(), 4);
+    }
+
+    #[test]
+    fn duplicate_insert_and_missing_update_are_errors() {
+        let store = JobStore::open_in_memory().unwrap();
+        store.insert(&job("job-1", 1)).unwrap();
+        assert!(matches!(
+            store.insert(&job("job-1", 2)),
+            Err(CoordError::DuplicateJob { id }) if id == "job-1"
+        ));
+        assert!(matches!(
+            store.update(&job("job-2", 2)),
+            Err(CoordError::UnknownJob { id }) if id == "job-2"
+        ));
+    }
+
+    #[test]
+    fn list_is_newest_first_and_limited() {
+        let store = JobStore::open_in_memory().unwrap();
+        // Insertion order decides, not timestamps or ids.
+        for (id, at) in [("job-c", 5), ("job-a", 3), ("job-b", 4)] {
+            store.insert(&job(id, at)).unwrap();
+        }
+        let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.list(10).unwrap()), ["job-b", "job-a", "job-c"]);
+        assert_eq!(ids(store.list(2).unwrap()), ["job-b", "job-a"]);
+        assert!(store.list(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn transition_sets_reason_for_unsuccessful_ends() {
+        let mut j = job("job-1", 1);
+        transition(&mut j, JobState::Accepted, "all accepted", 2);
+        assert_eq!(j.reason, "");
+        transition(
+            &mut j,
+            JobState::Refused,
+            "publisher: dataset not shared",
+            3,
+        );
+        assert_eq!(j.state(), JobState::Refused);
+        assert_eq!(j.reason, "publisher: dataset not shared");
+        let last = j.history.last().unwrap();
+        assert_eq!(
+            (last.state(), last.at_ms, last.note.as_str()),
+            (JobState::Refused, 3, "publisher: dataset not shared")
+        );
+        assert!(is_terminal(JobState::Refused));
+        assert!(is_terminal(JobState::Succeeded));
+        assert!(!is_terminal(JobState::Running));
+        assert!(!is_terminal(JobState::Unspecified));
+    }
+
+    #[test]
+    fn new_job_ids_have_the_documented_shape() {
+        let a = new_job_id();
+        let b = new_job_id();
+        assert_ne!(a, b);
+        let hex = a.strip_prefix("job-").unwrap();
+        assert_eq!(hex.len(), 16);
+        assert!(
+            hex.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        );
+        assert!(now_ms() > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn fail_unfinished_fails_only_jobs_in_flight() {
+        let store = JobStore::open_in_memory().unwrap();
+        let submitted = job("job-s", 1);
+        let mut running = job("job-r", 2);
+        transition(&mut running, JobState::Accepted, "", 3);
+        transition(&mut running, JobState::Running, "", 4);
+        let mut done = job("job-d", 5);
+        transition(&mut done, JobState::Succeeded, "", 6);
+        let mut refused = job("job-x", 7);
+        transition(&mut refused, JobState::Refused, "no", 8);
+        for j in [&submitted, &running, &done, &refused] {
+            store.insert(j).unwrap();
+        }
+
+        let failed = store.fail_unfinished("coordinator restarted", 100).unwrap();
+        assert_eq!(failed, ["job-s", "job-r"]);
+        for id in ["job-s", "job-r"] {
+            let j = store.get(id).unwrap().unwrap();
+            assert_eq!(j.state(), JobState::Failed);
+            assert_eq!(j.reason, "coordinator restarted");
+            let last = j.history.last().unwrap();
+            assert_eq!((last.state(), last.at_ms), (JobState::Failed, 100));
+        }
+        assert_eq!(store.get("job-d").unwrap().unwrap(), done);
+        assert_eq!(store.get("job-x").unwrap().unwrap(), refused);
+        // Nothing left to recover.
+        assert!(store.fail_unfinished("again", 200).unwrap().is_empty());
+    }
+
+    #[test]
+    fn file_store_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/jobs.sqlite");
+        {
+            let store = JobStore::open(&path).unwrap();
+            store.insert(&job("job-1", 1)).unwrap();
+            store.insert(&job("job-2", 2)).unwrap();
+        }
+        let store = JobStore::open(&path).unwrap();
+        let ids: Vec<_> = store.list(10).unwrap().into_iter().map(|j| j.id).collect();
+        assert_eq!(ids, ["job-2", "job-1"]);
+        assert_eq!(
+            store.fail_unfinished("coordinator restarted", 9).unwrap(),
+            ["job-1", "job-2"]
+        );
+        // New inserts keep counting after the restart.
+        store.insert(&job("job-0", 3)).unwrap();
+        assert_eq!(store.list(1).unwrap()[0].id, "job-0");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        drop(JobStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = JobStore::open(&path).unwrap_err();
+        assert!(
+            matches!(err, CoordError::StoreVersion { found: 99, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn damaged_body_is_reported() {
+        let store = JobStore::open_in_memory().unwrap();
+        store.insert(&job("job-1", 1)).unwrap();
+        store
+            .conn()
+            .execute("UPDATE jobs SET body = x'ffffffff' WHERE id = 'job-1'", [])
+            .unwrap();
+        assert!(matches!(
+            store.get("job-1"),
+            Err(CoordError::StoreCorrupt { id, .. }) if id == "job-1"
+        ));
+    }
+}

@@ -1,0 +1,27 @@
+//! Parley protocol maths: identifier normalisation and hashing, hashing to ristretto255,
+//! ECDH private set intersection, sealed node-to-node envelopes and node key material.
+//!
+//! Everything here is synchronous, deterministic apart from the operating system's randomness,
+//! and free of I/O: daemons call it from blocking threads. Heavy loops (scalar multiplications)
+//! run on rayon.
+//!
+//! Modules:
+//! * [`normalize`]: raw emails and phones to the SHA-256 [`normalize::IdHash`] ad platforms use.
+//! * [`h2g`]: RFC 9380 hashing to ristretto255 with a domain-separation tag.
+//! * [`psi`]: the receiver and sender roles of ECDH-PSI, as checked state machines.
+//! * [`envelope`]: per-job, per-direction AES-256-GCM keys from X25519.
+//! * [`keys`]: a node's long-term X25519 and Ed25519 secrets and their persisted form.
+//!
+//! Errors are one enum, [`CryptoError`]; no error ever carries a secret or a raw identifier.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod envelope;
+pub mod error;
+pub mod h2g;
+pub mod keys;
+pub mod normalize;
+pub mod psi;
+
+pub use error::{CryptoError, Stream};

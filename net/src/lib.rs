@@ -1,0 +1,56 @@
+//! Parley transport helpers shared by the node and the coordinator.
+//!
+//! * [`ca`] — the federation CA: create it, issue role certificates (CN = name, OU = role).
+//! * [`TlsMaterial`], [`server_config`], [`tls_incoming`], [`connect`] — mutual TLS 1.3 with
+//!   the *ring* provider for tonic servers and clients.
+//! * [`peer_identity`], [`authorize`] — the caller's role and name from its verified client
+//!   certificate, and role checks for handlers.
+//! * [`binding`] — node public keys signed with the node's certificate key, verifiable against
+//!   the CA alone.
+//! * [`init_tracing`], [`install_crypto_provider`] — process setup.
+//!
+//! Trust boundary: everything a peer sends (certificates, key bindings) is size-capped and
+//! verified before use; the only trusted input is the federation CA certificate and our own
+//! key material. No function here logs or returns secret material.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod auth;
+pub mod binding;
+pub mod ca;
+mod error;
+mod identity;
+mod pem;
+mod tls;
+
+pub use auth::{authorize, peer_identity};
+pub use error::NetError;
+pub use identity::{MAX_NAME_LEN, PeerIdentity, Role, validate_name};
+pub use tls::{
+    CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, KEEP_ALIVE, MAX_CONCURRENT_HANDSHAKES, TlsMaterial,
+    connect, server_config, tls_incoming,
+};
+
+/// Installs rustls's *ring* provider as the process default. Idempotent: a provider already
+/// installed (by an earlier call or anyone else) is left in place.
+///
+/// Call it first thing in every binary and test harness: if some dependency enables rustls's
+/// `aws_lc_rs` feature too, rustls cannot pick a default on its own and panics.
+pub fn install_crypto_provider() {
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Installs a `tracing` subscriber writing to stderr, filtered by `RUST_LOG` or, when unset or
+/// invalid, by `default_filter` (e.g. `"info,parley=debug"`). Idempotent: later calls (for
+/// instance from many tests) do nothing.
+pub fn init_tracing(default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(default_filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,1180 @@
+//! Datasets: a CSV file loaded into memory as records of hashed identifiers.
+//!
+//! [`Dataset::load`] streams the CSV file of a `[[datasets]]` entry once. For every row it
+//! keeps the record key, the SHA-256 identifiers of the declared identifier columns
+//! (normalised by [`Normalizer`]), and the declared value and segment columns. Raw emails and
+//! phone numbers are never kept: only their hashes.
+//!
+//! Row rules:
+//! * the key cell must not be blank, else the row is bad (`missing key`);
+//! * a blank identifier cell is simply absent; an identifier that does not normalise is
+//!   dropped and counted per (column, reason); a row left with no valid identifier is bad
+//!   (`no valid identifier`);
+//! * a value cell must be a finite number, else the row is bad;
+//! * a malformed CSV line (wrong number of fields) or a used cell that is not UTF-8 makes the
+//!   row bad.
+//!
+//! Bad rows are skipped and counted in a [`LoadReport`]; if their share exceeds the dataset's
+//! `max_bad_row_fraction`, loading fails with [`NodeError::TooManyBadRows`].
+//!
+//! Privacy: reports and errors carry line numbers, column names, counts and reasons only —
+//! never a cell's content.
+//!
+//! Memory: keys live in one string buffer, identifiers in flat arrays with per-record
+//! offsets (about 34 bytes per identifier plus 16 bytes and the key's length per record), so
+//! 10^6 records with two identifiers each take roughly 100 MB.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use parley_crypto::normalize::{IdHash, Normalizer};
+use parley_proto::{ColumnInfo, DatasetInfo};
+use rayon::prelude::*;
+
+use crate::NodeError;
+use crate::config::{ColumnConfig, ColumnKind, DatasetConfig};
+
+/// Rows parsed in parallel at a time.
+const CHUNK_ROWS: usize = 16_384;
+
+/// How many bad-row examples a [`LoadReport`] keeps.
+pub const MAX_EXAMPLES: usize = 20;
+
+/// Reason recorded for a row whose key cell is blank.
+pub const REASON_MISSING_KEY: &str = "missing key";
+/// Reason recorded for a row without any valid identifier.
+pub const REASON_NO_IDENTIFIER: &str = "no valid identifier";
+
+/// What happened while loading a dataset. Counts, column names, reasons and line numbers
+/// only — never cell contents.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Data rows read (header excluded), good and bad.
+    pub rows_read: u64,
+    /// Rows kept.
+    pub rows_loaded: u64,
+    /// Rows skipped, per reason.
+    pub bad_rows: BTreeMap<String, u64>,
+    /// Identifiers dropped (their row may still be kept), per (column, reason).
+    pub bad_identifiers: BTreeMap<(String, String), u64>,
+    /// The first bad rows: (line number, reason). Line 1 is the header.
+    pub examples: Vec<(u64, String)>,
+}
+
+impl LoadReport {
+    /// Total rows skipped.
+    pub fn bad_row_count(&self) -> u64 {
+        self.bad_rows.values().sum()
+    }
+
+    /// Total identifiers dropped.
+    pub fn bad_identifier_count(&self) -> u64 {
+        self.bad_identifiers.values().sum()
+    }
+
+    fn bad_row(&mut self, line: u64, reason: String) {
+        if self.examples.len() < MAX_EXAMPLES {
+            self.examples.push((line, reason.clone()));
+        }
+        *self.bad_rows.entry(reason).or_insert(0) += 1;
+    }
+}
+
+impl fmt::Display for LoadReport {
+    /// One line: "1000 rows read, 990 loaded, 10 bad (missing key: 4, no valid identifier: 6;
+    /// first at lines 3, 7, 9); 25 identifiers dropped (column 'email': invalid email: 25)".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bad = self.bad_row_count();
+        write!(
+            f,
+            "{} rows read, {} loaded, {} bad",
+            self.rows_read, self.rows_loaded, bad
+        )?;
+        if bad > 0 {
+            f.write_str(" (")?;
+            for (i, (reason, n)) in self.bad_rows.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{reason}: {n}")?;
+            }
+            if !self.examples.is_empty() {
+                f.write_str("; first at lines ")?;
+                for (i, (line, _)) in self.examples.iter().take(10).enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{line}")?;
+                }
+            }
+            f.write_str(")")?;
+        }
+        let dropped = self.bad_identifier_count();
+        if dropped > 0 {
+            write!(f, "; {dropped} identifiers dropped (")?;
+            for (i, ((column, reason), n)) in self.bad_identifiers.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "column '{column}': {reason}: {n}")?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+/// A segment column, stored as category codes. `Debug` prints counts only.
+#[derive(Clone, Default)]
+pub struct SegmentColumn {
+    categories: Vec<String>,
+    codes: Vec<u32>,
+}
+
+impl SegmentColumn {
+    /// Distinct categories (trimmed cell contents), in order of first appearance.
+    pub fn categories(&self) -> &[String] {
+        &self.categories
+    }
+
+    /// Per record, the index of its category in [`categories`](Self::categories).
+    pub fn codes(&self) -> &[u32] {
+        &self.codes
+    }
+
+    /// Record `i`'s category. Panics if `i` is out of range.
+    pub fn get(&self, i: usize) -> &str {
+        &self.categories[self.codes[i] as usize]
+    }
+}
+
+impl fmt::Debug for SegmentColumn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SegmentColumn")
+            .field("categories", &self.categories.len())
+            .field("records", &self.codes.len())
+            .finish()
+    }
+}
+
+/// Per declared column, what is stored for it.
+#[derive(Clone)]
+enum ColumnData {
+    /// Hashes live in the dataset's flat identifier arrays.
+    Identifier,
+    /// One finite number per record.
+    Value(Vec<f64>),
+    /// One category per record.
+    Segment(SegmentColumn),
+}
+
+/// A loaded dataset.
+///
+/// Invariants:
+/// 1. `key_offsets.len() == id_offsets.len() == len() + 1`, both start at 0 and never
+///    decrease; record `i`'s key is `keys[key_offsets[i]..key_offsets[i + 1]]` (whole
+///    strings were pushed, so the bounds are char boundaries).
+/// 2. `id_cols.len() == id_hashes.len() == id_offsets[len()]`; record `i`'s identifiers are
+///    at `id_offsets[i]..id_offsets[i + 1]`, at least one per record, no (column, hash) twice.
+/// 3. Every `id_cols[j]` indexes `columns`, and that column has an identifier kind.
+/// 4. `data.len() == columns.len()`; value and segment columns hold `len()` entries.
+///
+/// `Debug` prints metadata and counts only, never keys or values.
+#[derive(Clone)]
+pub struct Dataset {
+    name: String,
+    path: PathBuf,
+    key_column: String,
+    columns: Vec<ColumnConfig>,
+    data: Vec<ColumnData>,
+    keys: String,
+    key_offsets: Vec<usize>,
+    id_offsets: Vec<usize>,
+    id_cols: Vec<u16>,
+    id_hashes: Vec<IdHash>,
+    report: LoadReport,
+}
+
+impl fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dataset")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("key_column", &self.key_column)
+            .field("columns", &self.columns)
+            .field("records", &self.len())
+            .field("identifiers", &self.id_hashes.len())
+            .field("report", &self.report)
+            .finish()
+    }
+}
+
+/// A declared column located in the CSV header.
+struct Located {
+    /// Index in the declared columns.
+    declared: usize,
+    /// Index in the CSV record.
+    field: usize,
+    kind: ColumnKind,
+}
+
+impl Dataset {
+    /// Loads the CSV file of `cfg`, normalising identifiers with `normalizer`.
+    ///
+    /// Fails if the file cannot be read, its header lacks the key column or a declared
+    /// column, or more than `cfg.max_bad_row_fraction` of its rows are bad.
+    pub fn load(cfg: &DatasetConfig, normalizer: &Normalizer) -> Result<Dataset, NodeError> {
+        let file = File::open(&cfg.path).map_err(|source| NodeError::DatasetRead {
+            dataset: cfg.name.clone(),
+            path: cfg.path.clone(),
+            source,
+        })?;
+        Self::from_reader(cfg, normalizer, file)
+    }
+
+    fn from_reader<R: Read>(
+        cfg: &DatasetConfig,
+        normalizer: &Normalizer,
+        reader: R,
+    ) -> Result<Dataset, NodeError> {
+        let read_err = |source: std::io::Error| NodeError::DatasetRead {
+            dataset: cfg.name.clone(),
+            path: cfg.path.clone(),
+            source,
+        };
+        let header_err = |problem: String| NodeError::DatasetHeader {
+            dataset: cfg.name.clone(),
+            path: cfg.path.clone(),
+            problem,
+        };
+
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .trim(csv::Trim::None)
+            .delimiter(cfg.delimiter_byte())
+            .from_reader(reader);
+
+        // Header.
+        let raw_header = match rdr.byte_headers() {
+            Ok(h) => h.clone(),
+            Err(e) => {
+                return Err(match e.into_kind() {
+                    csv::ErrorKind::Io(io) => read_err(io),
+                    _ => header_err(
+                        "cannot read the CSV header row; the file must start with a header naming the columns"
+                            .to_owned(),
+                    ),
+                });
+            }
+        };
+        let mut header = Vec::with_capacity(raw_header.len());
+        for (i, field) in raw_header.iter().enumerate() {
+            let mut field = field;
+            if i == 0 {
+                field = field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field);
+            }
+            let name = std::str::from_utf8(field).map_err(|_| {
+                header_err(format!(
+                    "header field {} is not valid UTF-8; save the file as UTF-8",
+                    i + 1
+                ))
+            })?;
+            header.push(name.trim().to_owned());
+        }
+        if header.iter().all(String::is_empty) {
+            return Err(header_err(
+                "the file is empty or its header row is blank; the first line must name the columns"
+                    .to_owned(),
+            ));
+        }
+
+        let find = |column: &str, setting: &'static str| -> Result<usize, NodeError> {
+            let mut hits = header.iter().enumerate().filter(|(_, h)| *h == column);
+            match (hits.next(), hits.next()) {
+                (Some((i, _)), None) => Ok(i),
+                (None, _) => Err(NodeError::MissingColumn {
+                    dataset: cfg.name.clone(),
+                    path: cfg.path.clone(),
+                    column: column.to_owned(),
+                    header: describe_header(&header),
+                    setting,
+                }),
+                (Some(_), Some(_)) => Err(header_err(format!(
+                    "column '{column}' appears more than once in the CSV header; rename the duplicates"
+                ))),
+            }
+        };
+        let key_field = find(
+            &cfg.key_column,
+            "[[datasets]] key_column in the node config",
+        )?;
+        let mut located = Vec::with_capacity(cfg.columns.len());
+        for (declared, c) in cfg.columns.iter().enumerate() {
+            let field = find(&c.name, "[[datasets.columns]] name in the node config")?;
+            located.push(Located {
+                declared,
+                field,
+                kind: c.kind,
+            });
+        }
+        if cfg.columns.len() > usize::from(u16::MAX) {
+            return Err(header_err(format!(
+                "{} columns declared; at most {} are supported",
+                cfg.columns.len(),
+                u16::MAX
+            )));
+        }
+
+        let mut ds = Dataset {
+            name: cfg.name.clone(),
+            path: cfg.path.clone(),
+            key_column: cfg.key_column.clone(),
+            columns: cfg.columns.clone(),
+            data: cfg
+                .columns
+                .iter()
+                .map(|c| match c.kind {
+                    ColumnKind::Value => ColumnData::Value(Vec::new()),
+                    ColumnKind::Segment => ColumnData::Segment(SegmentColumn::default()),
+                    ColumnKind::Email | ColumnKind::Phone | ColumnKind::Sha256 => {
+                        ColumnData::Identifier
+                    }
+                })
+                .collect(),
+            keys: String::new(),
+            key_offsets: vec![0],
+            id_offsets: vec![0],
+            id_cols: Vec::new(),
+            id_hashes: Vec::new(),
+            report: LoadReport::default(),
+        };
+        let mut segment_index: Vec<HashMap<String, u32>> = vec![HashMap::new(); cfg.columns.len()];
+
+        // Rows are read in chunks; each chunk is parsed (normalised and hashed) in parallel,
+        // then committed in file order so that examples and records keep the file's order.
+        let mut report = LoadReport::default();
+        let mut chunk: Vec<Item> = Vec::with_capacity(CHUNK_ROWS);
+        let mut spare: Vec<csv::ByteRecord> = Vec::new();
+        let mut done = false;
+        while !done {
+            while chunk.len() < CHUNK_ROWS {
+                let mut record = spare.pop().unwrap_or_default();
+                match rdr.read_byte_record(&mut record) {
+                    Ok(true) => chunk.push(Item::Record(record)),
+                    Ok(false) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => {
+                        let line = e.position().map_or(0, csv::Position::line);
+                        let reason = match e.into_kind() {
+                            csv::ErrorKind::Io(io) => return Err(read_err(io)),
+                            csv::ErrorKind::UnequalLengths {
+                                expected_len, len, ..
+                            } => format!(
+                                "wrong number of fields (header has {expected_len}, row has {len})"
+                            ),
+                            _ => "unreadable CSV record".to_owned(),
+                        };
+                        spare.push(record);
+                        chunk.push(Item::Broken(line, reason));
+                    }
+                }
+            }
+            let parsed: Vec<Parsed> = chunk
+                .par_iter()
+                .map(|item| match item {
+                    Item::Record(r) => {
+                        let line = r.position().map_or(0, csv::Position::line);
+                        parse_row(r, line, key_field, &header, &located, normalizer)
+                    }
+                    Item::Broken(line, reason) => Parsed {
+                        line: *line,
+                        row: Err(reason.clone()),
+                        dropped: Vec::new(),
+                    },
+                })
+                .collect();
+            for p in parsed {
+                report.rows_read += 1;
+                for (field, reason) in p.dropped {
+                    *report
+                        .bad_identifiers
+                        .entry((header[field].clone(), reason.to_owned()))
+                        .or_insert(0) += 1;
+                }
+                match p.row {
+                    Err(reason) => report.bad_row(p.line, reason),
+                    Ok(row) => {
+                        ds.push(row, &mut segment_index);
+                        report.rows_loaded += 1;
+                    }
+                }
+            }
+            spare.extend(chunk.drain(..).filter_map(|item| match item {
+                Item::Record(r) => Some(r),
+                Item::Broken(..) => None,
+            }));
+        }
+
+        ds.keys.shrink_to_fit();
+        ds.key_offsets.shrink_to_fit();
+        ds.id_offsets.shrink_to_fit();
+        ds.id_cols.shrink_to_fit();
+        ds.id_hashes.shrink_to_fit();
+
+        let bad = report.bad_row_count();
+        if report.rows_read > 0 && bad as f64 / report.rows_read as f64 > cfg.max_bad_row_fraction {
+            return Err(NodeError::TooManyBadRows {
+                dataset: cfg.name.clone(),
+                path: cfg.path.clone(),
+                rows_read: report.rows_read,
+                bad_rows: bad,
+                max_fraction: cfg.max_bad_row_fraction,
+                example_lines: report.examples.iter().map(|(l, _)| *l).collect(),
+                by_reason: report.bad_rows,
+            });
+        }
+        tracing::info!(dataset = %cfg.name, path = %cfg.path.display(), "dataset loaded: {report}");
+        ds.report = report;
+        Ok(ds)
+    }
+
+    /// Appends a good row (keeps the invariants).
+    fn push(&mut self, row: Row, segment_index: &mut [HashMap<String, u32>]) {
+        self.keys.push_str(&row.key);
+        self.key_offsets.push(self.keys.len());
+        for (col, h) in row.ids {
+            self.id_cols.push(col);
+            self.id_hashes.push(h);
+        }
+        self.id_offsets.push(self.id_hashes.len());
+        for (col, v) in row.values {
+            if let ColumnData::Value(vs) = &mut self.data[col] {
+                vs.push(v);
+            }
+        }
+        for (col, s) in row.segments {
+            if let ColumnData::Segment(seg) = &mut self.data[col] {
+                let index = &mut segment_index[col];
+                let code = match index.get(&s) {
+                    Some(&code) => code,
+                    None => {
+                        let code = u32::try_from(seg.categories.len()).unwrap_or(u32::MAX);
+                        seg.categories.push(s.clone());
+                        index.insert(s, code);
+                        code
+                    }
+                };
+                seg.codes.push(code);
+            }
+        }
+    }
+
+    /// Dataset name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The CSV file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Name of the key column.
+    pub fn key_column(&self) -> &str {
+        &self.key_column
+    }
+
+    /// Number of records loaded.
+    pub fn len(&self) -> usize {
+        self.key_offsets.len() - 1
+    }
+
+    /// True if no record was loaded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What happened while loading.
+    pub fn report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// Record `i`'s key, exactly as in the file. Panics if `i >= len()`.
+    pub fn key(&self, i: usize) -> &str {
+        &self.keys[self.key_offsets[i]..self.key_offsets[i + 1]]
+    }
+
+    /// The declared columns, in config order.
+    pub fn columns(&self) -> &[ColumnConfig] {
+        &self.columns
+    }
+
+    /// Names of the identifier columns (email, phone, sha256), in config order.
+    pub fn identifier_columns(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| c.kind.is_identifier())
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// Per record (in load order), the distinct identifiers found in `columns`; an empty
+    /// slice means every identifier column. A record with no identifier in those columns
+    /// gets an empty list.
+    ///
+    /// Fails if a name is not a declared column or not an identifier column.
+    pub fn identifiers(&self, columns: &[String]) -> Result<Vec<Vec<IdHash>>, NodeError> {
+        let selected = self.select_columns(columns)?;
+        let mut out = Vec::with_capacity(self.len());
+        for i in 0..self.len() {
+            let range = self.id_offsets[i]..self.id_offsets[i + 1];
+            let mut ids: Vec<IdHash> = Vec::with_capacity(range.len());
+            for j in range {
+                if selected[usize::from(self.id_cols[j])] {
+                    let h = self.id_hashes[j];
+                    if !ids.contains(&h) {
+                        ids.push(h);
+                    }
+                }
+            }
+            out.push(ids);
+        }
+        Ok(out)
+    }
+
+    /// Per declared column, whether it is among `columns` (empty = all identifier columns).
+    fn select_columns(&self, columns: &[String]) -> Result<Vec<bool>, NodeError> {
+        if columns.is_empty() {
+            return Ok(self
+                .columns
+                .iter()
+                .map(|c| c.kind.is_identifier())
+                .collect());
+        }
+        let mut selected = vec![false; self.columns.len()];
+        for name in columns {
+            match self.columns.iter().position(|c| &c.name == name) {
+                Some(i) if self.columns[i].kind.is_identifier() => selected[i] = true,
+                Some(i) => {
+                    return Err(self.not_identifier(name, self.columns[i].kind.as_str()));
+                }
+                None if *name == self.key_column => return Err(self.not_identifier(name, "key")),
+                None => {
+                    return Err(NodeError::UnknownColumn {
+                        dataset: self.name.clone(),
+                        column: name.clone(),
+                        identifier_columns: self.identifier_column_names(),
+                    });
+                }
+            }
+        }
+        Ok(selected)
+    }
+
+    fn not_identifier(&self, column: &str, kind: &'static str) -> NodeError {
+        NodeError::NotIdentifierColumn {
+            dataset: self.name.clone(),
+            column: column.to_owned(),
+            kind,
+            identifier_columns: self.identifier_column_names(),
+        }
+    }
+
+    fn identifier_column_names(&self) -> Vec<String> {
+        self.identifier_columns()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The numbers of a value column, one per record; `None` if `column` is not a value column.
+    pub fn values(&self, column: &str) -> Option<&[f64]> {
+        let i = self.columns.iter().position(|c| c.name == column)?;
+        match &self.data[i] {
+            ColumnData::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The categories of a segment column; `None` if `column` is not a segment column.
+    pub fn segments(&self, column: &str) -> Option<&SegmentColumn> {
+        let i = self.columns.iter().position(|c| c.name == column)?;
+        match &self.data[i] {
+            ColumnData::Segment(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The dataset's public description: name, column kinds, row count. No contents.
+    pub fn info(&self) -> DatasetInfo {
+        let mut columns = Vec::with_capacity(self.columns.len() + 1);
+        columns.push(ColumnInfo {
+            name: self.key_column.clone(),
+            kind: "key".to_owned(),
+        });
+        columns.extend(self.columns.iter().map(|c| ColumnInfo {
+            name: c.name.clone(),
+            kind: c.kind.as_str().to_owned(),
+        }));
+        DatasetInfo {
+            name: self.name.clone(),
+            columns,
+            row_count: self.report.rows_loaded,
+        }
+    }
+}
+
+/// A record as read, or why the CSV reader rejected it (line, reason).
+enum Item {
+    Record(csv::ByteRecord),
+    Broken(u64, String),
+}
+
+/// The fields of a good row.
+struct Row {
+    key: String,
+    /// (declared column, number).
+    values: Vec<(usize, f64)>,
+    /// (declared column, trimmed category).
+    segments: Vec<(usize, String)>,
+    /// (declared column, hash), no pair twice, at least one.
+    ids: Vec<(u16, IdHash)>,
+}
+
+/// A parsed record: the row or the reason it is bad, plus the identifiers dropped from it.
+struct Parsed {
+    line: u64,
+    row: Result<Row, String>,
+    /// (CSV field, reason) of each identifier that did not normalise.
+    dropped: Vec<(usize, &'static str)>,
+}
+
+/// Parses one record found at `line`.
+fn parse_row(
+    record: &csv::ByteRecord,
+    line: u64,
+    key_field: usize,
+    header: &[String],
+    located: &[Located],
+    normalizer: &Normalizer,
+) -> Parsed {
+    let mut dropped = Vec::new();
+    let row = parse_fields(record, key_field, header, located, normalizer, &mut dropped);
+    Parsed { line, row, dropped }
+}
+
+fn parse_fields(
+    record: &csv::ByteRecord,
+    key_field: usize,
+    header: &[String],
+    located: &[Located],
+    normalizer: &Normalizer,
+    dropped: &mut Vec<(usize, &'static str)>,
+) -> Result<Row, String> {
+    let cell = |field: usize| -> Result<&str, String> {
+        let bytes = record.get(field).unwrap_or_default();
+        std::str::from_utf8(bytes).map_err(|_| {
+            let column = header.get(field).map_or("?", String::as_str);
+            format!("invalid UTF-8 in column '{column}'")
+        })
+    };
+
+    let key = cell(key_field)?;
+    if key.trim().is_empty() {
+        return Err(REASON_MISSING_KEY.to_owned());
+    }
+    let mut row = Row {
+        key: key.to_owned(),
+        values: Vec::new(),
+        segments: Vec::new(),
+        ids: Vec::with_capacity(located.len()),
+    };
+    for c in located {
+        match c.kind {
+            ColumnKind::Value => {
+                let text = cell(c.field)?;
+                match text.trim().parse::<f64>() {
+                    Ok(v) if v.is_finite() => row.values.push((c.declared, v)),
+                    _ => {
+                        return Err(format!("invalid value in column '{}'", header[c.field]));
+                    }
+                }
+            }
+            ColumnKind::Segment => {
+                row.segments
+                    .push((c.declared, cell(c.field)?.trim().to_owned()));
+            }
+            ColumnKind::Email | ColumnKind::Phone | ColumnKind::Sha256 => {}
+        }
+    }
+    for c in located {
+        let Some(kind) = c.kind.id_kind() else {
+            continue;
+        };
+        let text = cell(c.field)?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        // `located` has at most u16::MAX entries (checked at load).
+        let col = u16::try_from(c.declared).unwrap_or(u16::MAX);
+        match normalizer.identifier(kind, text) {
+            Ok(h) => {
+                if !row.ids.contains(&(col, h)) {
+                    row.ids.push((col, h));
+                }
+            }
+            Err(e) => dropped.push((c.field, e.reason())),
+        }
+    }
+    if row.ids.is_empty() {
+        return Err(REASON_NO_IDENTIFIER.to_owned());
+    }
+    Ok(row)
+}
+
+/// The header's names, comma-separated, for an error message. Names that look like data
+/// (an `@`, five or more digits, or very long) are redacted: a file without a header row
+/// would otherwise put its first record into the message.
+fn describe_header(header: &[String]) -> String {
+    const SHOWN: usize = 50;
+    let mut redacted = false;
+    let mut parts: Vec<String> = header
+        .iter()
+        .take(SHOWN)
+        .map(|h| {
+            let digits = h.bytes().filter(u8::is_ascii_digit).count();
+            if h.contains('@') || digits >= 5 || h.chars().count() > 48 {
+                redacted = true;
+                "<redacted>".to_owned()
+            } else {
+                h.escape_debug().to_string()
+            }
+        })
+        .collect();
+    if header.len() > SHOWN {
+        parts.push(format!("… {} more", header.len() - SHOWN));
+    }
+    let mut out = parts.join(", ");
+    if redacted {
+        out.push_str("; <redacted> fields look like data: does the file start with a header row?");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_crypto::normalize::{IdKind, Profile};
+    use std::io::Write as _;
+
+    fn normalizer() -> Normalizer {
+        Normalizer::new(Profile::Google, "US").expect("normalizer")
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        cfg: DatasetConfig,
+    }
+
+    fn fixture(csv: &[u8], columns: &[(&str, ColumnKind)], fraction: f64) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("crm.csv");
+        let mut f = File::create(&path).expect("create");
+        f.write_all(csv).expect("write");
+        let cfg = DatasetConfig {
+            name: "crm".to_owned(),
+            path,
+            key_column: "id".to_owned(),
+            max_bad_row_fraction: fraction,
+            delimiter: None,
+            columns: columns
+                .iter()
+                .map(|(name, kind)| ColumnConfig {
+                    name: (*name).to_owned(),
+                    kind: *kind,
+                })
+                .collect(),
+        };
+        Fixture { _dir: dir, cfg }
+    }
+
+    fn load(
+        csv: &[u8],
+        columns: &[(&str, ColumnKind)],
+        fraction: f64,
+    ) -> Result<Dataset, NodeError> {
+        let fx = fixture(csv, columns, fraction);
+        Dataset::load(&fx.cfg, &normalizer())
+    }
+
+    const EP: &[(&str, ColumnKind)] = &[("email", ColumnKind::Email), ("phone", ColumnKind::Phone)];
+
+    fn email(raw: &str) -> IdHash {
+        normalizer()
+            .identifier(IdKind::Email, raw)
+            .expect("valid email")
+    }
+
+    fn phone(raw: &str) -> IdHash {
+        normalizer()
+            .identifier(IdKind::Phone, raw)
+            .expect("valid phone")
+    }
+
+    /// Raw cell contents used in the messy fixture; none may appear in any message.
+    const SECRETS: &[&str] = &[
+        "alice@example.com",
+        "bob@@example",
+        "not-an-email",
+        "12",
+        "k-secret-4",
+        "carol@example",
+        "dave.secret@example.org",
+        "abc",
+        "NaN",
+        "inf",
+    ];
+
+    #[test]
+    fn good_rows_load() {
+        let csv = b"id,email,phone,amount,region\n\
+            1,Alice@Example.com,(650) 253-0000,12.5,north\n\
+            2,bob@example.org,,3,south\n\
+            3,,+44 20 7946 0958,0,north\n";
+        let cols = &[
+            ("email", ColumnKind::Email),
+            ("phone", ColumnKind::Phone),
+            ("amount", ColumnKind::Value),
+            ("region", ColumnKind::Segment),
+        ];
+        let ds = load(csv, cols, 0.0).expect("loads");
+        assert_eq!(ds.name(), "crm");
+        assert_eq!(ds.len(), 3);
+        assert_eq!(ds.key(0), "1");
+        assert_eq!(ds.key(2), "3");
+        assert_eq!(ds.identifier_columns(), vec!["email", "phone"]);
+        let r = ds.report();
+        assert_eq!((r.rows_read, r.rows_loaded, r.bad_row_count()), (3, 3, 0));
+        assert_eq!(r.bad_identifier_count(), 0);
+
+        let all = ds.identifiers(&[]).expect("all");
+        assert_eq!(
+            all[0],
+            vec![email("alice@example.com"), phone("+16502530000")]
+        );
+        assert_eq!(all[1], vec![email("bob@example.org")]);
+        assert_eq!(all[2], vec![phone("+442079460958")]);
+        let emails = ds.identifiers(&["email".to_owned()]).expect("emails");
+        assert_eq!(emails[2], Vec::<IdHash>::new());
+        assert_eq!(emails[0], vec![email("alice@example.com")]);
+
+        assert_eq!(ds.values("amount"), Some(&[12.5, 3.0, 0.0][..]));
+        let seg = ds.segments("region").expect("segment column");
+        assert_eq!(seg.categories(), &["north".to_owned(), "south".to_owned()]);
+        assert_eq!(seg.get(2), "north");
+        assert!(ds.values("region").is_none());
+
+        let info = ds.info();
+        assert_eq!(info.name, "crm");
+        assert_eq!(info.row_count, 3);
+        let kinds: Vec<(&str, &str)> = info
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("id", "key"),
+                ("email", "email"),
+                ("phone", "phone"),
+                ("amount", "value"),
+                ("region", "segment")
+            ]
+        );
+    }
+
+    #[test]
+    fn messy_identifiers_are_counted_and_bad_rows_have_line_numbers() {
+        let csv = b"id,email,phone\n\
+            1,alice@example.com,12\n\
+            2,bob@@example,\n\
+            ,dave.secret@example.org,6502530000\n\
+            k-secret-4,not-an-email,650-253-0001\n\
+            5,,\n\
+            6,carol@example,abc\n";
+        let fx = fixture(csv, EP, 1.0);
+        let ds = Dataset::load(&fx.cfg, &normalizer()).expect("loads with fraction 1");
+        let r = ds.report().clone();
+        assert_eq!(r.rows_read, 6);
+        assert_eq!(r.rows_loaded, 2);
+        assert_eq!(ds.key(0), "1");
+        assert_eq!(ds.key(1), "k-secret-4");
+        assert_eq!(r.bad_rows.get(REASON_MISSING_KEY), Some(&1));
+        assert_eq!(r.bad_rows.get(REASON_NO_IDENTIFIER), Some(&3));
+        assert_eq!(
+            r.examples,
+            vec![
+                (3, REASON_NO_IDENTIFIER.to_owned()),
+                (4, REASON_MISSING_KEY.to_owned()),
+                (6, REASON_NO_IDENTIFIER.to_owned()),
+                (7, REASON_NO_IDENTIFIER.to_owned()),
+            ]
+        );
+        assert_eq!(
+            r.bad_identifiers
+                .get(&("email".to_owned(), "invalid email".to_owned())),
+            Some(&3)
+        );
+        assert_eq!(
+            r.bad_identifiers
+                .get(&("phone".to_owned(), "invalid phone".to_owned())),
+            Some(&2)
+        );
+
+        let text = r.to_string();
+        assert!(text.contains("6 rows read, 2 loaded, 4 bad"), "{text}");
+        assert!(text.contains("first at lines 3, 4, 6, 7"), "{text}");
+        assert_no_secrets(&text);
+        assert_no_secrets(&format!("{r:?}"));
+        assert_no_secrets(&format!("{ds:?}"));
+
+        // Same file with the default limit fails, naming file, counts, lines and the fix.
+        let mut strict = fx.cfg.clone();
+        strict.max_bad_row_fraction = 0.01;
+        let err = Dataset::load(&strict, &normalizer()).expect_err("must fail");
+        assert!(matches!(
+            err,
+            NodeError::TooManyBadRows {
+                bad_rows: 4,
+                rows_read: 6,
+                ..
+            }
+        ));
+        let msg = err.to_string();
+        assert!(msg.contains("crm.csv"), "{msg}");
+        assert!(msg.contains("4 of 6 rows are bad"), "{msg}");
+        assert!(
+            msg.contains("missing key: 1, no valid identifier: 3"),
+            "{msg}"
+        );
+        assert!(msg.contains("first at lines 3, 4, 6, 7"), "{msg}");
+        assert!(msg.contains("max_bad_row_fraction"), "{msg}");
+        assert_no_secrets(&msg);
+        assert_no_secrets(&format!("{err:?}"));
+    }
+
+    fn assert_no_secrets(text: &str) {
+        for s in SECRETS {
+            // "12" and "abc" are short; check them as whole tokens.
+            let hit = if s.len() <= 3 {
+                text.split(|c: char| !c.is_alphanumeric()).any(|t| t == *s)
+            } else {
+                text.contains(s)
+            };
+            assert!(!hit, "'{s}' leaked into: {text}");
+        }
+    }
+
+    #[test]
+    fn csv_errors_are_bad_rows_with_line_numbers() {
+        let mut csv = b"id,email\n1,a@example.com\n2,b@example.com,extra\n3\n".to_vec();
+        csv.extend_from_slice(b"4,\xff\xfe@example.com\n5,e@example.com\n");
+        let ds = load(&csv, &[("email", ColumnKind::Email)], 1.0).expect("loads");
+        let r = ds.report();
+        assert_eq!((r.rows_read, r.rows_loaded), (5, 2));
+        assert_eq!(
+            r.examples,
+            vec![
+                (
+                    3,
+                    "wrong number of fields (header has 2, row has 3)".to_owned()
+                ),
+                (
+                    4,
+                    "wrong number of fields (header has 2, row has 1)".to_owned()
+                ),
+                (5, "invalid UTF-8 in column 'email'".to_owned()),
+            ]
+        );
+        assert_eq!(ds.key(1), "5");
+    }
+
+    #[test]
+    fn invalid_values_make_bad_rows() {
+        let csv = b"id,email,amount\n1,a@example.com,1.5\n2,b@example.com,NaN\n3,c@example.com,inf\n4,d@example.com,\n5,e@example.com, 7 \n";
+        let ds = load(
+            csv,
+            &[("email", ColumnKind::Email), ("amount", ColumnKind::Value)],
+            1.0,
+        )
+        .expect("loads");
+        let r = ds.report();
+        assert_eq!(r.bad_rows.get("invalid value in column 'amount'"), Some(&3));
+        assert_eq!(ds.values("amount"), Some(&[1.5, 7.0][..]));
+        assert_no_secrets(&r.to_string());
+    }
+
+    #[test]
+    fn missing_columns_are_named_with_the_header() {
+        let csv = b"id,email,phone\n1,a@example.com,\n";
+        let err = load(csv, &[("emial", ColumnKind::Email)], 0.01).expect_err("must fail");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("column 'emial' declared in the node config is not in the CSV header (header has: id, email, phone); fix [[datasets.columns]] name"),
+            "{msg}"
+        );
+        let csv = b"customer,email\n1,a@example.com\n";
+        let err = load(csv, &[("email", ColumnKind::Email)], 0.01).expect_err("must fail");
+        assert!(
+            matches!(err, NodeError::MissingColumn { ref column, setting, .. } if column == "id" && setting.contains("key_column"))
+        );
+    }
+
+    #[test]
+    fn headerless_file_does_not_leak_its_first_row() {
+        let csv = b"1001,alice@example.com,6502530000\n1002,bob@example.org,\n";
+        let err = load(csv, EP, 0.01).expect_err("must fail");
+        let msg = err.to_string();
+        assert!(!msg.contains("alice"), "{msg}");
+        assert!(!msg.contains("6502530000"), "{msg}");
+        assert!(msg.contains("header row"), "{msg}");
+    }
+
+    #[test]
+    fn empty_file_and_missing_file() {
+        let err = load(b"", EP, 0.01).expect_err("must fail");
+        assert!(matches!(err, NodeError::DatasetHeader { .. }), "{err}");
+        let cfg = DatasetConfig {
+            name: "crm".to_owned(),
+            path: PathBuf::from("/nonexistent/crm.csv"),
+            key_column: "id".to_owned(),
+            max_bad_row_fraction: 0.01,
+            delimiter: None,
+            columns: vec![],
+        };
+        let msg = Dataset::load(&cfg, &normalizer())
+            .expect_err("must fail")
+            .to_string();
+        assert!(
+            msg.starts_with("dataset 'crm' (/nonexistent/crm.csv): cannot read"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn header_only_file_loads_empty() {
+        let ds = load(b"id,email,phone\n", EP, 0.01).expect("loads");
+        assert!(ds.is_empty());
+        assert_eq!(ds.identifiers(&[]).expect("ids").len(), 0);
+    }
+
+    #[test]
+    fn bom_delimiter_and_header_spaces() {
+        let csv = "\u{feff}id; email \n1;a@example.com\n".as_bytes();
+        let mut fx = fixture(csv, &[("email", ColumnKind::Email)], 0.0);
+        fx.cfg.delimiter = Some(';');
+        let ds = Dataset::load(&fx.cfg, &normalizer()).expect("loads");
+        assert_eq!(ds.len(), 1);
+        assert_eq!(
+            ds.identifiers(&[]).expect("ids")[0],
+            vec![email("a@example.com")]
+        );
+    }
+
+    #[test]
+    fn identifiers_are_deduplicated_within_a_record() {
+        // Same person twice through Gmail rules, and the same hash in two columns.
+        let h = hex::encode(email("john@gmail.com").0);
+        let csv = format!(
+            "id,email,email2,hashed\n1,John.Doe+x@gmail.com,johndoe@gmail.com,{h}\n2,john@gmail.com,john@gmail.com,{h}\n"
+        );
+        let cols = &[
+            ("email", ColumnKind::Email),
+            ("email2", ColumnKind::Email),
+            ("hashed", ColumnKind::Sha256),
+        ];
+        let ds = load(csv.as_bytes(), cols, 0.0).expect("loads");
+        let all = ds.identifiers(&[]).expect("all");
+        assert_eq!(
+            all[0],
+            vec![email("johndoe@gmail.com"), email("john@gmail.com")]
+        );
+        assert_eq!(all[1], vec![email("john@gmail.com")]);
+        let two = ds
+            .identifiers(&["email2".to_owned(), "email".to_owned()])
+            .expect("two columns");
+        assert_eq!(two[0], vec![email("johndoe@gmail.com")]);
+        assert_eq!(two[1], vec![email("john@gmail.com")]);
+    }
+
+    #[test]
+    fn identifiers_rejects_unknown_and_non_identifier_columns() {
+        let csv = b"id,email,amount\n1,a@example.com,3\n";
+        let ds = load(
+            csv,
+            &[("email", ColumnKind::Email), ("amount", ColumnKind::Value)],
+            0.0,
+        )
+        .expect("loads");
+        let err = ds
+            .identifiers(&["phone".to_owned()])
+            .expect_err("must fail");
+        assert_eq!(
+            err.to_string(),
+            "dataset 'crm' has no column 'phone' (identifier columns: email); use one of those"
+        );
+        let err = ds
+            .identifiers(&["amount".to_owned()])
+            .expect_err("must fail");
+        assert!(
+            err.to_string().contains("'amount' is a value column"),
+            "{err}"
+        );
+        let err = ds.identifiers(&["id".to_owned()]).expect_err("must fail");
+        assert!(err.to_string().contains("'id' is a key column"), "{err}");
+    }
+
+    #[test]
+    #[ignore]
+    /// Load time and memory for 10^6 rows: `cargo test -p parley-node --release -- --ignored --nocapture`.
+    fn perf_million() {
+        let mut csv = String::from("id,email,phone\n");
+        for i in 0..1_000_000u32 {
+            csv.push_str(&format!(
+                "cust{i},user{i}@example.com,+1 650 {:03} {:04}\n",
+                i % 1000,
+                i % 10000
+            ));
+        }
+        let t = std::time::Instant::now();
+        let ds = load(csv.as_bytes(), EP, 0.01).expect("loads");
+        eprintln!("load {:?} {}", t.elapsed(), ds.report());
+        let bytes = ds.keys.capacity()
+            + ds.key_offsets.capacity() * 8
+            + ds.id_offsets.capacity() * 8
+            + ds.id_cols.capacity() * 2
+            + ds.id_hashes.capacity() * 32;
+        eprintln!("bytes {}", bytes);
+        let t = std::time::Instant::now();
+        let ids = ds.identifiers(&[]).expect("ids");
+        eprintln!("identifiers {:?} {}", t.elapsed(), ids.len());
+    }
+
+    #[test]
+    fn fraction_boundary() {
+        // 1 bad row of 4 = 0.25: allowed at 0.25, refused at 0.24.
+        let csv = b"id,email\n1,a@example.com\n2,b@example.com\n3,c@example.com\n,d@example.com\n";
+        assert!(load(csv, &[("email", ColumnKind::Email)], 0.25).is_ok());
+        assert!(matches!(
+            load(csv, &[("email", ColumnKind::Email)], 0.24),
+            Err(NodeError::TooManyBadRows { .. })
+        ));
+    }
+}

@@ -1,0 +1,626 @@
+//! Running one PSI job at a node: the receiver or sender role of `parley_crypto::psi`, driven
+//! over sealed envelopes relayed by the coordinator.
+//!
+//! # Guarantees
+//! * The whole role runs on one blocking thread (`spawn_blocking`); scalar multiplications use
+//!   rayon inside it, never the async runtime.
+//! * Memory is bounded: at most [`MAX_BACKLOG`] reply batches wait to be sent, the inbox and
+//!   the link queue are bounded channels, and every declared stream size is checked against
+//!   `[limits] max_set_size` before anything is allocated for it.
+//! * No deadlock when both sides stream at once: a party blocked on sending keeps reading, and
+//!   only stops reading while its own reply backlog is full (the receiver never has a backlog,
+//!   so it always drains).
+//! * Envelopes carry consecutive sequence numbers per direction; anything out of order, from
+//!   the wrong peer, or failing authentication fails the job with a precise reason.
+//! * Only counts, sizes and stage names are logged or reported as progress.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parley_crypto::envelope::{EnvelopeKey, derive_envelope_key};
+use parley_crypto::keys::NodeSecrets;
+use parley_crypto::psi::{Mode, POINT_LEN, Receiver, ReceiverOutcome, Sender};
+use parley_proto::{
+    Envelope, JobProgress, JobResult, NodeMessage, PointBatch, PsiHeader, PsiMessage, PsiResult,
+    PsiStream, node_message, psi_message,
+};
+use prost::Message;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::NodeError;
+use crate::dataset::Dataset;
+
+/// Reply batches a sender may queue before it stops reading new input.
+pub const MAX_BACKLOG: usize = 4;
+
+/// Everything a job needs, fixed when it starts.
+pub struct JobRun {
+    /// Job id.
+    pub job_id: String,
+    /// This node's name.
+    pub me: String,
+    /// The other participant.
+    pub peer: String,
+    /// The peer's verified X25519 public key.
+    pub peer_x25519: [u8; 32],
+    /// This node's long-term secrets.
+    pub secrets: Arc<NodeSecrets>,
+    /// True when this node is the result receiver.
+    pub receiver: bool,
+    /// PSI mode.
+    pub mode: Mode,
+    /// Suppress results with fewer intersecting records (0 = off).
+    pub min_intersection: u64,
+    /// The dataset this node contributes.
+    pub dataset: Arc<Dataset>,
+    /// Identifier columns to use (empty = all).
+    pub columns: Vec<String>,
+    /// Largest stream either side may declare.
+    pub max_set_size: u64,
+    /// Points per message.
+    pub batch_points: usize,
+    /// Wall-clock limit for the job.
+    pub deadline: Duration,
+    /// Where match outputs go.
+    pub output_dir: PathBuf,
+}
+
+/// Channels between the job thread and the node link.
+pub struct JobIo {
+    /// Envelopes for this job, in arrival order.
+    pub inbox: mpsc::Receiver<Envelope>,
+    /// The node link's outbound queue.
+    pub outbox: mpsc::Sender<NodeMessage>,
+    /// Cancelled when the job is aborted or the link is lost.
+    pub cancel: CancellationToken,
+}
+
+/// Runs the job to completion on the current (blocking) thread. Returns the result to release
+/// when this node is the receiver, `None` for the sender.
+pub fn run_blocking(
+    run: JobRun,
+    mut io: JobIo,
+    rt: Handle,
+) -> Result<Option<JobResult>, NodeError> {
+    let started = Instant::now();
+    let ids = run.dataset.identifiers(&run.columns)?;
+    let mut wire = Wire::new(&run, &mut io, rt)?;
+    if run.receiver {
+        let receiver = Receiver::new(run.mode, &ids, run.max_set_size)?;
+        drop(ids);
+        let mut party = ReceiverParty::new(receiver, run.batch_points);
+        wire.drive(&mut party)?;
+        let outcome = party
+            .receiver
+            .take()
+            .ok_or_else(|| NodeError::protocol(&run.job_id, "receiver state lost"))?
+            .finish()?;
+        let result = release(&run, outcome, started)?;
+        Ok(Some(result))
+    } else {
+        let flat: Vec<_> = ids.into_iter().flatten().collect();
+        let sender = Sender::new(run.mode, flat, run.max_set_size)?;
+        let mut party = SenderParty::new(sender, run.batch_points);
+        wire.drive(&mut party)?;
+        Ok(None)
+    }
+}
+
+/// Applies the threshold and writes the match file; returns what the analyst sees.
+fn release(run: &JobRun, o: ReceiverOutcome, started: Instant) -> Result<JobResult, NodeError> {
+    let suppressed = run.min_intersection > 0 && o.intersection_records < run.min_intersection;
+    let mut match_output = String::new();
+    if run.mode == Mode::Match && !suppressed {
+        std::fs::create_dir_all(&run.output_dir).map_err(|e| NodeError::Output {
+            path: run.output_dir.clone(),
+            source: e,
+        })?;
+        let path = run.output_dir.join(format!("{}-matches.csv", run.job_id));
+        let tmp = path.with_extension("csv.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut w = csv::Writer::from_path(&tmp)?;
+            w.write_record([run.dataset.key_column()])?;
+            for &i in &o.matched_records {
+                w.write_record([run.dataset.key(i)])?;
+            }
+            w.flush()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| NodeError::Output {
+            path: path.clone(),
+            source: e,
+        })?;
+        match_output = path.display().to_string();
+    }
+    tracing::info!(
+        job = %run.job_id,
+        intersection = if suppressed { 0 } else { o.intersection_records },
+        suppressed,
+        "psi finished"
+    );
+    Ok(JobResult {
+        psi: Some(PsiResult {
+            mode: match run.mode {
+                Mode::Match => parley_proto::PsiMode::Match,
+                Mode::Cardinality => parley_proto::PsiMode::Cardinality,
+            } as i32,
+            receiver_records: o.receiver_records,
+            receiver_identifiers: o.receiver_identifiers,
+            sender_identifiers: o.sender_identifiers,
+            intersection_records: if suppressed {
+                0
+            } else {
+                o.intersection_records
+            },
+            suppressed,
+            match_output,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }),
+    })
+}
+
+/// One side of the PSI message flow.
+trait Party {
+    /// The next message ready to send (replies first), if any.
+    fn next_outgoing(&mut self) -> Result<Option<PsiMessage>, NodeError>;
+    /// Handles a message from the peer.
+    fn on_incoming(&mut self, m: PsiMessage) -> Result<(), NodeError>;
+    /// Reply messages queued but not yet sent.
+    fn backlog(&self) -> usize;
+    /// True once every stream the peer must send has fully arrived.
+    fn incoming_done(&self) -> bool;
+    /// (stage, done, total) for progress reports.
+    fn progress(&self) -> (&'static str, u64, u64);
+}
+
+fn header(stream: PsiStream, count: u64, group_size: u32) -> PsiMessage {
+    PsiMessage {
+        body: Some(psi_message::Body::Header(PsiHeader {
+            stream: stream as i32,
+            count,
+            group_size,
+        })),
+    }
+}
+
+fn batch(stream: PsiStream, offset: u64, points: Vec<u8>) -> PsiMessage {
+    PsiMessage {
+        body: Some(psi_message::Body::Batch(PointBatch {
+            stream: stream as i32,
+            offset,
+            points,
+        })),
+    }
+}
+
+/// Progress through one declared incoming stream.
+#[derive(Default)]
+struct Incoming {
+    declared: Option<u64>,
+    received: u64,
+}
+
+impl Incoming {
+    fn declare(&mut self, count: u64) -> Result<(), &'static str> {
+        if self.declared.is_some() {
+            return Err("stream declared twice");
+        }
+        self.declared = Some(count);
+        Ok(())
+    }
+    fn add(&mut self, points: &[u8]) -> Result<(), &'static str> {
+        if self.declared.is_none() {
+            return Err("points arrived before the stream header");
+        }
+        self.received += (points.len() / POINT_LEN) as u64;
+        Ok(())
+    }
+    fn done(&self) -> bool {
+        self.declared == Some(self.received)
+    }
+}
+
+struct ReceiverParty {
+    receiver: Option<Receiver>,
+    batch_points: usize,
+    total: u64,
+    sent: u64,
+    header_sent: bool,
+    sender_blinded: Incoming,
+    double_blinded: Incoming,
+}
+
+impl ReceiverParty {
+    fn new(receiver: Receiver, batch_points: usize) -> Self {
+        let g = receiver.group_size().max(1) as usize;
+        // Cardinality batches hold whole groups.
+        let batch_points = (batch_points / g).max(1) * g;
+        ReceiverParty {
+            total: receiver.outgoing_count(),
+            receiver: Some(receiver),
+            batch_points,
+            sent: 0,
+            header_sent: false,
+            sender_blinded: Incoming::default(),
+            double_blinded: Incoming::default(),
+        }
+    }
+    fn r(&mut self) -> Result<&mut Receiver, NodeError> {
+        self.receiver
+            .as_mut()
+            .ok_or_else(|| NodeError::protocol("", "receiver already finished"))
+    }
+}
+
+impl Party for ReceiverParty {
+    fn next_outgoing(&mut self) -> Result<Option<PsiMessage>, NodeError> {
+        let total = self.total;
+        if !self.header_sent {
+            let g = self.r()?.group_size();
+            self.header_sent = true;
+            return Ok(Some(header(PsiStream::ReceiverBlinded, total, g)));
+        }
+        if self.sent >= total {
+            return Ok(None);
+        }
+        let len = self.batch_points.min((total - self.sent) as usize);
+        let sent = self.sent;
+        let points = self.r()?.blind_batch(sent, len)?;
+        let m = batch(PsiStream::ReceiverBlinded, self.sent, points);
+        self.sent += len as u64;
+        Ok(Some(m))
+    }
+
+    fn on_incoming(&mut self, m: PsiMessage) -> Result<(), NodeError> {
+        match m.body {
+            Some(psi_message::Body::Header(h)) => match h.stream() {
+                PsiStream::SenderBlinded => {
+                    self.sender_blinded.declare(h.count).map_err(peer_err)?;
+                    self.r()?.on_sender_header(h.count)?;
+                }
+                PsiStream::DoubleBlinded => {
+                    self.double_blinded.declare(h.count).map_err(peer_err)?;
+                    self.r()?.on_double_header(h.count)?;
+                }
+                other => {
+                    return Err(peer_err_owned(format!(
+                        "unexpected header for stream {other:?}"
+                    )));
+                }
+            },
+            Some(psi_message::Body::Batch(b)) => match b.stream() {
+                PsiStream::SenderBlinded => {
+                    self.sender_blinded.add(&b.points).map_err(peer_err)?;
+                    self.r()?.on_sender_blinded(b.offset, &b.points)?;
+                }
+                PsiStream::DoubleBlinded => {
+                    self.double_blinded.add(&b.points).map_err(peer_err)?;
+                    self.r()?.on_double_blinded(b.offset, &b.points)?;
+                }
+                other => {
+                    return Err(peer_err_owned(format!(
+                        "unexpected batch for stream {other:?}"
+                    )));
+                }
+            },
+            None => return Err(peer_err("empty PSI message")),
+        }
+        Ok(())
+    }
+
+    fn backlog(&self) -> usize {
+        0
+    }
+
+    fn incoming_done(&self) -> bool {
+        self.sender_blinded.done() && self.double_blinded.done()
+    }
+
+    fn progress(&self) -> (&'static str, u64, u64) {
+        if self.sent < self.total {
+            ("blind", self.sent, self.total)
+        } else {
+            let declared = self.sender_blinded.declared.unwrap_or(0)
+                + self.double_blinded.declared.unwrap_or(0);
+            (
+                "match",
+                self.sender_blinded.received + self.double_blinded.received,
+                declared,
+            )
+        }
+    }
+}
+
+struct SenderParty {
+    sender: Sender,
+    batch_points: usize,
+    total: u64,
+    sent: u64,
+    header_sent: bool,
+    replies: VecDeque<PsiMessage>,
+    receiver_blinded: Incoming,
+}
+
+impl SenderParty {
+    fn new(sender: Sender, batch_points: usize) -> Self {
+        SenderParty {
+            total: sender.outgoing_count(),
+            sender,
+            batch_points,
+            sent: 0,
+            header_sent: false,
+            replies: VecDeque::new(),
+            receiver_blinded: Incoming::default(),
+        }
+    }
+
+    fn finish_incoming(&mut self) -> Result<(), NodeError> {
+        let all = self.sender.finish_receiver_stream()?;
+        let chunk = self.batch_points * POINT_LEN;
+        for (i, c) in all.chunks(chunk.max(POINT_LEN)).enumerate() {
+            let offset = (i * self.batch_points) as u64;
+            self.replies
+                .push_back(batch(PsiStream::DoubleBlinded, offset, c.to_vec()));
+        }
+        Ok(())
+    }
+}
+
+impl Party for SenderParty {
+    fn next_outgoing(&mut self) -> Result<Option<PsiMessage>, NodeError> {
+        if let Some(m) = self.replies.pop_front() {
+            return Ok(Some(m));
+        }
+        if !self.header_sent {
+            self.header_sent = true;
+            return Ok(Some(header(PsiStream::SenderBlinded, self.total, 1)));
+        }
+        if self.sent >= self.total {
+            return Ok(None);
+        }
+        let len = self.batch_points.min((self.total - self.sent) as usize);
+        let points = self.sender.blind_batch(self.sent, len)?;
+        let m = batch(PsiStream::SenderBlinded, self.sent, points);
+        self.sent += len as u64;
+        Ok(Some(m))
+    }
+
+    fn on_incoming(&mut self, m: PsiMessage) -> Result<(), NodeError> {
+        match m.body {
+            Some(psi_message::Body::Header(h)) if h.stream() == PsiStream::ReceiverBlinded => {
+                self.receiver_blinded.declare(h.count).map_err(peer_err)?;
+                self.sender.on_receiver_header(h.count, h.group_size)?;
+                self.replies
+                    .push_back(header(PsiStream::DoubleBlinded, h.count, h.group_size));
+                if h.count == 0 {
+                    self.finish_incoming()?;
+                }
+            }
+            Some(psi_message::Body::Batch(b)) if b.stream() == PsiStream::ReceiverBlinded => {
+                self.receiver_blinded.add(&b.points).map_err(peer_err)?;
+                if let Some(out) = self.sender.on_receiver_blinded(b.offset, &b.points)? {
+                    self.replies
+                        .push_back(batch(PsiStream::DoubleBlinded, b.offset, out));
+                }
+                if self.receiver_blinded.done() {
+                    self.finish_incoming()?;
+                }
+            }
+            Some(_) => return Err(peer_err("unexpected PSI message for the sender role")),
+            None => return Err(peer_err("empty PSI message")),
+        }
+        Ok(())
+    }
+
+    fn backlog(&self) -> usize {
+        self.replies.len()
+    }
+
+    fn incoming_done(&self) -> bool {
+        self.receiver_blinded.done()
+    }
+
+    fn progress(&self) -> (&'static str, u64, u64) {
+        if self.sent < self.total {
+            ("blind", self.sent, self.total)
+        } else {
+            (
+                "reblind",
+                self.receiver_blinded.received,
+                self.receiver_blinded.declared.unwrap_or(0),
+            )
+        }
+    }
+}
+
+fn peer_err(detail: &str) -> NodeError {
+    NodeError::protocol("", &format!("peer protocol violation: {detail}"))
+}
+
+fn peer_err_owned(detail: String) -> NodeError {
+    peer_err(&detail)
+}
+
+/// The sealed-envelope transport of one job.
+struct Wire<'a> {
+    job_id: String,
+    me: String,
+    peer: String,
+    out_key: EnvelopeKey,
+    in_key: EnvelopeKey,
+    out_seq: u64,
+    in_seq: u64,
+    io: &'a mut JobIo,
+    rt: Handle,
+    deadline: tokio::time::Instant,
+    deadline_secs: u64,
+    last_progress: Instant,
+}
+
+enum Event<'p> {
+    Send(mpsc::Permit<'p, NodeMessage>),
+    Incoming(Option<Envelope>),
+    Cancelled,
+    Deadline,
+}
+
+impl<'a> Wire<'a> {
+    fn new(run: &JobRun, io: &'a mut JobIo, rt: Handle) -> Result<Self, NodeError> {
+        let out_key = derive_envelope_key(
+            run.secrets.envelope(),
+            &run.peer_x25519,
+            &run.job_id,
+            &run.me,
+            &run.peer,
+        )?;
+        let in_key = derive_envelope_key(
+            run.secrets.envelope(),
+            &run.peer_x25519,
+            &run.job_id,
+            &run.peer,
+            &run.me,
+        )?;
+        Ok(Wire {
+            job_id: run.job_id.clone(),
+            me: run.me.clone(),
+            peer: run.peer.clone(),
+            out_key,
+            in_key,
+            out_seq: 0,
+            in_seq: 0,
+            io,
+            rt,
+            deadline: tokio::time::Instant::now() + run.deadline,
+            deadline_secs: run.deadline.as_secs(),
+            last_progress: Instant::now(),
+        })
+    }
+
+    fn seal(&mut self, m: &PsiMessage) -> Result<NodeMessage, NodeError> {
+        let sealed = self.out_key.seal(self.out_seq, &m.encode_to_vec())?;
+        let env = Envelope {
+            job_id: self.job_id.clone(),
+            from: self.me.clone(),
+            to: self.peer.clone(),
+            seq: self.out_seq,
+            sealed,
+        };
+        self.out_seq += 1;
+        Ok(NodeMessage {
+            body: Some(node_message::Body::Envelope(env)),
+        })
+    }
+
+    fn open(&mut self, env: Envelope) -> Result<PsiMessage, NodeError> {
+        let job = self.job_id.clone();
+        if env.from != self.peer {
+            return Err(NodeError::protocol(
+                &job,
+                &format!("envelope from unexpected node '{}'", env.from),
+            ));
+        }
+        if env.seq != self.in_seq {
+            return Err(NodeError::protocol(
+                &job,
+                &format!(
+                    "envelope {} from '{}' arrived out of order (expected {})",
+                    env.seq, self.peer, self.in_seq
+                ),
+            ));
+        }
+        if env.sealed.len() > parley_proto::MAX_CHUNK_BYTES + 1024 {
+            return Err(NodeError::protocol(
+                &job,
+                &format!(
+                    "envelope of {} bytes exceeds the 1 MiB chunk limit",
+                    env.sealed.len()
+                ),
+            ));
+        }
+        let plain = self.in_key.open(env.seq, &env.sealed)?;
+        self.in_seq += 1;
+        PsiMessage::decode(plain.as_slice()).map_err(|e| {
+            NodeError::protocol(
+                &job,
+                &format!("undecodable PSI message from '{}': {e}", self.peer),
+            )
+        })
+    }
+
+    fn report(&mut self, party: &dyn Party, force: bool) {
+        if !force && self.last_progress.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        self.last_progress = Instant::now();
+        let (stage, done, total) = party.progress();
+        // Best effort: progress is dropped rather than delaying the protocol.
+        let _ = self.io.outbox.try_send(NodeMessage {
+            body: Some(node_message::Body::Progress(JobProgress {
+                job_id: self.job_id.clone(),
+                node: String::new(),
+                stage: stage.to_string(),
+                done,
+                total,
+            })),
+        });
+    }
+
+    /// Exchanges messages until the party has sent everything and received everything.
+    fn drive(&mut self, party: &mut dyn Party) -> Result<(), NodeError> {
+        let mut pending: Option<PsiMessage> = None;
+        loop {
+            if pending.is_none() {
+                pending = party.next_outgoing().map_err(|e| e.for_job(&self.job_id))?;
+            }
+            if pending.is_none() && party.incoming_done() {
+                self.report(party, true);
+                return Ok(());
+            }
+            let want_read = !party.incoming_done() && party.backlog() < MAX_BACKLOG;
+            let want_send = pending.is_some();
+            let outbox = self.io.outbox.clone();
+            let cancel = self.io.cancel.clone();
+            let deadline = self.deadline;
+            let inbox = &mut self.io.inbox;
+            let event = self.rt.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => Event::Cancelled,
+                    _ = tokio::time::sleep_until(deadline) => Event::Deadline,
+                    p = outbox.reserve(), if want_send => match p {
+                        Ok(p) => Event::Send(p),
+                        Err(_) => Event::Cancelled,
+                    },
+                    m = inbox.recv(), if want_read => Event::Incoming(m),
+                }
+            });
+            match event {
+                Event::Cancelled => return Err(NodeError::Cancelled),
+                Event::Deadline => {
+                    return Err(NodeError::protocol(
+                        &self.job_id,
+                        &format!(
+                            "no progress within the node's job deadline of {} s ([limits] job_deadline_secs)",
+                            self.deadline_secs
+                        ),
+                    ));
+                }
+                Event::Send(permit) => {
+                    let m = pending.take().ok_or(NodeError::Cancelled)?;
+                    let msg = self.seal(&m)?;
+                    permit.send(msg);
+                }
+                Event::Incoming(None) => return Err(NodeError::Cancelled),
+                Event::Incoming(Some(env)) => {
+                    let m = self.open(env)?;
+                    party.on_incoming(m).map_err(|e| e.for_job(&self.job_id))?;
+                }
+            }
+            self.report(party, false);
+        }
+    }
+}

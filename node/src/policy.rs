@@ -1,0 +1,655 @@
+//! The node's local policy (`policy.toml`): which jobs this node takes part in.
+//!
+//! Default deny: a job offer is accepted only if at least one `[[rule]]` allows all of it —
+//! every partner, the job kind, the dataset, this node's role, every identifier column used,
+//! the result threshold, and the submitting analyst. When no rule does, the refusal names
+//! what the closest rule is missing; the coordinator shows that reason to the analyst, so it
+//! names partners, datasets, columns and settings but never any data.
+//!
+//! See `node/examples/policy.toml` for a documented example.
+
+use std::path::Path;
+
+use parley_proto::{JobKind, JobOffer, PsiMode, PsiRole};
+use serde::Deserialize;
+
+use crate::NodeError;
+
+/// Matches any name in `partners`, `datasets`, `columns` and `analysts`.
+pub const WILDCARD: &str = "*";
+
+/// Job kinds a rule may name.
+pub const KINDS: &[&str] = &["psi_match", "psi_cardinality"];
+
+/// Roles a rule may name.
+pub const ROLES: &[&str] = &["receiver", "sender"];
+
+/// A loaded and checked local policy.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+/// One `[[rule]]`: a set of jobs the node allows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Node names of the other participants this rule allows (`"*"` = any). Every other
+    /// participant of a job must be listed.
+    pub partners: Vec<String>,
+    /// Job kinds allowed: `psi_match`, `psi_cardinality`.
+    pub kinds: Vec<String>,
+    /// This node's datasets the rule covers (`"*"` = any).
+    pub datasets: Vec<String>,
+    /// Roles this node may play: `receiver`, `sender`. Absent = both.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    /// Identifier columns a job may use (`"*"` = any). Absent = any. A job that uses every
+    /// identifier column (its column list is empty) needs all of them listed here.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Smallest `min_intersection` a job must set. Absent = no requirement.
+    #[serde(default)]
+    pub min_intersection: Option<u64>,
+    /// Analysts who may submit the job (`"*"` = any). Absent = any.
+    #[serde(default)]
+    pub analysts: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    rule: Vec<Rule>,
+}
+
+/// What this node is asked to do, derived from an offer.
+struct Request<'a> {
+    kind: &'static str,
+    role: &'static str,
+    partners: Vec<&'a str>,
+    dataset: &'a str,
+    columns: Vec<String>,
+    min_intersection: u64,
+    analyst: &'a str,
+}
+
+fn allows(list: &[String], name: &str) -> bool {
+    list.iter().any(|x| x == WILDCARD || x == name)
+}
+
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Rule {
+    /// What this rule does not allow of `req`; empty if it allows all of it.
+    fn gaps(&self, req: &Request<'_>) -> Vec<String> {
+        let mut gaps = Vec::new();
+        let missing: Vec<&str> = req
+            .partners
+            .iter()
+            .copied()
+            .filter(|p| !allows(&self.partners, p))
+            .collect();
+        if !missing.is_empty() {
+            gaps.push(format!("does not list partner {}", quoted(&missing)));
+        }
+        if !self.kinds.iter().any(|k| k == req.kind) {
+            gaps.push(format!(
+                "allows kinds {} only, job is {}",
+                self.kinds.join(", "),
+                req.kind
+            ));
+        }
+        if !allows(&self.datasets, req.dataset) {
+            gaps.push(format!("does not cover dataset '{}'", req.dataset));
+        }
+        if let Some(roles) = &self.roles
+            && !roles.iter().any(|r| r == req.role)
+        {
+            gaps.push(format!(
+                "allows role {} only, this node would be {}",
+                roles.join(", "),
+                req.role
+            ));
+        }
+        if let Some(columns) = &self.columns {
+            let missing: Vec<&str> = req
+                .columns
+                .iter()
+                .map(String::as_str)
+                .filter(|c| !allows(columns, c))
+                .collect();
+            if !missing.is_empty() {
+                gaps.push(format!("does not allow column {}", quoted(&missing)));
+            }
+        }
+        if let Some(min) = self.min_intersection
+            && req.min_intersection < min
+        {
+            gaps.push(format!(
+                "requires min_intersection ≥ {min}, job has {}",
+                req.min_intersection
+            ));
+        }
+        if let Some(analysts) = &self.analysts
+            && !allows(analysts, req.analyst)
+        {
+            gaps.push(format!("does not allow analyst '{}'", req.analyst));
+        }
+        gaps
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let nonempty = |field: &str, list: &[String], hint: &str| {
+            if list.is_empty() {
+                Err(format!(
+                    "{field} is empty, so the rule allows nothing; {hint}"
+                ))
+            } else if list.iter().any(String::is_empty) {
+                Err(format!("{field} contains an empty name"))
+            } else {
+                Ok(())
+            }
+        };
+        nonempty("partners", &self.partners, "list node names or \"*\"")?;
+        nonempty(
+            "kinds",
+            &self.kinds,
+            "list psi_match and/or psi_cardinality",
+        )?;
+        nonempty("datasets", &self.datasets, "list dataset names or \"*\"")?;
+        for k in &self.kinds {
+            if !KINDS.contains(&k.as_str()) {
+                return Err(format!(
+                    "unknown kind '{}'; use {}",
+                    k.escape_debug(),
+                    KINDS.join(" or ")
+                ));
+            }
+        }
+        if let Some(roles) = &self.roles {
+            nonempty(
+                "roles",
+                roles,
+                "list receiver and/or sender, or remove the field",
+            )?;
+            for r in roles {
+                if !ROLES.contains(&r.as_str()) {
+                    return Err(format!(
+                        "unknown role '{}'; use {}",
+                        r.escape_debug(),
+                        ROLES.join(" or ")
+                    ));
+                }
+            }
+        }
+        if let Some(columns) = &self.columns {
+            nonempty("columns", columns, "list column names, or remove the field")?;
+        }
+        if let Some(analysts) = &self.analysts {
+            nonempty(
+                "analysts",
+                analysts,
+                "list analyst names, or remove the field",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Policy {
+    /// Reads, parses and checks the policy file at `path`.
+    pub fn load(path: &Path) -> Result<Policy, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeError::PolicyRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks a policy from a string (errors name it `(inline policy)`).
+    pub fn from_toml_str(s: &str) -> Result<Policy, NodeError> {
+        Self::parse(s, Path::new("(inline policy)"))
+    }
+
+    fn parse(s: &str, origin: &Path) -> Result<Policy, NodeError> {
+        let file: PolicyFile = toml::from_str(s).map_err(|e| NodeError::PolicyParse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        for (i, rule) in file.rule.iter().enumerate() {
+            rule.validate()
+                .map_err(|problem| NodeError::PolicyInvalid {
+                    path: origin.to_owned(),
+                    rule: i + 1,
+                    problem,
+                })?;
+        }
+        Ok(Policy { rules: file.rule })
+    }
+
+    /// The rules, in file order (rule #1 first).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Decides whether node `me` takes part in `offer`.
+    ///
+    /// `dataset_identifier_columns(name)` returns the identifier columns of this node's
+    /// dataset `name`, or `None` if there is no such dataset.
+    ///
+    /// Returns `Err(reason)` with a refusal reason for the analyst, naming what is missing.
+    pub fn check(
+        &self,
+        me: &str,
+        offer: &JobOffer,
+        dataset_identifier_columns: &dyn Fn(&str) -> Option<Vec<String>>,
+    ) -> Result<(), String> {
+        let refuse = |why: String| Err(format!("node '{me}' refuses the job: {why}"));
+        let Some(spec) = &offer.spec else {
+            return refuse("the offer has no job spec".to_owned());
+        };
+        let mine: Vec<_> = spec.participants.iter().filter(|p| p.node == me).collect();
+        let p = match mine.as_slice() {
+            [p] => *p,
+            [] => return refuse("it is not a participant of this job".to_owned()),
+            _ => return refuse("it is listed more than once as a participant".to_owned()),
+        };
+        let kind = match spec.kind() {
+            JobKind::Psi => match spec.psi.as_ref().map(|psi| psi.mode()) {
+                Some(PsiMode::Match) => "psi_match",
+                Some(PsiMode::Cardinality) => "psi_cardinality",
+                _ => return refuse("the PSI job has no mode (match or cardinality)".to_owned()),
+            },
+            JobKind::Unspecified => return refuse("the job has no kind".to_owned()),
+        };
+        let role = match p.psi_role() {
+            PsiRole::Receiver => "receiver",
+            PsiRole::Sender => "sender",
+            PsiRole::Unspecified => {
+                return refuse("the job gives it no role (receiver or sender)".to_owned());
+            }
+        };
+        let Some(identifier_columns) = dataset_identifier_columns(&p.dataset) else {
+            return Err(format!("node '{me}' has no dataset '{}'", p.dataset));
+        };
+        let columns = if p.columns.is_empty() {
+            identifier_columns
+        } else {
+            if let Some(c) = p.columns.iter().find(|c| !identifier_columns.contains(c)) {
+                return refuse(format!(
+                    "dataset '{}' has no identifier column '{c}' (identifier columns: {})",
+                    p.dataset,
+                    identifier_columns.join(", ")
+                ));
+            }
+            p.columns.clone()
+        };
+        let req = Request {
+            kind,
+            role,
+            partners: spec
+                .participants
+                .iter()
+                .filter(|q| q.node != me)
+                .map(|q| q.node.as_str())
+                .collect(),
+            dataset: &p.dataset,
+            columns,
+            min_intersection: spec.psi.as_ref().map_or(0, |psi| psi.min_intersection),
+            analyst: &offer.submitted_by,
+        };
+
+        let mut closest: Option<(usize, Vec<String>)> = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            let gaps = rule.gaps(&req);
+            if gaps.is_empty() {
+                return Ok(());
+            }
+            if closest
+                .as_ref()
+                .is_none_or(|(_, best)| gaps.len() < best.len())
+            {
+                closest = Some((i, gaps));
+            }
+        }
+        let partners = if req.partners.is_empty() {
+            "no partner".to_owned()
+        } else {
+            format!("partner {}", quoted(&req.partners))
+        };
+        let detail = match closest {
+            Some((i, gaps)) => format!("closest rule #{} {}", i + 1, gaps.join("; ")),
+            None => "the policy has no rules; everything is denied by default".to_owned(),
+        };
+        Err(format!(
+            "node '{me}' policy refuses: no rule lets {partners} run {kind} on dataset '{}' ({detail})",
+            req.dataset
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_proto::{JobSpec, Participant, PsiParams};
+
+    const EXAMPLE: &str = include_str!("../examples/policy.toml");
+
+    const POLICY: &str = r#"
+[[rule]]
+partners = ["brand"]
+kinds = ["psi_match", "psi_cardinality"]
+datasets = ["subscribers"]
+roles = ["sender"]
+columns = ["email", "phone"]
+min_intersection = 100
+analysts = ["alice"]
+"#;
+
+    fn datasets(name: &str) -> Option<Vec<String>> {
+        match name {
+            "subscribers" => Some(vec!["email".to_owned(), "phone".to_owned()]),
+            "crm" => Some(vec![
+                "email".to_owned(),
+                "phone".to_owned(),
+                "maid".to_owned(),
+            ]),
+            _ => None,
+        }
+    }
+
+    /// brand (receiver, crm) × publisher (sender, subscribers), match mode.
+    fn offer(min_intersection: u64) -> JobOffer {
+        let participant = |node: &str, dataset: &str, role: PsiRole| {
+            let mut p = Participant {
+                node: node.to_owned(),
+                dataset: dataset.to_owned(),
+                columns: vec!["email".to_owned()],
+                ..Default::default()
+            };
+            p.set_psi_role(role);
+            p
+        };
+        let mut psi = PsiParams {
+            min_intersection,
+            ..Default::default()
+        };
+        psi.set_mode(PsiMode::Match);
+        let mut spec = JobSpec {
+            label: "reach".to_owned(),
+            participants: vec![
+                participant("brand", "crm", PsiRole::Receiver),
+                participant("publisher", "subscribers", PsiRole::Sender),
+            ],
+            psi: Some(psi),
+            ..Default::default()
+        };
+        spec.set_kind(JobKind::Psi);
+        JobOffer {
+            job_id: "j1".to_owned(),
+            spec: Some(spec),
+            submitted_by: "alice".to_owned(),
+            participants: vec![],
+        }
+    }
+
+    fn check(policy: &str, me: &str, offer: &JobOffer) -> Result<(), String> {
+        Policy::from_toml_str(policy)
+            .expect("policy parses")
+            .check(me, offer, &datasets)
+    }
+
+    fn with_spec(mut offer: JobOffer, f: impl FnOnce(&mut JobSpec)) -> JobOffer {
+        if let Some(spec) = offer.spec.as_mut() {
+            f(spec);
+        }
+        offer
+    }
+
+    #[test]
+    fn example_parses() {
+        let policy = Policy::from_toml_str(EXAMPLE).expect("example policy parses");
+        assert!(!policy.rules().is_empty());
+    }
+
+    #[test]
+    fn allowed() {
+        assert_eq!(check(POLICY, "publisher", &offer(100)), Ok(()));
+        assert_eq!(check(POLICY, "publisher", &offer(5000)), Ok(()));
+    }
+
+    #[test]
+    fn default_deny() {
+        let err = check("", "publisher", &offer(100)).expect_err("must fail");
+        assert_eq!(
+            err,
+            "node 'publisher' policy refuses: no rule lets partner 'brand' run psi_match on dataset 'subscribers' (the policy has no rules; everything is denied by default)"
+        );
+    }
+
+    #[test]
+    fn refuses_low_threshold() {
+        let err = check(POLICY, "publisher", &offer(0)).expect_err("must fail");
+        assert_eq!(
+            err,
+            "node 'publisher' policy refuses: no rule lets partner 'brand' run psi_match on dataset 'subscribers' (closest rule #1 requires min_intersection ≥ 100, job has 0)"
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_partner() {
+        let o = with_spec(offer(100), |s| s.participants[0].node = "rival".to_owned());
+        let err = check(POLICY, "publisher", &o).expect_err("must fail");
+        assert!(
+            err.contains("partner 'rival'") && err.contains("does not list partner 'rival'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_kind() {
+        let policy = POLICY.replace("\"psi_match\", ", "");
+        let err = check(&policy, "publisher", &offer(100)).expect_err("must fail");
+        assert!(
+            err.contains("allows kinds psi_cardinality only, job is psi_match"),
+            "{err}"
+        );
+        let o = with_spec(offer(100), |s| {
+            if let Some(psi) = s.psi.as_mut() {
+                psi.set_mode(PsiMode::Cardinality);
+            }
+        });
+        assert_eq!(check(&policy, "publisher", &o), Ok(()));
+    }
+
+    #[test]
+    fn refuses_dataset() {
+        let policy = POLICY.replace("[\"subscribers\"]", "[\"other\"]");
+        let err = check(&policy, "publisher", &offer(100)).expect_err("must fail");
+        assert!(
+            err.contains("does not cover dataset 'subscribers'"),
+            "{err}"
+        );
+        let o = with_spec(offer(100), |s| {
+            s.participants[1].dataset = "nope".to_owned()
+        });
+        assert_eq!(
+            check(POLICY, "publisher", &o).expect_err("must fail"),
+            "node 'publisher' has no dataset 'nope'"
+        );
+    }
+
+    #[test]
+    fn refuses_role() {
+        let err = check(
+            POLICY.replace("\"brand\"", "\"publisher\"").as_str(),
+            "brand",
+            &offer(100),
+        )
+        .expect_err("must fail");
+        assert!(
+            err.contains("allows role sender only, this node would be receiver"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_columns() {
+        let o = with_spec(offer(100), |s| {
+            s.participants[1].columns = vec!["phone".to_owned()]
+        });
+        let policy = POLICY.replace("columns = [\"email\", \"phone\"]", "columns = [\"email\"]");
+        let err = check(&policy, "publisher", &o).expect_err("must fail");
+        assert!(err.contains("does not allow column 'phone'"), "{err}");
+        // Empty column list = every identifier column; all must be allowed.
+        let o = with_spec(offer(100), |s| s.participants[1].columns.clear());
+        let err = check(&policy, "publisher", &o).expect_err("must fail");
+        assert!(err.contains("does not allow column 'phone'"), "{err}");
+        assert_eq!(check(POLICY, "publisher", &o), Ok(()));
+        // A column the dataset does not have.
+        let o = with_spec(offer(100), |s| {
+            s.participants[1].columns = vec!["maid".to_owned()]
+        });
+        let err = check(POLICY, "publisher", &o).expect_err("must fail");
+        assert!(
+            err.contains("dataset 'subscribers' has no identifier column 'maid'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_analyst() {
+        let mut o = offer(100);
+        o.submitted_by = "mallory".to_owned();
+        let err = check(POLICY, "publisher", &o).expect_err("must fail");
+        assert!(err.contains("does not allow analyst 'mallory'"), "{err}");
+    }
+
+    #[test]
+    fn refuses_when_not_participant_or_malformed() {
+        let err = check(POLICY, "retailer", &offer(100)).expect_err("must fail");
+        assert!(err.contains("not a participant"), "{err}");
+        let mut o = offer(100);
+        o.spec = None;
+        assert!(
+            check(POLICY, "publisher", &o)
+                .expect_err("must fail")
+                .contains("no job spec")
+        );
+        let o = with_spec(offer(100), |s| s.set_kind(JobKind::Unspecified));
+        assert!(
+            check(POLICY, "publisher", &o)
+                .expect_err("must fail")
+                .contains("no kind")
+        );
+        let o = with_spec(offer(100), |s| {
+            s.participants[1].set_psi_role(PsiRole::Unspecified)
+        });
+        assert!(
+            check(POLICY, "publisher", &o)
+                .expect_err("must fail")
+                .contains("no role")
+        );
+        let o = with_spec(offer(100), |s| s.psi = None);
+        assert!(
+            check(POLICY, "publisher", &o)
+                .expect_err("must fail")
+                .contains("no mode")
+        );
+    }
+
+    #[test]
+    fn wildcards_and_optional_fields() {
+        let policy = r#"
+[[rule]]
+partners = ["*"]
+kinds = ["psi_match"]
+datasets = ["*"]
+"#;
+        assert_eq!(check(policy, "publisher", &offer(0)), Ok(()));
+        assert_eq!(check(policy, "brand", &offer(0)), Ok(()));
+        let mut o = offer(0);
+        o.submitted_by = "anyone".to_owned();
+        assert_eq!(check(policy, "publisher", &o), Ok(()));
+    }
+
+    #[test]
+    fn any_rule_suffices_and_closest_is_reported() {
+        let policy = r#"
+[[rule]]
+partners = ["retailer"]
+kinds = ["psi_cardinality"]
+datasets = ["crm"]
+
+[[rule]]
+partners = ["brand"]
+kinds = ["psi_match"]
+datasets = ["subscribers"]
+min_intersection = 50
+"#;
+        assert_eq!(check(policy, "publisher", &offer(50)), Ok(()));
+        let err = check(policy, "publisher", &offer(10)).expect_err("must fail");
+        assert!(
+            err.contains("closest rule #2 requires min_intersection ≥ 50, job has 10"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_rules_name_their_index() {
+        let bad_kind = format!(
+            "{POLICY}\n[[rule]]\npartners = [\"*\"]\nkinds = [\"psi_sum\"]\ndatasets = [\"*\"]\n"
+        );
+        let err = Policy::from_toml_str(&bad_kind).expect_err("must fail");
+        assert!(
+            matches!(err, NodeError::PolicyInvalid { rule: 2, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("rule #2: unknown kind 'psi_sum'"),
+            "{err}"
+        );
+
+        let bad_role = POLICY.replace("[\"sender\"]", "[\"sendr\"]");
+        let err = Policy::from_toml_str(&bad_role).expect_err("must fail");
+        assert!(
+            err.to_string().contains("rule #1: unknown role 'sendr'"),
+            "{err}"
+        );
+
+        let empty = POLICY.replace("partners = [\"brand\"]", "partners = []");
+        let err = Policy::from_toml_str(&empty).expect_err("must fail");
+        assert!(
+            err.to_string().contains("rule #1: partners is empty"),
+            "{err}"
+        );
+
+        let unknown_field = POLICY.replace("min_intersection", "min_intersect");
+        assert!(matches!(
+            Policy::from_toml_str(&unknown_field),
+            Err(NodeError::PolicyParse { .. })
+        ));
+        let missing = POLICY.replace("kinds = [\"psi_match\", \"psi_cardinality\"]\n", "");
+        assert!(matches!(
+            Policy::from_toml_str(&missing),
+            Err(NodeError::PolicyParse { .. })
+        ));
+    }
+
+    #[test]
+    fn load_reads_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, POLICY).expect("write");
+        assert_eq!(Policy::load(&path).expect("loads").rules().len(), 1);
+        let err = Policy::load(&dir.path().join("missing.toml")).expect_err("must fail");
+        assert!(err.to_string().starts_with("cannot read policy '"), "{err}");
+    }
+}

@@ -1,0 +1,57 @@
+//! `parley-demo`: a whole Parley federation on loopback with generated data.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use parley_tests::demo::{DemoOptions, run_demo};
+
+#[derive(Parser)]
+#[command(
+    name = "parley-demo",
+    about = "Run a Parley federation on loopback with generated data"
+)]
+struct Cli {
+    /// Records per party.
+    #[arg(long, default_value_t = 100_000)]
+    records: usize,
+    /// Keep the working directory (certificates, configs, match outputs) for inspection.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> ExitCode {
+    parley_net::install_crypto_provider();
+    parley_net::init_tracing("warn");
+    let cli = Cli::parse();
+    let opts = DemoOptions {
+        records: cli.records,
+        keep: cli.keep,
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("parley-demo: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let tmp = tempfile::Builder::new().prefix("parley-demo-").tempdir()?;
+        let dir = if opts.keep {
+            tmp.keep()
+        } else {
+            tmp.path().to_path_buf()
+        };
+        let r = run_demo(&dir, &opts).await;
+        if opts.keep {
+            println!("kept {}", dir.display());
+        }
+        r
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parley-demo: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! In-process federation: a real coordinator and real nodes on loopback, talking gRPC over
+//! mutual TLS 1.3 with certificates from a freshly generated federation CA.
+//!
+//! Nothing is mocked: the harness calls the same `run` functions the daemons' `main`s call,
+//! with a listener bound to `127.0.0.1:0` (no port races), and reaches them through the same
+//! `parley-net` client code `parleyctl` uses.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use parley_net::{Role, TlsMaterial};
+use parley_node::config::NodeConfig;
+use parley_proto::jobs_client::JobsClient;
+use parley_proto::{GetJobRequest, Job, JobSpec, JobState, ListNodesRequest, SubmitJobRequest};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Name of the analyst certificate the harness issues.
+pub const ANALYST: &str = "alice";
+/// Name of the auditor certificate the harness issues.
+pub const AUDITOR: &str = "audrey";
+
+/// What one node of the federation holds.
+#[derive(Clone, Debug)]
+pub struct NodeSetup {
+    /// Node name.
+    pub name: String,
+    /// `[[datasets]]` TOML blocks for its config.
+    pub datasets_toml: String,
+    /// Its policy file.
+    pub policy_toml: String,
+    /// Extra top-level TOML tables appended to the config (e.g. `[limits]`).
+    pub extra_toml: String,
+}
+
+impl NodeSetup {
+    /// A node with the given datasets and policy.
+    pub fn new(name: &str, datasets_toml: String, policy_toml: String) -> Self {
+        NodeSetup {
+            name: name.to_string(),
+            datasets_toml,
+            policy_toml,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(20), self.task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => bail!("task panicked: {e}"),
+            Err(_) => bail!("task did not stop within 20 s"),
+        }
+    }
+}
+
+/// A running federation.
+pub struct Federation {
+    /// Working directory (certificates, configs, state).
+    pub dir: PathBuf,
+    /// Certificates directory (`ca.pem`, `ca.key`, `<name>.pem`, `<name>.key`).
+    pub certs: PathBuf,
+    /// Coordinator address.
+    pub addr: SocketAddr,
+    coordinator: Option<Running>,
+    nodes: HashMap<String, Running>,
+    setups: HashMap<String, NodeSetup>,
+}
+
+/// Issues a certificate into `certs` (valid from 5 minutes ago for `days`).
+pub fn issue(certs: &Path, role: Role, name: &str, sans: &[String]) -> anyhow::Result<()> {
+    let ca_cert = std::fs::read_to_string(certs.join("ca.pem"))?;
+    let ca_key = std::fs::read_to_string(certs.join("ca.key"))?;
+    let now = time::OffsetDateTime::now_utc();
+    let (cert, key) = parley_net::ca::issue(
+        &ca_cert,
+        &ca_key,
+        role,
+        name,
+        sans,
+        now - Duration::from_secs(300),
+        now + Duration::from_secs(86_400),
+    )?;
+    parley_net::ca::write_pem_files(certs, name, &cert, &key)?;
+    Ok(())
+}
+
+impl Federation {
+    /// Creates a CA and certificates under `dir`, starts the coordinator and every node, and
+    /// waits until all nodes are connected.
+    pub async fn start(dir: &Path, nodes: Vec<NodeSetup>) -> anyhow::Result<Federation> {
+        parley_net::install_crypto_provider();
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs)?;
+        let (ca_cert, ca_key) = parley_net::ca::init_ca("Parley test CA", 30)?;
+        parley_net::ca::write_pem_files(&certs, "ca", &ca_cert, &ca_key)?;
+        issue(
+            &certs,
+            Role::Coordinator,
+            "coordinator",
+            &["127.0.0.1".to_string(), "localhost".to_string()],
+        )?;
+        issue(&certs, Role::Analyst, ANALYST, &[])?;
+        issue(&certs, Role::Auditor, AUDITOR, &[])?;
+        for n in &nodes {
+            issue(&certs, Role::Node, &n.name, &[])?;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut fed = Federation {
+            dir: dir.to_path_buf(),
+            certs,
+            addr,
+            coordinator: None,
+            nodes: HashMap::new(),
+            setups: HashMap::new(),
+        };
+        fed.coordinator = Some(fed.spawn_coordinator(listener)?);
+        for n in nodes {
+            fed.setups.insert(n.name.clone(), n.clone());
+            fed.start_node(&n.name)?;
+        }
+        let names: Vec<String> = fed.setups.keys().cloned().collect();
+        let mut fed = fed;
+        fed.wait_connected(&names, Duration::from_secs(120)).await?;
+        Ok(fed)
+    }
+
+    fn coordinator_config(&self) -> anyhow::Result<parley_coordinator::CoordinatorConfig> {
+        let text = format!(
+            "listen = \"{}\"\ndatabase = \"coordinator/jobs.sqlite\"\n[tls]\nca_cert = \"certs/ca.pem\"\ncert = \"certs/coordinator.pem\"\nkey = \"certs/coordinator.key\"\n[limits]\noffer_timeout_secs = 30\njob_deadline_secs = 600\n",
+            self.addr
+        );
+        Ok(parley_coordinator::CoordinatorConfig::from_toml_str(
+            &text, &self.dir,
+        )?)
+    }
+
+    fn spawn_coordinator(&self, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
+        let cfg = self.coordinator_config()?;
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            parley_coordinator::run(cfg, listener, token)
+                .await
+                .context("coordinator")
+        });
+        Ok(Running { shutdown, task })
+    }
+
+    /// The node config file the harness writes for `name`.
+    pub fn node_config_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("node.toml")
+    }
+
+    /// Writes the node's config and policy and starts it.
+    pub fn start_node(&mut self, name: &str) -> anyhow::Result<()> {
+        let setup = self
+            .setups
+            .get(name)
+            .with_context(|| format!("unknown node {name}"))?
+            .clone();
+        let ndir = self.dir.join(name);
+        std::fs::create_dir_all(&ndir)?;
+        std::fs::write(ndir.join("policy.toml"), &setup.policy_toml)?;
+        let certs = self.certs.display();
+        let text = format!(
+            "name = \"{name}\"\nstate_dir = \"state\"\npolicy = \"policy.toml\"\n\
+             [coordinator]\nurl = \"https://{}\"\nserver_name = \"coordinator\"\n\
+             [tls]\nca_cert = \"{certs}/ca.pem\"\ncert = \"{certs}/{name}.pem\"\nkey = \"{certs}/{name}.key\"\n\
+             [reconnect]\ninitial_ms = 50\nmax_ms = 500\n{}\n{}\n",
+            self.addr, setup.extra_toml, setup.datasets_toml
+        );
+        let path = ndir.join("node.toml");
+        std::fs::write(&path, text)?;
+        let cfg = NodeConfig::load(&path)?;
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            parley_node::run(cfg, token).await.context("node")?;
+            Ok(())
+        });
+        self.nodes
+            .insert(name.to_string(), Running { shutdown, task });
+        Ok(())
+    }
+
+    /// Stops a node (as if its process ended: the link drops).
+    pub async fn stop_node(&mut self, name: &str) -> anyhow::Result<()> {
+        if let Some(r) = self.nodes.remove(name) {
+            r.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the coordinator and starts it again on the same address with the same store.
+    pub async fn restart_coordinator(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.coordinator.take() {
+            c.stop().await?;
+        }
+        let mut last = None;
+        for _ in 0..50 {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => {
+                    self.coordinator = Some(self.spawn_coordinator(l)?);
+                    return Ok(());
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        bail!("cannot rebind {}: {:?}", self.addr, last)
+    }
+
+    /// TLS material for a certificate the harness issued.
+    pub fn material(&self, name: &str) -> anyhow::Result<TlsMaterial> {
+        Ok(TlsMaterial::load(
+            &self.certs.join("ca.pem"),
+            &self.certs.join(format!("{name}.pem")),
+            &self.certs.join(format!("{name}.key")),
+        )?)
+    }
+
+    /// A `Jobs` client authenticated with the named certificate.
+    pub async fn jobs_client(&self, name: &str) -> anyhow::Result<JobsClient<Channel>> {
+        let m = self.material(name)?;
+        let ch = parley_net::connect(&format!("https://{}", self.addr), "coordinator", &m).await?;
+        Ok(JobsClient::new(ch).max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES))
+    }
+
+    /// A `Jobs` client as the analyst.
+    pub async fn analyst(&self) -> anyhow::Result<JobsClient<Channel>> {
+        self.jobs_client(ANALYST).await
+    }
+
+    /// Waits until every named node is connected.
+    pub async fn wait_connected(
+        &mut self,
+        names: &[String],
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // A node that stopped (bad config, unreadable dataset...) will never connect.
+            let dead: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|(_, r)| r.task.is_finished())
+                .map(|(n, _)| n.clone())
+                .collect();
+            if let Some(name) = dead.into_iter().next() {
+                let r = self.nodes.remove(&name).context("node vanished")?;
+                return match r.task.await {
+                    Ok(Ok(())) => bail!("node '{name}' stopped before connecting"),
+                    Ok(Err(e)) => Err(e.context(format!("node '{name}' failed to start"))),
+                    Err(e) => bail!("node '{name}' panicked: {e}"),
+                };
+            }
+            if let Ok(mut c) = self.analyst().await
+                && let Ok(r) = c.list_nodes(ListNodesRequest {}).await
+            {
+                let have: BTreeSet<String> =
+                    r.into_inner().nodes.into_iter().map(|n| n.name).collect();
+                if names.iter().all(|n| have.contains(n)) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("nodes {names:?} did not all connect within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Submits a job as the analyst and returns it as stored.
+    pub async fn submit(&self, spec: JobSpec) -> anyhow::Result<Job> {
+        let mut c = self.analyst().await?;
+        Ok(c.submit(SubmitJobRequest { spec: Some(spec) })
+            .await?
+            .into_inner())
+    }
+
+    /// Waits (via `Jobs.Watch`) until the job ends, and returns it.
+    pub async fn wait(&self, job_id: &str, limit: Duration) -> anyhow::Result<Job> {
+        let mut c = self.analyst().await?;
+        let mut stream = c
+            .watch(GetJobRequest {
+                job_id: job_id.to_string(),
+            })
+            .await?
+            .into_inner();
+        let fut = async {
+            while let Some(ev) = stream.message().await? {
+                if let Some(j) = ev.job
+                    && parley_coordinator::store::is_terminal(j.state())
+                {
+                    return Ok(j);
+                }
+            }
+            bail!("watch stream of {job_id} ended before the job did")
+        };
+        tokio::time::timeout(limit, fut)
+            .await
+            .with_context(|| format!("job {job_id} did not end within {limit:?}"))?
+    }
+
+    /// Submits a job and waits for it to end.
+    pub async fn run_job(&self, spec: JobSpec) -> anyhow::Result<Job> {
+        let job = self.submit(spec).await?;
+        if parley_coordinator::store::is_terminal(job.state()) {
+            return Ok(job);
+        }
+        self.wait(&job.id, Duration::from_secs(600)).await
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for (_, n) in self.nodes.drain() {
+            n.stop().await?;
+        }
+        if let Some(c) = self.coordinator.take() {
+            c.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a match output CSV (header + one record key per line).
+pub fn read_match_keys(path: &str) -> anyhow::Result<BTreeSet<String>> {
+    let mut r = csv::Reader::from_path(path).with_context(|| format!("open {path}"))?;
+    let mut out = BTreeSet::new();
+    for rec in r.records() {
+        let rec = rec?;
+        out.insert(rec.get(0).unwrap_or_default().to_string());
+    }
+    Ok(out)
+}
+
+/// Builds a two-party PSI job spec.
+pub fn psi_spec(
+    mode: parley_proto::PsiMode,
+    receiver: (&str, &str),
+    sender: (&str, &str),
+    min_intersection: u64,
+) -> JobSpec {
+    use parley_proto::{JobKind, Participant, PsiParams, PsiRole};
+    JobSpec {
+        label: format!("{} x {}", receiver.0, sender.0),
+        kind: JobKind::Psi as i32,
+        participants: vec![
+            Participant {
+                node: receiver.0.to_string(),
+                dataset: receiver.1.to_string(),
+                columns: vec![],
+                psi_role: PsiRole::Receiver as i32,
+            },
+            Participant {
+                node: sender.0.to_string(),
+                dataset: sender.1.to_string(),
+                columns: vec![],
+                psi_role: PsiRole::Sender as i32,
+            },
+        ],
+        psi: Some(PsiParams {
+            mode: mode as i32,
+            min_intersection,
+        }),
+    }
+}
+
+/// A policy letting `partners` run both PSI modes on `datasets` in either role.
+pub fn open_policy(partners: &[&str], datasets: &[&str]) -> String {
+    let q = |v: &[&str]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "[[rule]]\npartners = [{}]\nkinds = [\"psi_match\", \"psi_cardinality\"]\ndatasets = [{}]\n",
+        q(partners),
+        q(datasets)
+    )
+}
+
+/// True when the job ended in `state`.
+pub fn is_state(job: &Job, state: JobState) -> bool {
+    job.state() == state
+}

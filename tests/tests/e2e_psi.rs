@@ -1,0 +1,480 @@
+//! End-to-end PSI through the in-process federation: real coordinator, real nodes, real gRPC
+//! over mutual TLS, generated messy data with known ground truth.
+
+use std::path::Path;
+use std::time::Duration;
+
+use parley_proto::{JobState, PsiMode, PsiStream};
+use parley_tests::r#gen::{FederationSpec, Generated, generate};
+use parley_tests::harness::{Federation, NodeSetup, open_policy, psi_spec, read_match_keys};
+use parley_tests::rogue::Rogue;
+use prost::Message;
+
+async fn federation(
+    dir: &Path,
+    records: usize,
+    extra_partner: Option<&str>,
+) -> (Federation, Generated) {
+    parley_net::init_tracing("warn");
+    let spec = FederationSpec::demo(records);
+    let g = generate(&dir.join("data"), &spec).unwrap();
+    let mut partners = vec!["brand", "publisher", "retailer"];
+    if let Some(p) = extra_partner {
+        partners.push(p);
+    }
+    let setups = [
+        ("brand", "crm"),
+        ("publisher", "subscribers"),
+        ("retailer", "loyalty"),
+    ]
+    .into_iter()
+    .map(|(n, d)| {
+        let others: Vec<&str> = partners.iter().copied().filter(|p| *p != n).collect();
+        NodeSetup::new(n, g.dataset_toml(n), open_policy(&others, &[d]))
+    })
+    .collect();
+    let fed = Federation::start(dir, setups).await.unwrap();
+    (fed, g)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_and_cardinality_equal_the_truth_on_messy_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fed, g) = federation(tmp.path(), 3000, None).await;
+
+    // match: brand learns which of its records the publisher (hashed emails + phones) has.
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Match,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    let psi = job.result.unwrap().psi.unwrap();
+    let truth = g.truth_match("brand", "publisher", None);
+    assert!(truth.len() > 500, "generator should give a real overlap");
+    let got = read_match_keys(&psi.match_output).unwrap();
+    assert_eq!(got, truth);
+    assert_eq!(psi.intersection_records, truth.len() as u64);
+    assert!(!psi.suppressed);
+
+    // cardinality: brand learns only the count of its records the retailer has.
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("retailer", "loyalty"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    let psi = job.result.unwrap().psi.unwrap();
+    assert_eq!(
+        psi.intersection_records,
+        g.truth_cardinality("brand", "retailer") as u64
+    );
+    assert!(
+        psi.match_output.is_empty(),
+        "cardinality writes no record list"
+    );
+
+    // restricting both sides to the phone column matches on phones only.
+    let mut spec = psi_spec(PsiMode::Match, ("retailer", "loyalty"), ("brand", "crm"), 0);
+    for p in &mut spec.participants {
+        p.columns = vec!["phone".into()];
+    }
+    let job = fed.run_job(spec).await.unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    let psi = job.result.unwrap().psi.unwrap();
+    assert_eq!(
+        read_match_keys(&psi.match_output).unwrap(),
+        g.truth_match("retailer", "brand", Some(&["phone"]))
+    );
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_intersections_are_suppressed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fed, g) = federation(tmp.path(), 1000, None).await;
+    let truth = g.truth_cardinality("publisher", "retailer") as u64;
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("publisher", "subscribers"),
+            ("retailer", "loyalty"),
+            truth + 1,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    let psi = job.result.unwrap().psi.unwrap();
+    assert!(psi.suppressed);
+    assert_eq!(psi.intersection_records, 0);
+
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Match,
+            ("publisher", "subscribers"),
+            ("retailer", "loyalty"),
+            truth + 1,
+        ))
+        .await
+        .unwrap();
+    let psi = job.result.unwrap().psi.unwrap();
+    assert!(
+        psi.suppressed && psi.match_output.is_empty(),
+        "no match file when suppressed"
+    );
+
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("publisher", "subscribers"),
+            ("retailer", "loyalty"),
+            truth,
+        ))
+        .await
+        .unwrap();
+    let psi = job.result.unwrap().psi.unwrap();
+    assert!(!psi.suppressed);
+    assert_eq!(psi.intersection_records, truth);
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_refusal_reaches_the_analyst() {
+    let tmp = tempfile::tempdir().unwrap();
+    parley_net::init_tracing("warn");
+    let g = generate(&tmp.path().join("data"), &FederationSpec::demo(300)).unwrap();
+    // The publisher only allows cardinality with the brand.
+    let setups = vec![
+        NodeSetup::new("brand", g.dataset_toml("brand"), open_policy(&["publisher"], &["crm"])),
+        NodeSetup::new(
+            "publisher",
+            g.dataset_toml("publisher"),
+            "[[rule]]\npartners = [\"brand\"]\nkinds = [\"psi_cardinality\"]\ndatasets = [\"subscribers\"]\n".into(),
+        ),
+    ];
+    let fed = Federation::start(tmp.path(), setups).await.unwrap();
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Match,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), JobState::Refused);
+    assert!(job.reason.contains("publisher"), "{}", job.reason);
+    assert!(job.reason.contains("psi_match"), "{}", job.reason);
+
+    // An unknown dataset is refused with the dataset named.
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "nope"),
+            ("publisher", "subscribers"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), JobState::Refused);
+    assert!(job.reason.contains("nope"), "{}", job.reason);
+
+    // What the policy allows still runs.
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    fed.shutdown().await.unwrap();
+}
+
+fn psi_message(body: parley_proto::psi_message::Body) -> Vec<u8> {
+    parley_proto::PsiMessage { body: Some(body) }.encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_point_from_a_peer_fails_the_job_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fed, g) = federation(tmp.path(), 500, Some("mallory")).await;
+    let mut mallory = Rogue::connect(&fed, "mallory").await.unwrap();
+    let job = fed
+        .submit(psi_spec(
+            PsiMode::Match,
+            ("brand", "crm"),
+            ("mallory", "any"),
+            0,
+        ))
+        .await
+        .unwrap();
+    let offer = mallory.accept_next_offer().await.unwrap();
+    assert_eq!(offer.job_id, job.id);
+    mallory.wait_start(&job.id).await.unwrap();
+    let header = psi_message(parley_proto::psi_message::Body::Header(
+        parley_proto::PsiHeader {
+            stream: PsiStream::SenderBlinded as i32,
+            count: 2,
+            group_size: 1,
+        },
+    ));
+    mallory
+        .send_sealed(&offer, "brand", 0, &header)
+        .await
+        .unwrap();
+    let mut points = vec![0xffu8; 32]; // not a canonical ristretto255 encoding
+    points.extend_from_slice(&[0u8; 32]);
+    let batch = psi_message(parley_proto::psi_message::Body::Batch(
+        parley_proto::PointBatch {
+            stream: PsiStream::SenderBlinded as i32,
+            offset: 0,
+            points,
+        },
+    ));
+    mallory
+        .send_sealed(&offer, "brand", 1, &batch)
+        .await
+        .unwrap();
+
+    let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.state(), JobState::Failed);
+    assert!(done.reason.contains("brand"), "{}", done.reason);
+    assert!(
+        done.reason.to_lowercase().contains("point"),
+        "{}",
+        done.reason
+    );
+
+    // Nothing crashed: the next job between honest nodes succeeds.
+    let next = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next.state(), JobState::Succeeded, "{}", next.reason);
+    assert_eq!(
+        next.result.unwrap().psi.unwrap().intersection_records,
+        g.truth_cardinality("brand", "publisher") as u64
+    );
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_replayed_envelope_fails_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fed, _g) = federation(tmp.path(), 300, Some("mallory")).await;
+    let mut mallory = Rogue::connect(&fed, "mallory").await.unwrap();
+    let job = fed
+        .submit(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("mallory", "any"),
+            0,
+        ))
+        .await
+        .unwrap();
+    let offer = mallory.accept_next_offer().await.unwrap();
+    mallory.wait_start(&job.id).await.unwrap();
+    let header = psi_message(parley_proto::psi_message::Body::Header(
+        parley_proto::PsiHeader {
+            stream: PsiStream::SenderBlinded as i32,
+            count: 0,
+            group_size: 1,
+        },
+    ));
+    mallory
+        .send_sealed(&offer, "brand", 0, &header)
+        .await
+        .unwrap();
+    // Replay of sequence number 0.
+    mallory
+        .send_sealed(&offer, "brand", 0, &header)
+        .await
+        .unwrap();
+    let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.state(), JobState::Failed);
+    assert!(done.reason.contains("out of order"), "{}", done.reason);
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_disconnects_mid_job_fails_it_and_the_next_job_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fed, g) = federation(tmp.path(), 500, Some("mallory")).await;
+    let mut mallory = Rogue::connect(&fed, "mallory").await.unwrap();
+    let job = fed
+        .submit(psi_spec(
+            PsiMode::Match,
+            ("brand", "crm"),
+            ("mallory", "any"),
+            0,
+        ))
+        .await
+        .unwrap();
+    let offer = mallory.accept_next_offer().await.unwrap();
+    mallory.wait_start(&job.id).await.unwrap();
+    let header = psi_message(parley_proto::psi_message::Body::Header(
+        parley_proto::PsiHeader {
+            stream: PsiStream::SenderBlinded as i32,
+            count: 1000,
+            group_size: 1,
+        },
+    ));
+    mallory
+        .send_sealed(&offer, "brand", 0, &header)
+        .await
+        .unwrap();
+    mallory.disconnect();
+    drop(mallory);
+
+    let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.state(), JobState::Failed);
+    assert!(
+        done.reason.contains("mallory") && done.reason.contains("disconnected"),
+        "{}",
+        done.reason
+    );
+
+    let next = fed
+        .run_job(psi_spec(
+            PsiMode::Match,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next.state(), JobState::Succeeded, "{}", next.reason);
+    let psi = next.result.unwrap().psi.unwrap();
+    assert_eq!(
+        read_match_keys(&psi.match_output).unwrap(),
+        g.truth_match("brand", "publisher", None)
+    );
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_node_stopped_mid_job_fails_it_and_reconnects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut fed, g) = federation(tmp.path(), 20_000, None).await;
+    let job = fed
+        .submit(psi_spec(
+            PsiMode::Match,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ))
+        .await
+        .unwrap();
+    // Stop the publisher as soon as the job runs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut c = fed.analyst().await.unwrap();
+        let j = c
+            .get(parley_proto::GetJobRequest {
+                job_id: job.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if j.state() == JobState::Running {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never started: {:?}",
+            j.state()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fed.stop_node("publisher").await.unwrap();
+    let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
+    // Either the job beat the stop (tiny window) or it failed naming the publisher.
+    if done.state() != JobState::Succeeded {
+        assert_eq!(done.state(), JobState::Failed);
+        assert!(done.reason.contains("publisher"), "{}", done.reason);
+    }
+    fed.start_node("publisher").unwrap();
+    fed.wait_connected(&["publisher".to_string()], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let next = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next.state(), JobState::Succeeded, "{}", next.reason);
+    assert_eq!(
+        next.result.unwrap().psi.unwrap().intersection_records,
+        g.truth_cardinality("brand", "publisher") as u64
+    );
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_restarted_still_lists_earlier_jobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut fed, _g) = federation(tmp.path(), 300, None).await;
+    let first = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("retailer", "loyalty"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(first.state(), JobState::Succeeded, "{}", first.reason);
+    fed.restart_coordinator().await.unwrap();
+    let names: Vec<String> = ["brand", "publisher", "retailer"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    fed.wait_connected(&names, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut c = fed.analyst().await.unwrap();
+    let listed = c
+        .list(parley_proto::ListJobsRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    let again = listed
+        .iter()
+        .find(|j| j.id == first.id)
+        .expect("job survives restart");
+    assert_eq!(again.state(), JobState::Succeeded);
+    assert_eq!(again.result, first.result);
+    // And the federation keeps working.
+    let second = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("retailer", "loyalty"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(second.state(), JobState::Succeeded, "{}", second.reason);
+    fed.shutdown().await.unwrap();
+}

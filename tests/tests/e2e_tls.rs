@@ -1,0 +1,152 @@
+//! Every connection is mutual TLS 1.3 against the federation CA, and every RPC checks the
+//! caller's role: each bad-certificate case is refused.
+
+use std::time::Duration;
+
+use parley_net::{Role, TlsMaterial};
+use parley_proto::jobs_client::JobsClient;
+use parley_proto::node_link_client::NodeLinkClient;
+use parley_proto::{ListNodesRequest, NodeMessage, PsiMode, SubmitJobRequest};
+use parley_tests::harness::{Federation, psi_spec};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+async fn empty_federation(dir: &std::path::Path) -> Federation {
+    parley_net::init_tracing("warn");
+    Federation::start(dir, vec![]).await.unwrap()
+}
+
+/// Calls ListNodes with `m`; Ok(()) only if the call succeeded.
+async fn list_nodes_with(fed: &Federation, m: &TlsMaterial) -> Result<(), String> {
+    let ch = parley_net::connect(&format!("https://{}", fed.addr), "coordinator", m)
+        .await
+        .map_err(|e| e.to_string())?;
+    JobsClient::new(ch)
+        .list_nodes(ListNodesRequest {})
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+fn pem(fed: &Federation, name: &str) -> String {
+    std::fs::read_to_string(fed.certs.join(name)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_analyst_certificate_is_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fed = empty_federation(tmp.path()).await;
+    let m = fed.material("alice").unwrap();
+    list_nodes_with(&fed, &m).await.unwrap();
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_certificate_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fed = empty_federation(tmp.path()).await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pem(&fed, "ca.pem")))
+        .domain_name("coordinator");
+    let result = async {
+        let ch = Endpoint::from_shared(format!("https://{}", fed.addr))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        JobsClient::new(ch).list_nodes(ListNodesRequest {}).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    assert!(
+        result.is_err(),
+        "a client without a certificate must be refused"
+    );
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fed = empty_federation(tmp.path()).await;
+    let (other_ca, other_key) = parley_net::ca::init_ca("Some other CA", 30).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let (cert, key) = parley_net::ca::issue(
+        &other_ca,
+        &other_key,
+        Role::Analyst,
+        "alice",
+        &[],
+        now - Duration::from_secs(60),
+        now + Duration::from_secs(3600),
+    )
+    .unwrap();
+    // Trusts the real CA for the server, but presents a certificate the federation never issued.
+    let m = TlsMaterial::from_pem(&pem(&fed, "ca.pem"), &cert, &key).unwrap();
+    assert!(list_nodes_with(&fed, &m).await.is_err());
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fed = empty_federation(tmp.path()).await;
+    let now = time::OffsetDateTime::now_utc();
+    let (cert, key) = parley_net::ca::issue(
+        &pem(&fed, "ca.pem"),
+        &pem(&fed, "ca.key"),
+        Role::Analyst,
+        "old-alice",
+        &[],
+        now - Duration::from_secs(2 * 86_400),
+        now - Duration::from_secs(86_400),
+    )
+    .unwrap();
+    let m = TlsMaterial::from_pem(&pem(&fed, "ca.pem"), &cert, &key).unwrap();
+    assert!(list_nodes_with(&fed, &m).await.is_err());
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_role_is_refused_with_permission_denied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fed = empty_federation(tmp.path()).await;
+    parley_tests::harness::issue(&fed.certs, Role::Node, "brand", &[]).unwrap();
+    let spec = psi_spec(PsiMode::Match, ("brand", "crm"), ("publisher", "subs"), 0);
+
+    // A node may not submit jobs.
+    let mut as_node = fed.jobs_client("brand").await.unwrap();
+    let err = as_node
+        .submit(SubmitJobRequest {
+            spec: Some(spec.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("node"), "{}", err.message());
+
+    // An auditor may read but not submit.
+    let mut as_auditor = fed.jobs_client("audrey").await.unwrap();
+    as_auditor.list_nodes(ListNodesRequest {}).await.unwrap();
+    let err = as_auditor
+        .submit(SubmitJobRequest { spec: Some(spec) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // An analyst may not open a node link.
+    let m = fed.material("alice").unwrap();
+    let ch = parley_net::connect(&format!("https://{}", fed.addr), "coordinator", &m)
+        .await
+        .unwrap();
+    let err = NodeLinkClient::new(ch)
+        .open(tokio_stream::iter(Vec::<NodeMessage>::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    fed.shutdown().await.unwrap();
+}
