@@ -378,7 +378,7 @@ impl Inner {
         if !live.participants.iter().any(|p| p == from) {
             return Err(format!("node '{from}' is not a participant of this job"));
         }
-        if env.to == from || !live.participants.iter().any(|p| *p == env.to) {
+        if env.to == from || !live.participants.contains(&env.to) {
             return Err(format!(
                 "node '{from}' addressed an envelope to '{}', which is not another participant",
                 truncate(&env.to, 64)

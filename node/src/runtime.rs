@@ -473,7 +473,7 @@ fn prepare(
         .get(&mine.dataset)
         .cloned()
         .ok_or_else(|| format!("node '{me}' has no dataset '{}'", mine.dataset))?;
-    let psi = spec.psi.clone().unwrap_or_default();
+    let psi = spec.psi.unwrap_or_default();
     let mode = match psi.mode() {
         PsiMode::Match => Mode::Match,
         PsiMode::Cardinality => Mode::Cardinality,

@@ -1,6 +1,8 @@
 //! End-to-end PSI through the in-process federation: real coordinator, real nodes, real gRPC
 //! over mutual TLS, generated messy data with known ground truth.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! Every connection is mutual TLS 1.3 against the federation CA, and every RPC checks the
 //! caller's role: each bad-certificate case is refused.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use parley_net::{Role, TlsMaterial};
