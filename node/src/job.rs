@@ -4,12 +4,12 @@
 //! # Guarantees
 //! * The whole role runs on one blocking thread (`spawn_blocking`); scalar multiplications use
 //!   rayon inside it, never the async runtime.
-//! * Memory is bounded: at most [`MAX_BACKLOG`] reply batches wait to be sent, the inbox and
-//!   the link queue are bounded channels, and every declared stream size is checked against
-//!   `[limits] max_set_size` before anything is allocated for it.
-//! * No deadlock when both sides stream at once: a party blocked on sending keeps reading, and
-//!   only stops reading while its own reply backlog is full (the receiver never has a backlog,
-//!   so it always drains).
+//! * Memory is bounded: the inbox and the link queue are bounded channels, every declared
+//!   stream size is checked against `[limits] max_set_size` before anything is allocated for
+//!   it, and queued replies never exceed the peer's declared stream (32 bytes per point).
+//! * No deadlock, even with several jobs sharing one link in opposite directions: a job
+//!   thread never stops reading its inbox while it waits to send, so the node's link task
+//!   never waits on a job for long and no cycle of full queues can form.
 //! * Envelopes carry consecutive sequence numbers per direction; anything out of order, from
 //!   the wrong peer, or failing authentication fails the job with a precise reason.
 //! * Only counts, sizes and stage names are logged or reported as progress.
@@ -33,9 +33,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::NodeError;
 use crate::dataset::Dataset;
-
-/// Reply batches a sender may queue before it stops reading new input.
-pub const MAX_BACKLOG: usize = 4;
 
 /// Everything a job needs, fixed when it starts.
 pub struct JobRun {
@@ -169,8 +166,6 @@ trait Party {
     fn next_outgoing(&mut self) -> Result<Option<PsiMessage>, NodeError>;
     /// Handles a message from the peer.
     fn on_incoming(&mut self, m: PsiMessage) -> Result<(), NodeError>;
-    /// Reply messages queued but not yet sent.
-    fn backlog(&self) -> usize;
     /// True once every stream the peer must send has fully arrived.
     fn incoming_done(&self) -> bool;
     /// (stage, done, total) for progress reports.
@@ -312,10 +307,6 @@ impl Party for ReceiverParty {
         Ok(())
     }
 
-    fn backlog(&self) -> usize {
-        0
-    }
-
     fn incoming_done(&self) -> bool {
         self.sender_blinded.done() && self.double_blinded.done()
     }
@@ -414,10 +405,6 @@ impl Party for SenderParty {
             None => return Err(peer_err("empty PSI message")),
         }
         Ok(())
-    }
-
-    fn backlog(&self) -> usize {
-        self.replies.len()
     }
 
     fn incoming_done(&self) -> bool {
@@ -580,7 +567,7 @@ impl<'a> Wire<'a> {
                 self.report(party, true);
                 return Ok(());
             }
-            let want_read = !party.incoming_done() && party.backlog() < MAX_BACKLOG;
+            let want_read = !party.incoming_done();
             let want_send = pending.is_some();
             let outbox = self.io.outbox.clone();
             let cancel = self.io.cancel.clone();

@@ -480,3 +480,66 @@ async fn the_coordinator_restarted_still_lists_earlier_jobs() {
     assert_eq!(second.state(), JobState::Succeeded, "{}", second.reason);
     fed.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_in_opposite_directions_with_small_batches_all_succeed() {
+    parley_net::init_tracing("warn");
+    let tmp = tempfile::tempdir().unwrap();
+    let g = generate(&tmp.path().join("data"), &FederationSpec::demo(4000)).unwrap();
+    // Tiny batches: hundreds of envelopes per job, so queues fill and must not deadlock.
+    let setups = [("brand", "crm"), ("publisher", "subscribers")]
+        .into_iter()
+        .map(|(n, d)| {
+            let other = if n == "brand" { "publisher" } else { "brand" };
+            let mut s = NodeSetup::new(n, g.dataset_toml(n), open_policy(&[other], &[d]));
+            s.extra_toml = "[limits]\nbatch_points = 64\n".into();
+            s
+        })
+        .collect();
+    let fed = Federation::start(tmp.path(), setups).await.unwrap();
+    let specs = [
+        psi_spec(
+            PsiMode::Match,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ),
+        psi_spec(
+            PsiMode::Match,
+            ("publisher", "subscribers"),
+            ("brand", "crm"),
+            0,
+        ),
+        psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ),
+        psi_spec(
+            PsiMode::Cardinality,
+            ("publisher", "subscribers"),
+            ("brand", "crm"),
+            0,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for s in specs {
+        ids.push(fed.submit(s).await.unwrap().id);
+    }
+    let expect = [
+        g.truth_cardinality("brand", "publisher"),
+        g.truth_cardinality("publisher", "brand"),
+        g.truth_cardinality("brand", "publisher"),
+        g.truth_cardinality("publisher", "brand"),
+    ];
+    for (id, want) in ids.iter().zip(expect) {
+        let job = fed.wait(id, Duration::from_secs(300)).await.unwrap();
+        assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+        assert_eq!(
+            job.result.unwrap().psi.unwrap().intersection_records,
+            want as u64
+        );
+    }
+    fed.shutdown().await.unwrap();
+}
