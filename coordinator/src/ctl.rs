@@ -454,7 +454,7 @@ where
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_ERROR as u8)),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", parley_net::error_chain(e.as_ref()));
             ExitCode::from(EXIT_ERROR as u8)
         }
     }

@@ -75,7 +75,10 @@ fn main() -> ExitCode {
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("parley-coordinator: error: {e:#}");
+            eprintln!(
+                "parley-coordinator: error: {}",
+                parley_net::error_chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

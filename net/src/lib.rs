@@ -54,3 +54,40 @@ pub fn init_tracing(default_filter: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Renders an error and its causes as one line, `outer: cause: root`, skipping a cause whose
+/// text the previous message already contains (many of our messages embed their cause).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut prev = String::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if prev.is_empty() || !prev.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        prev = text;
+        cur = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read 'x': {source}")]
+    struct Outer {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn embedded_causes_are_not_repeated() {
+        let e = Outer {
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(super::error_chain(&e), "cannot read 'x': gone");
+    }
+}

@@ -38,7 +38,10 @@ fn main() -> ExitCode {
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("parley-node: error: {e:#}");
+            eprintln!(
+                "parley-node: error: {}",
+                parley_net::error_chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -50,7 +50,10 @@ fn main() -> ExitCode {
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("parley-demo: error: {e:#}");
+            eprintln!(
+                "parley-demo: error: {}",
+                parley_net::error_chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
