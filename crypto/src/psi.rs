@@ -55,7 +55,6 @@
 //!   IEEE EuroS&P 2020.
 //! * RFC 9380 (hashing to curves), RFC 9496 (ristretto255).
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use curve25519_dalek::ristretto::CompressedRistretto;
@@ -264,7 +263,7 @@ fn len_u64(n: usize) -> u64 {
 }
 
 /// The `[offset, offset + len)` slice of a party's outgoing identifiers, or an error.
-fn outgoing_slice(ids: &[IdHash], offset: u64, len: usize) -> Result<&[IdHash], CryptoError> {
+fn outgoing_slice<T>(ids: &[T], offset: u64, len: usize) -> Result<&[T], CryptoError> {
     let count = len_u64(ids.len());
     let range_err = || CryptoError::OutgoingRange { offset, len, count };
     let start = usize::try_from(offset).map_err(|_| range_err())?;
@@ -368,19 +367,22 @@ pub struct Receiver {
     mode: Mode,
     key: PsiKey,
     group_size: u32,
-    /// Identifier behind each outgoing point (padding groups use random values).
+    /// Match: the distinct identifiers, sorted; outgoing point `p` is `outgoing[order[p]]`.
+    /// Cardinality: the identifier behind each outgoing point (padding uses random values).
     outgoing: Vec<IdHash>,
+    /// Match: the secret stream order (a random permutation); empty in cardinality mode.
+    order: Vec<u32>,
     max_points: u64,
     receiver_records: u64,
     receiver_identifiers: u64,
-    /// Match mode: `record_ids[record_start[k]..record_start[k + 1]]` are the outgoing positions
-    /// of the distinct identifiers of record `record_index[k]`.
+    /// Match mode: `record_ids[record_start[k]..record_start[k + 1]]` are the indices (into the
+    /// sorted `outgoing`) of the distinct identifiers of record `record_index[k]`.
     record_index: Vec<usize>,
     record_start: Vec<usize>,
     record_ids: Vec<usize>,
     sender: Inbound,
-    /// `H(y)^ab` for every sender point received so far.
-    sender_set: HashSet<[u8; POINT_LEN]>,
+    /// `H(y)^ab` for every sender point received so far (sorted in `finish`).
+    sender_points: Vec<[u8; POINT_LEN]>,
     double: Inbound,
     /// `H(x)^ab` as received, concatenated.
     double_points: Vec<u8>,
@@ -421,62 +423,64 @@ impl Receiver {
         let key = PsiKey::random()?;
         let mut rng = secure_shuffle_rng()?;
 
-        // Distinct identifiers of each non-empty record.
-        let mut per_record: Vec<(usize, Vec<IdHash>)> = Vec::new();
+        // Distinct identifiers of each non-empty record, flattened:
+        // `flat[flat_start[k]..flat_start[k + 1]]` belong to record `record_index[k]`.
+        // Flat arrays instead of a `Vec` per record keep 10^6-record jobs small.
+        let mut record_index: Vec<usize> = Vec::new();
+        let mut flat: Vec<IdHash> = Vec::new();
+        let mut flat_start: Vec<usize> = vec![0];
+        let mut scratch: Vec<IdHash> = Vec::new();
         for (i, ids) in records.iter().enumerate() {
-            let mut ids = ids.clone();
-            ids.sort_unstable();
-            ids.dedup();
-            if !ids.is_empty() {
-                per_record.push((i, ids));
+            scratch.clear();
+            scratch.extend_from_slice(ids);
+            scratch.sort_unstable();
+            scratch.dedup();
+            if !scratch.is_empty() {
+                record_index.push(i);
+                flat.extend_from_slice(&scratch);
+                flat_start.push(flat.len());
             }
         }
-        let mut distinct: Vec<IdHash> = per_record
-            .iter()
-            .flat_map(|(_, ids)| ids.iter().copied())
-            .collect();
+        let record_count = record_index.len();
+        let receiver_records = len_u64(record_count);
+
+        let mut distinct: Vec<IdHash> = flat.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        let receiver_records = len_u64(per_record.len());
+        distinct.shrink_to_fit();
         let receiver_identifiers = len_u64(distinct.len());
 
-        let mut record_index = Vec::new();
-        let mut record_start = vec![0];
-        let mut record_ids = Vec::new();
+        let mut order: Vec<u32> = Vec::new();
+        let mut record_ids: Vec<usize> = Vec::new();
         let (group_size, outgoing) = match mode {
             Mode::Match => {
-                if receiver_identifiers > max_points {
+                if receiver_identifiers > max_points || distinct.len() > u32::MAX as usize {
                     return Err(CryptoError::LocalCountTooLarge {
                         count: receiver_identifiers,
-                        max: max_points,
+                        max: max_points.min(u64::from(u32::MAX)),
                     });
                 }
-                distinct.shuffle(&mut rng);
-                let position: HashMap<IdHash, usize> = distinct
-                    .iter()
-                    .enumerate()
-                    .map(|(j, id)| (*id, j))
-                    .collect();
-                for (i, ids) in &per_record {
-                    record_index.push(*i);
-                    record_ids.extend(ids.iter().filter_map(|id| position.get(id).copied()));
-                    record_start.push(record_ids.len());
-                }
+                // `distinct` stays sorted (for lookups); the stream order is a secret random
+                // permutation of it: outgoing point `p` carries `distinct[order[p]]`.
+                order = (0..distinct.len() as u32).collect();
+                order.shuffle(&mut rng);
+                // Records refer to identifiers by their index in the sorted `distinct`.
+                record_ids.reserve_exact(flat.len());
+                record_ids.extend(flat.iter().filter_map(|id| distinct.binary_search(id).ok()));
+                drop(flat);
                 (1, distinct)
             }
             Mode::Cardinality => {
-                let widest = per_record
-                    .iter()
-                    .map(|(_, ids)| ids.len())
-                    .max()
-                    .unwrap_or(1);
-                if let Some((record, ids)) = per_record
-                    .iter()
-                    .find(|(_, ids)| ids.len() > MAX_GROUP_SIZE as usize)
+                drop(distinct);
+                let widths = flat_start.windows(2).map(|w| w[1] - w[0]);
+                let widest = widths.clone().max().unwrap_or(1);
+                if let Some((k, count)) = widths
+                    .enumerate()
+                    .find(|(_, n)| *n > MAX_GROUP_SIZE as usize)
                 {
                     return Err(CryptoError::RecordTooManyIdentifiers {
-                        record: *record,
-                        count: ids.len(),
+                        record: record_index[k],
+                        count,
                         max: MAX_GROUP_SIZE,
                     });
                 }
@@ -489,8 +493,9 @@ impl Receiver {
                     });
                 }
                 let rng_os = SystemRandom::new();
-                let mut outgoing = Vec::with_capacity(per_record.len() * widest);
-                for (_, ids) in &per_record {
+                let mut outgoing = Vec::with_capacity(record_count * widest);
+                for w in flat_start.windows(2) {
+                    let ids = &flat[w[0]..w[1]];
                     outgoing.extend_from_slice(ids);
                     // Padding: random 32-byte values, hashed like identifiers. They match a real
                     // identifier only if SHA-256 outputs collide.
@@ -505,6 +510,7 @@ impl Receiver {
                 (group_size, outgoing)
             }
         };
+        let record_start = flat_start;
 
         Ok(Receiver {
             mode,
@@ -514,11 +520,12 @@ impl Receiver {
             max_points,
             receiver_records,
             receiver_identifiers,
+            order,
             record_index,
             record_start,
             record_ids,
             sender: Inbound::new(Stream::SenderBlinded),
-            sender_set: HashSet::new(),
+            sender_points: Vec::new(),
             double: Inbound::new(Stream::DoubleBlinded),
             double_points: Vec::new(),
         })
@@ -545,10 +552,17 @@ impl Receiver {
     /// # Errors
     /// [`CryptoError::OutgoingRange`] if the range is not inside the outgoing stream.
     pub fn blind_batch(&self, offset: u64, len: usize) -> Result<Vec<u8>, CryptoError> {
-        Ok(blind_ids(
-            &self.key,
-            outgoing_slice(&self.outgoing, offset, len)?,
-        ))
+        if self.order.is_empty() {
+            return Ok(blind_ids(
+                &self.key,
+                outgoing_slice(&self.outgoing, offset, len)?,
+            ));
+        }
+        let ids: Vec<IdHash> = outgoing_slice(&self.order, offset, len)?
+            .iter()
+            .map(|&k| self.outgoing[k as usize])
+            .collect();
+        Ok(blind_ids(&self.key, &ids))
     }
 
     /// Records the number of points `H(y)^b` the sender declared.
@@ -565,7 +579,7 @@ impl Receiver {
             });
         }
         self.sender.header(count)?;
-        self.sender_set
+        self.sender_points
             .reserve(usize::try_from(count.min(1 << 20)).unwrap_or(0));
         Ok(())
     }
@@ -579,7 +593,7 @@ impl Receiver {
     pub fn on_sender_blinded(&mut self, offset: u64, points: &[u8]) -> Result<(), CryptoError> {
         let n = self.sender.check(offset, points)?;
         let doubled = mul_points(&self.key, points, Stream::SenderBlinded, offset)?;
-        self.sender_set.extend(
+        self.sender_points.extend(
             doubled
                 .chunks_exact(POINT_LEN)
                 .map(|c| <[u8; POINT_LEN]>::try_from(c).unwrap_or([0; POINT_LEN])),
@@ -628,14 +642,28 @@ impl Receiver {
     ///
     /// # Errors
     /// [`CryptoError::HeaderMissing`] or [`CryptoError::StreamIncomplete`] for either stream.
-    pub fn finish(self) -> Result<ReceiverOutcome, CryptoError> {
+    pub fn finish(mut self) -> Result<ReceiverOutcome, CryptoError> {
         self.sender.complete()?;
         self.double.complete()?;
-        let hit: Vec<bool> = self
+        self.sender_points.par_sort_unstable();
+        let sender_points = &self.sender_points;
+        // hit[p]: outgoing point p is in the intersection.
+        let mut hit: Vec<bool> = self
             .double_points
-            .chunks_exact(POINT_LEN)
-            .map(|p| <[u8; POINT_LEN]>::try_from(p).is_ok_and(|p| self.sender_set.contains(&p)))
+            .par_chunks_exact(POINT_LEN)
+            .map(|p| {
+                <[u8; POINT_LEN]>::try_from(p)
+                    .is_ok_and(|p| sender_points.binary_search(&p).is_ok())
+            })
             .collect();
+        if !self.order.is_empty() {
+            // Back from stream order to sorted-identifier order.
+            let mut by_id = vec![false; hit.len()];
+            for (p, &k) in self.order.iter().enumerate() {
+                by_id[k as usize] = hit[p];
+            }
+            hit = by_id;
+        }
         let (intersection_records, matched_records) = match self.mode {
             Mode::Match => {
                 let mut matched: Vec<usize> = self
@@ -879,6 +907,7 @@ mod tests {
     use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
+    use std::collections::HashSet;
 
     fn id(n: u8) -> IdHash {
         IdHash::of_normalized(&format!("user{n}@example.com"))

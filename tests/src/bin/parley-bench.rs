@@ -1,0 +1,118 @@
+//! `parley-bench`: end-to-end benchmarks of a Parley federation running in this process.
+//!
+//! `parley-bench psi --sizes 10000,100000,1000000 [--mode match|cardinality] [--overlap 0.5]`
+//! runs one PSI job per size between two nodes (each with exactly `n` emails), checks the
+//! result against the known overlap, then times the raw elliptic-curve work on the same inputs
+//! and prints end-to-end / raw ratios and peak RSS. See `BENCHMARKS.md`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use parley_proto::PsiMode;
+use parley_tests::bench::{ProbeRole, PsiBenchOptions, probe_role, run_psi_bench};
+
+#[derive(Parser)]
+#[command(
+    name = "parley-bench",
+    about = "End-to-end benchmarks of an in-process Parley federation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Two-party PSI: end-to-end time vs. the raw EC work on the same inputs.
+    Psi {
+        /// Records (= identifiers) per party, comma-separated; one run each.
+        #[arg(long, value_delimiter = ',', required = true)]
+        sizes: Vec<usize>,
+        /// PSI mode.
+        #[arg(long, value_enum, default_value_t = Mode::Match)]
+        mode: Mode,
+        /// Fraction of each party's identifiers the other also holds (0..=1).
+        #[arg(long, default_value_t = 0.5)]
+        overlap: f64,
+        /// `[limits] batch_points` for both nodes (default: the node default).
+        #[arg(long)]
+        batch_points: Option<u32>,
+        /// Skip the per-node memory probes (child processes).
+        #[arg(long)]
+        no_node_memory: bool,
+    },
+    /// Internal: one node's PSI memory, measured in its own process (used by `psi`).
+    #[command(hide = true)]
+    ProbeRole {
+        #[arg(long)]
+        csv: std::path::PathBuf,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long, value_enum)]
+        mode: Mode,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Role {
+    Receiver,
+    Sender,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Match,
+    Cardinality,
+}
+
+fn main() -> ExitCode {
+    parley_net::install_crypto_provider();
+    parley_net::init_tracing("warn");
+    let cli = Cli::parse();
+    let psi_mode = |m: Mode| match m {
+        Mode::Match => PsiMode::Match,
+        Mode::Cardinality => PsiMode::Cardinality,
+    };
+    let opts = match cli.command {
+        Command::Psi {
+            sizes,
+            mode,
+            overlap,
+            batch_points,
+            no_node_memory,
+        } => PsiBenchOptions {
+            sizes,
+            mode: psi_mode(mode),
+            overlap,
+            batch_points,
+            node_memory: !no_node_memory,
+        },
+        Command::ProbeRole { csv, role, mode } => {
+            let role = match role {
+                Role::Receiver => ProbeRole::Receiver,
+                Role::Sender => ProbeRole::Sender,
+            };
+            return match probe_role(&csv, role, psi_mode(mode)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("parley-bench probe-role: error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("parley-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run_psi_bench(&opts)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parley-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
