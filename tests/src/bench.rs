@@ -523,7 +523,7 @@ impl ProbeReport {
 /// Runs in a fresh process: loads `csv` exactly as a node does (`Dataset::load` with the
 /// default normaliser), prepares the role exactly as `node/src/job.rs` does, then builds the
 /// role's inbound state with the **same container types and sizes** the crypto crate uses
-/// (receiver: `HashSet<[u8; 32]>` of the sender's `n` points + `n × 32` B of double-blinded
+/// (receiver: a sorted `Vec<[u8; 32]>` of the sender's `n` points + `n × 32` B of double-blinded
 /// points + the `hit` vector; sender in cardinality mode: held points, the group shuffle copy
 /// and the reply copies). Only the scalar multiplications are skipped: they do not allocate.
 /// Prints one `PROBE ...` line and returns the figures.
@@ -558,24 +558,27 @@ pub fn probe_role(csv: &Path, role: ProbeRole, mode: PsiMode) -> anyhow::Result<
             let receiver = Receiver::new(mode, &ids, u64::MAX)?;
             drop(ids);
             rep.prepare_peak_kib = peak_rss_kib().unwrap_or(0);
-            // Receiver::on_sender_header reserves min(count, 2^20); then n inserts.
-            let mut sender_set: std::collections::HashSet<[u8; POINT_LEN]> =
-                std::collections::HashSet::new();
-            sender_set.reserve(n.min(1 << 20));
+            // Mirrors Receiver: on_sender_header reserves min(count, 2^20) points, then n are
+            // pushed; finish sorts them and probes each double-blinded point.
+            let mut sender_points: Vec<[u8; POINT_LEN]> = Vec::with_capacity(n.min(1 << 20));
             let mut double_points: Vec<u8> = Vec::with_capacity(n * POINT_LEN);
             for i in 0..n as u64 {
                 let mut p = [0u8; POINT_LEN];
                 p[..8].copy_from_slice(&i.to_le_bytes());
                 p[8..16].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
-                sender_set.insert(p);
+                sender_points.push(p);
                 p[16] = 1;
                 double_points.extend_from_slice(&p);
             }
+            sender_points.sort_unstable();
             let hit: Vec<bool> = double_points
                 .chunks_exact(POINT_LEN)
-                .map(|p| <[u8; POINT_LEN]>::try_from(p).is_ok_and(|p| sender_set.contains(&p)))
+                .map(|p| {
+                    <[u8; POINT_LEN]>::try_from(p)
+                        .is_ok_and(|p| sender_points.binary_search(&p).is_ok())
+                })
                 .collect();
-            std::hint::black_box((&receiver, &sender_set, &double_points, &hit));
+            std::hint::black_box((&receiver, &sender_points, &double_points, &hit));
         }
         ProbeRole::Sender => {
             let flat: Vec<IdHash> = ids.into_iter().flatten().collect();
