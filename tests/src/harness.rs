@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use parley_net::{Role, TlsMaterial};
 use parley_node::config::NodeConfig;
 use parley_proto::jobs_client::JobsClient;
-use parley_proto::{GetJobRequest, Job, JobSpec, JobState, ListNodesRequest, SubmitJobRequest};
+use parley_proto::{GetJobRequest, Job, JobSpec, ListNodesRequest, SubmitJobRequest};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -132,7 +132,6 @@ impl Federation {
             fed.start_node(&n.name)?;
         }
         let names: Vec<String> = fed.setups.keys().cloned().collect();
-        let mut fed = fed;
         fed.wait_connected(&names, Duration::from_secs(120)).await?;
         Ok(fed)
     }
@@ -394,9 +393,4 @@ pub fn open_policy(partners: &[&str], datasets: &[&str]) -> String {
         q(partners),
         q(datasets)
     )
-}
-
-/// True when the job ended in `state`.
-pub fn is_state(job: &Job, state: JobState) -> bool {
-    job.state() == state
 }

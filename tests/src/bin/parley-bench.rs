@@ -95,7 +95,10 @@ fn main() -> ExitCode {
             return match probe_role(&csv, role, psi_mode(mode)) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("parley-bench probe-role: error: {e:#}");
+                    eprintln!(
+                        "parley-bench probe-role: error: {}",
+                        parley_net::error_chain(e.as_ref())
+                    );
                     ExitCode::FAILURE
                 }
             };
@@ -111,7 +114,10 @@ fn main() -> ExitCode {
     match rt.block_on(run_psi_bench(&opts)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("parley-bench: error: {e:#}");
+            eprintln!(
+                "parley-bench: error: {}",
+                parley_net::error_chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
