@@ -11,7 +11,8 @@
 //! | `status JOB` | state, participants, history with timestamps, reason |
 //! | `result JOB [--json]` | the result, as a summary or JSON |
 //! | `cancel JOB [--reason TEXT]` | cancels a job that has not ended |
-//! | `nodes` | connected nodes with their datasets |
+//! | `nodes [--keys]` | connected nodes with their datasets (and CA-verified ledger keys) |
+//! | `audit EXPORT --node-key KEY [--head SEQ:HASH \| --offline]` | verifies a node's exported budget ledger (see [`crate::audit`]) |
 //!
 //! Exit codes: [`EXIT_OK`] (0) success; [`EXIT_ERROR`] (1) usage, configuration or connection
 //! error; [`EXIT_JOB_DID_NOT_SUCCEED`] (2) the job was refused, failed, was cancelled, or (for
@@ -158,7 +159,27 @@ pub enum Command {
         reason: Option<String>,
     },
     /// List connected nodes and their datasets.
-    Nodes,
+    Nodes {
+        /// Also print each node's Ed25519 ledger key, checked against the federation CA.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Verify a node's exported budget ledger: hash chain, signatures, spending within the
+    /// budget, and the last row against the head the coordinator recorded. Exit 0 if it
+    /// passes, 2 if it fails.
+    Audit {
+        /// The export written by `parley-node ledger export`.
+        export: PathBuf,
+        /// The node's Ed25519 public key: 64 hex digits or a file holding them.
+        #[arg(long, value_name = "KEY")]
+        node_key: String,
+        /// Expected head `SEQ:HASH` instead of asking the coordinator.
+        #[arg(long, value_name = "SEQ:HASH", conflicts_with = "offline")]
+        head: Option<String>,
+        /// Do not compare with the coordinator's head (a truncated tail goes unnoticed).
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 /// The config file as written. Every field is optional; flags override it.
@@ -467,6 +488,19 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<i32> 
     // Check the job file before connecting, so its mistakes come first.
     let spec = match &cli.command {
         Command::Submit { job, .. } => Some(load_job_file(job)?),
+        Command::Audit {
+            export,
+            node_key,
+            head,
+            offline,
+        } => {
+            let source = match (head, offline) {
+                (Some(h), _) => crate::audit::HeadSource::Given(h.clone()),
+                (None, true) => crate::audit::HeadSource::Offline,
+                (None, false) => crate::audit::HeadSource::Coordinator,
+            };
+            return crate::audit::run_audit(export, node_key, source, &cli.connection, out).await;
+        }
         _ => None,
     };
     let config = CtlConfig::resolve(&cli.connection)?;
@@ -533,7 +567,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<i32> 
             writeln!(out, "job {}: {}", job.id, state_name(job.state()))?;
             Ok(EXIT_OK)
         }
-        Command::Nodes => {
+        Command::Nodes { keys } => {
             let mut nodes = client
                 .list_nodes(ListNodesRequest {})
                 .await
@@ -542,8 +576,33 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<i32> 
                 .nodes;
             nodes.sort_by(|a, b| a.name.cmp(&b.name));
             write_nodes_table(&nodes, out)?;
+            if keys {
+                let tls = parley_net::TlsMaterial::load(&config.ca_cert, &config.cert, &config.key)
+                    .map_err(CoordError::from)?;
+                writeln!(out)?;
+                for n in &nodes {
+                    let verified = n.keys.as_ref().map(|b| {
+                        parley_net::binding::verify_key_binding(
+                            tls.ca_der(),
+                            b,
+                            std::time::SystemTime::now(),
+                        )
+                    });
+                    match verified {
+                        Some(Ok(k)) => writeln!(
+                            out,
+                            "{}  ledger key {}  (binding verified against the federation CA)",
+                            n.name,
+                            hex::encode(k.ed25519_public)
+                        )?,
+                        Some(Err(e)) => writeln!(out, "{}  key binding REJECTED: {e}", n.name)?,
+                        None => writeln!(out, "{}  no key binding", n.name)?,
+                    }
+                }
+            }
             Ok(EXIT_OK)
         }
+        Command::Audit { .. } => Ok(EXIT_OK),
     }
 }
 
@@ -677,9 +736,14 @@ pub fn outcome_text(job: &Job) -> String {
     if state != JobState::Succeeded {
         return s;
     }
-    match job.result.as_ref().and_then(|r| r.psi.as_ref()) {
-        Some(psi) => write_psi_summary(&mut s, job.spec.as_ref(), psi),
-        None => {
+    let result = job.result.as_ref();
+    match (
+        result.and_then(|r| r.psi.as_ref()),
+        result.and_then(|r| r.dp_stats.as_ref()),
+    ) {
+        (Some(psi), _) => write_psi_summary(&mut s, job.spec.as_ref(), psi),
+        (None, Some(stats)) => crate::results::write_dp_stats(&mut s, stats),
+        (None, None) => {
             let _ = writeln!(s, "  (the job released no result)");
         }
     }
@@ -710,7 +774,9 @@ fn write_psi_summary(s: &mut String, spec: Option<&JobSpec>, psi: &PsiResult) {
         "  sender identifiers:   {}",
         group(psi.sender_identifiers)
     );
-    if psi.suppressed {
+    if let Some(sum) = &psi.sum {
+        crate::results::write_sum_summary(s, sum);
+    } else if psi.suppressed {
         let _ = writeln!(
             s,
             "  intersection:         suppressed (fewer than min_intersection = {} records)",
@@ -730,6 +796,13 @@ fn write_psi_summary(s: &mut String, spec: Option<&JobSpec>, psi: &PsiResult) {
             "  intersection:         {} records{rate}",
             group(psi.intersection_records)
         );
+        if let Some(n) = &psi.count_noise {
+            let _ = writeln!(
+                s,
+                "                        noisy: {}",
+                crate::results::noise_text(n)
+            );
+        }
     }
     if psi.mode() == PsiMode::Match && !psi.match_output.is_empty() {
         let _ = writeln!(
@@ -775,7 +848,9 @@ fn result_value(result: &JobResult) -> Value {
             "suppressed": p.suppressed,
             "match_output": p.match_output,
             "elapsed_ms": p.elapsed_ms,
+            "dp": crate::results::psi_dp_json(p),
         })),
+        "dp_stats": result.dp_stats.as_ref().map_or(Value::Null, crate::results::dp_stats_json),
     })
 }
 
@@ -957,6 +1032,7 @@ fn kind_text(spec: Option<&JobSpec>) -> String {
             "psi/{}",
             mode_name(spec.psi.as_ref().map_or(PsiMode::Unspecified, |p| p.mode()))
         ),
+        JobKind::DpStats => "dp_stats".to_string(),
         JobKind::Unspecified => "-".to_string(),
     }
 }
@@ -998,6 +1074,7 @@ fn mode_name(mode: PsiMode) -> &'static str {
         PsiMode::Unspecified => "unknown",
         PsiMode::Match => "match",
         PsiMode::Cardinality => "cardinality",
+        PsiMode::Sum => "sum",
     }
 }
 
@@ -1098,7 +1175,7 @@ mod tests {
                 reason: Some("wrong dataset".into())
             }
         );
-        assert_eq!(parse(&["nodes"]).command, Command::Nodes);
+        assert_eq!(parse(&["nodes"]).command, Command::Nodes { keys: false });
         assert_eq!(
             parse(&["watch", "job-1", "--no-progress"]).command,
             Command::Watch {
@@ -1349,18 +1426,22 @@ mod tests {
                         dataset: "crm".into(),
                         columns: vec!["email".into()],
                         psi_role: PsiRole::Receiver as i32,
+                        ..Default::default()
                     },
                     Participant {
                         node: "publisher".into(),
                         dataset: "subs".into(),
                         columns: vec![],
                         psi_role: PsiRole::Sender as i32,
+                        ..Default::default()
                     },
                 ],
                 psi: Some(PsiParams {
                     mode: PsiMode::Match as i32,
                     min_intersection: 100,
+                    ..Default::default()
                 }),
+                ..Default::default()
             }),
             submitted_by: "alice".into(),
             ..Job::default()
@@ -1383,7 +1464,9 @@ mod tests {
                 suppressed: false,
                 match_output: "/data/out/matches.csv".into(),
                 elapsed_ms: 1234,
+                ..Default::default()
             }),
+            ..Default::default()
         });
         let text = outcome_text(&job);
         assert!(text.contains("succeeded (psi/match)"), "{text}");
@@ -1427,6 +1510,7 @@ mod tests {
                 suppressed: true,
                 ..PsiResult::default()
             }),
+            ..Default::default()
         });
         let text = outcome_text(&job);
         assert!(
@@ -1477,6 +1561,7 @@ mod tests {
                 row_count: 12345,
             }],
             connected_at_ms: 0,
+            ..Default::default()
         }];
         let mut out = Vec::new();
         write_nodes_table(&nodes, &mut out).unwrap();
@@ -1547,7 +1632,9 @@ mod tests {
                     suppressed: false,
                     match_output: "/out/m.csv".into(),
                     elapsed_ms: 12,
+                    ..Default::default()
                 }),
+                ..Default::default()
             });
         }
 
@@ -1674,7 +1761,17 @@ mod tests {
                             row_count: 4000,
                         }],
                         connected_at_ms: 1_700_000_000_000,
+                        keys: None,
                     }],
+                }))
+            }
+
+            async fn ledger_heads(
+                &self,
+                _request: Request<parley_proto::LedgerHeadsRequest>,
+            ) -> Result<Response<parley_proto::LedgerHeadsResponse>, Status> {
+                Ok(Response::new(parley_proto::LedgerHeadsResponse {
+                    heads: vec![],
                 }))
             }
         }

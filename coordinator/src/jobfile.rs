@@ -23,13 +23,66 @@
 //! role = "sender"
 //! ```
 //!
+//! Intersection-sum (conversion measurement) and DP options:
+//!
+//! ```toml
+//! kind = "psi"
+//! [psi]
+//! mode = "sum"                       # the receiver's values over the intersection
+//! lower = 0.0                        # clamping bounds of the receiver's values
+//! upper = 500.0
+//! decimals = 2                       # summed in cents; default 2
+//! [psi.dp]                           # noise on the sum (required in sum mode; optional in
+//! epsilon = 0.5                      # match/cardinality, where it noises the count)
+//! mechanism = "laplace"              # laplace (default) | gaussian (then set delta)
+//! [psi.count_dp]                     # sum mode: noise on the released count (required)
+//! epsilon = 0.5
+//! [[participants]]
+//! node = "brand"
+//! dataset = "purchases"
+//! role = "receiver"                  # P2: holds the values, learns the noisy sum
+//! columns = ["email"]                # exactly one identifier column in sum mode
+//! value_column = "amount"
+//! [[participants]]
+//! node = "publisher"
+//! dataset = "exposures"
+//! role = "sender"                    # P1: identifiers only, learns the intersection size
+//! ```
+//!
+//! DP statistics over one node's dataset:
+//!
+//! ```toml
+//! kind = "dp_stats"
+//! [dp_stats]
+//! segment_column = "region"
+//! categories = ["north", "south"]    # declared here, never read from the data
+//! other = "bucket"                   # bucket (count as "other") | drop (default)
+//! mechanism = "laplace"              # laplace (default) | gaussian (then set delta)
+//! min_count = 50                     # suppress categories with a smaller noisy count
+//! [[dp_stats.measures]]
+//! kind = "count"
+//! epsilon = 0.5
+//! [[dp_stats.measures]]
+//! kind = "sum"                       # count | sum | mean
+//! column = "amount"
+//! lower = 0.0
+//! upper = 500.0
+//! epsilon = 0.5
+//! [[participants]]
+//! node = "brand"
+//! dataset = "crm"
+//! ```
+//!
 //! Validation covers the shape of a job only; whether a node *allows* it (partners, datasets,
 //! columns, thresholds) is each node's local policy decision.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use parley_proto::{JobKind, JobSpec, Participant, PsiMode, PsiParams, PsiRole};
+use parley_proto::{
+    DpMechanism, DpParams, DpStatsParams, JobKind, JobSpec, Measure, MeasureKind, OtherRows,
+    Participant, PsiMode, PsiParams, PsiRole,
+};
 use serde::Deserialize;
 
 use crate::CoordError;
@@ -42,6 +95,17 @@ pub const MAX_NAME_BYTES: usize = 64;
 pub const MAX_COLUMN_BYTES: usize = 128;
 /// Most columns a participant may name.
 pub const MAX_COLUMNS: usize = 64;
+/// Most categories a DP-statistics job may declare.
+pub const MAX_CATEGORIES: usize = 1000;
+/// Most measures a DP-statistics job may declare.
+pub const MAX_MEASURES: usize = 32;
+/// Most decimal places kept for sums.
+pub const MAX_DECIMALS: u32 = 6;
+/// Largest clamping bound, in units of 10^-decimals, so that sums of up to 2^20 values stay
+/// within the 2^60 range the protocols decode.
+pub const MAX_BOUND_UNITS: f64 = (1u64 << 40) as f64;
+/// Category name of the bucket for rows outside the declared categories.
+pub const OTHER_CATEGORY: &str = "other";
 
 /// A job file as written.
 #[derive(Debug, Deserialize)]
@@ -51,14 +115,16 @@ struct JobFile {
     label: String,
     kind: KindToml,
     psi: Option<PsiToml>,
+    dp_stats: Option<DpStatsToml>,
     #[serde(default)]
     participants: Vec<ParticipantToml>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 enum KindToml {
     Psi,
+    DpStats,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +133,18 @@ struct PsiToml {
     mode: ModeToml,
     #[serde(default)]
     min_intersection: u64,
+    dp: Option<DpToml>,
+    count_dp: Option<DpToml>,
+    #[serde(default)]
+    lower: f64,
+    #[serde(default)]
+    upper: f64,
+    #[serde(default = "default_decimals")]
+    decimals: u32,
+}
+
+fn default_decimals() -> u32 {
+    2
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +152,92 @@ struct PsiToml {
 enum ModeToml {
     Match,
     Cardinality,
+    Sum,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DpToml {
+    epsilon: f64,
+    #[serde(default)]
+    mechanism: MechanismToml,
+    #[serde(default)]
+    delta: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum MechanismToml {
+    #[default]
+    Laplace,
+    Gaussian,
+}
+
+impl MechanismToml {
+    fn proto(&self) -> DpMechanism {
+        match self {
+            MechanismToml::Laplace => DpMechanism::Laplace,
+            MechanismToml::Gaussian => DpMechanism::Gaussian,
+        }
+    }
+}
+
+impl DpToml {
+    fn proto(&self) -> DpParams {
+        DpParams {
+            epsilon: self.epsilon,
+            mechanism: self.mechanism.proto() as i32,
+            delta: self.delta,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DpStatsToml {
+    segment_column: String,
+    categories: Vec<String>,
+    #[serde(default)]
+    other: OtherToml,
+    #[serde(default)]
+    mechanism: MechanismToml,
+    #[serde(default)]
+    delta: f64,
+    #[serde(default)]
+    min_count: u64,
+    #[serde(default = "default_decimals")]
+    decimals: u32,
+    #[serde(default)]
+    measures: Vec<MeasureToml>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OtherToml {
+    #[default]
+    Drop,
+    Bucket,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeasureToml {
+    kind: MeasureKindToml,
+    #[serde(default)]
+    column: String,
+    #[serde(default)]
+    lower: f64,
+    #[serde(default)]
+    upper: f64,
+    epsilon: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum MeasureKindToml {
+    Count,
+    Sum,
+    Mean,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +248,8 @@ struct ParticipantToml {
     role: Option<RoleToml>,
     #[serde(default)]
     columns: Vec<String>,
+    #[serde(default)]
+    value_column: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +270,7 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, CoordError> {
         label: file.label,
         kind: match file.kind {
             KindToml::Psi => JobKind::Psi,
+            KindToml::DpStats => JobKind::DpStats,
         } as i32,
         participants: file
             .participants
@@ -117,14 +284,48 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, CoordError> {
                     Some(RoleToml::Receiver) => PsiRole::Receiver,
                     Some(RoleToml::Sender) => PsiRole::Sender,
                 } as i32,
+                value_column: p.value_column,
             })
             .collect(),
         psi: file.psi.map(|psi| PsiParams {
             mode: match psi.mode {
                 ModeToml::Match => PsiMode::Match,
                 ModeToml::Cardinality => PsiMode::Cardinality,
+                ModeToml::Sum => PsiMode::Sum,
             } as i32,
             min_intersection: psi.min_intersection,
+            dp: psi.dp.as_ref().map(DpToml::proto),
+            count_dp: psi.count_dp.as_ref().map(DpToml::proto),
+            lower: psi.lower,
+            upper: psi.upper,
+            decimals: psi.decimals,
+        }),
+        dp_stats: file.dp_stats.map(|d| DpStatsParams {
+            segment_column: d.segment_column,
+            categories: d.categories,
+            other: match d.other {
+                OtherToml::Drop => OtherRows::Drop,
+                OtherToml::Bucket => OtherRows::Bucket,
+            } as i32,
+            measures: d
+                .measures
+                .into_iter()
+                .map(|m| Measure {
+                    kind: match m.kind {
+                        MeasureKindToml::Count => MeasureKind::Count,
+                        MeasureKindToml::Sum => MeasureKind::Sum,
+                        MeasureKindToml::Mean => MeasureKind::Mean,
+                    } as i32,
+                    column: m.column,
+                    lower: m.lower,
+                    upper: m.upper,
+                    epsilon: m.epsilon,
+                })
+                .collect(),
+            mechanism: d.mechanism.proto() as i32,
+            delta: d.delta,
+            min_count: d.min_count,
+            decimals: d.decimals,
         }),
     };
     validate_spec(&spec).map_err(|reason| CoordError::JobFileInvalid {
@@ -166,9 +367,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), String> {
     }
     match JobKind::try_from(spec.kind) {
         Ok(JobKind::Psi) => validate_psi(spec),
-        Ok(JobKind::Unspecified) => Err("kind: not set; set kind = \"psi\"".into()),
+        Ok(JobKind::DpStats) => validate_dp_stats(spec),
+        Ok(JobKind::Unspecified) => Err("kind: not set; set kind = \"psi\" or \"dp_stats\"".into()),
         Err(_) => Err(format!(
-            "kind: unknown kind number {}; this coordinator runs kind = \"psi\"",
+            "kind: unknown kind number {}; this coordinator runs kind = \"psi\" or \"dp_stats\"",
             spec.kind
         )),
     }
@@ -242,21 +444,56 @@ fn check_name(name: &str) -> Result<(), String> {
 fn validate_psi(spec: &JobSpec) -> Result<(), String> {
     let Some(psi) = &spec.psi else {
         return Err(
-            "psi: a psi job needs a [psi] table with mode = \"match\" or \
-                    \"cardinality\""
+            "psi: a psi job needs a [psi] table with mode = \"match\", \"cardinality\" or \
+             \"sum\""
                 .into(),
         );
     };
-    match PsiMode::try_from(psi.mode) {
-        Ok(PsiMode::Match | PsiMode::Cardinality) => {}
+    if spec.dp_stats.is_some() {
+        return Err("dp_stats: a psi job takes no [dp_stats] table".into());
+    }
+    let mode = match PsiMode::try_from(psi.mode) {
+        Ok(m @ (PsiMode::Match | PsiMode::Cardinality | PsiMode::Sum)) => m,
         Ok(PsiMode::Unspecified) => {
-            return Err("psi.mode: not set; set mode = \"match\" or \"cardinality\"".into());
+            return Err(
+                "psi.mode: not set; set mode = \"match\", \"cardinality\" or \"sum\"".into(),
+            );
         }
         Err(_) => {
             return Err(format!(
-                "psi.mode: unknown mode number {}; use \"match\" or \"cardinality\"",
+                "psi.mode: unknown mode number {}; use \"match\", \"cardinality\" or \"sum\"",
                 psi.mode
             ));
+        }
+    };
+    if let Some(dp) = &psi.dp {
+        validate_dp(dp, "psi.dp")?;
+    }
+    if let Some(dp) = &psi.count_dp {
+        validate_dp(dp, "psi.count_dp")?;
+    }
+    if mode == PsiMode::Sum {
+        if psi.dp.is_none() || psi.count_dp.is_none() {
+            return Err(
+                "psi: sum mode releases only noisy values; set [psi.dp] (noise on the \
+                        sum) and [psi.count_dp] (noise on the count), each with an epsilon"
+                    .into(),
+            );
+        }
+        validate_bounds(psi.lower, psi.upper, psi.decimals, "psi")?;
+        if psi.lower < 0.0 {
+            return Err("psi.lower: sum mode sums non-negative values; set lower >= 0".into());
+        }
+    } else {
+        if psi.count_dp.is_some() {
+            return Err(
+                "psi.count_dp: only sum mode takes count_dp; use [psi.dp] to noise the \
+                        count of a match or cardinality job"
+                    .into(),
+            );
+        }
+        if psi.lower != 0.0 || psi.upper != 0.0 {
+            return Err("psi.lower/upper: clamping bounds apply to sum mode only".into());
         }
     }
     if spec.participants.len() != 2 {
@@ -308,6 +545,210 @@ fn validate_psi(spec: &JobSpec) -> Result<(), String> {
              one \"receiver\" (who learns the result) and one \"sender\""
         ));
     }
+    for (i, p) in spec.participants.iter().enumerate() {
+        let n = i + 1;
+        let sum_receiver = mode == PsiMode::Sum && p.psi_role() == PsiRole::Receiver;
+        if sum_receiver {
+            if p.value_column.trim().is_empty() {
+                return Err(format!(
+                    "participant {n} (node '{}'): value_column: sum mode needs the receiver's \
+                     value column (e.g. value_column = \"amount\")",
+                    p.node
+                ));
+            }
+            if p.columns.len() != 1 {
+                return Err(format!(
+                    "participant {n} (node '{}'): columns: sum mode needs exactly one \
+                     identifier column for the receiver, so that no value is counted twice \
+                     (e.g. columns = [\"email\"])",
+                    p.node
+                ));
+            }
+        } else if !p.value_column.is_empty() {
+            return Err(format!(
+                "participant {n} (node '{}'): value_column: only the receiver of a sum-mode \
+                 job names a value column",
+                p.node
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks DP parameters; `field` names the table in job-file terms.
+fn validate_dp(dp: &DpParams, field: &str) -> Result<(), String> {
+    if !(dp.epsilon.is_finite() && dp.epsilon > 0.0) {
+        return Err(format!(
+            "{field}.epsilon: must be a positive number (e.g. 0.5), got {}",
+            dp.epsilon
+        ));
+    }
+    validate_delta(dp.mechanism, dp.delta, &format!("{field}.delta"))
+}
+
+/// Checks delta against the mechanism.
+fn validate_delta(mechanism: i32, delta: f64, field: &str) -> Result<(), String> {
+    match DpMechanism::try_from(mechanism) {
+        Ok(DpMechanism::Laplace) => {
+            if delta != 0.0 {
+                return Err(format!(
+                    "{field}: the laplace mechanism is pure epsilon-DP and takes no delta; \
+                     remove delta or use mechanism = \"gaussian\""
+                ));
+            }
+        }
+        Ok(DpMechanism::Gaussian) => {
+            if !(delta > 0.0 && delta < 1.0) {
+                return Err(format!(
+                    "{field}: the gaussian mechanism needs 0 < delta < 1 (e.g. 1e-6), got {delta}"
+                ));
+            }
+        }
+        Err(_) => return Err(format!("{field}: unknown mechanism number {mechanism}")),
+    }
+    Ok(())
+}
+
+/// Checks clamping bounds and decimals; `field` names the table.
+fn validate_bounds(lower: f64, upper: f64, decimals: u32, field: &str) -> Result<(), String> {
+    if decimals > MAX_DECIMALS {
+        return Err(format!(
+            "{field}.decimals: at most {MAX_DECIMALS} decimal places, got {decimals}"
+        ));
+    }
+    if !(lower.is_finite() && upper.is_finite()) || lower > upper {
+        return Err(format!(
+            "{field}: clamping bounds need lower <= upper, both finite (got lower = {lower}, \
+             upper = {upper})"
+        ));
+    }
+    let scale = 10f64.powi(decimals as i32);
+    if lower.abs() * scale > MAX_BOUND_UNITS || upper.abs() * scale > MAX_BOUND_UNITS {
+        return Err(format!(
+            "{field}: |bound| x 10^decimals must stay below 2^40; lower the bounds or decimals"
+        ));
+    }
+    if upper * scale < 1.0 && lower == 0.0 {
+        return Err(format!(
+            "{field}.upper: must be at least one unit of 10^-{decimals}, so that sums carry \
+             information"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the DP-statistics parts of a spec.
+fn validate_dp_stats(spec: &JobSpec) -> Result<(), String> {
+    let Some(d) = &spec.dp_stats else {
+        return Err(
+            "dp_stats: a dp_stats job needs a [dp_stats] table with segment_column, \
+                    categories and at least one [[dp_stats.measures]]"
+                .into(),
+        );
+    };
+    if spec.psi.is_some() {
+        return Err("psi: a dp_stats job takes no [psi] table".into());
+    }
+    if spec.participants.len() != 1 {
+        return Err(format!(
+            "participants: a dp_stats job runs on exactly one node's dataset, found {} \
+             participants; submit one job per dataset",
+            spec.participants.len()
+        ));
+    }
+    let p = &spec.participants[0];
+    if p.psi_role() != PsiRole::Unspecified || !p.value_column.is_empty() || !p.columns.is_empty() {
+        return Err(format!(
+            "participant 1 (node '{}'): a dp_stats participant takes only node and dataset; \
+             name columns in [dp_stats]",
+            p.node
+        ));
+    }
+    if d.segment_column.trim().is_empty() || d.segment_column.len() > MAX_COLUMN_BYTES {
+        return Err("dp_stats.segment_column: name the segment column to group by".into());
+    }
+    if d.categories.is_empty() || d.categories.len() > MAX_CATEGORIES {
+        return Err(format!(
+            "dp_stats.categories: declare between 1 and {MAX_CATEGORIES} categories, got {}",
+            d.categories.len()
+        ));
+    }
+    let mut seen = HashSet::new();
+    for c in &d.categories {
+        if c.is_empty() || c.len() > MAX_COLUMN_BYTES || c.chars().any(char::is_control) {
+            return Err(format!(
+                "dp_stats.categories: '{}' is not a valid category name (1 to {MAX_COLUMN_BYTES} \
+                 printable bytes)",
+                c.escape_debug()
+            ));
+        }
+        if !seen.insert(c.as_str()) {
+            return Err(format!("dp_stats.categories: '{c}' is listed twice"));
+        }
+    }
+    if d.other() == OtherRows::Bucket && seen.contains(OTHER_CATEGORY) {
+        return Err(format!(
+            "dp_stats.categories: '{OTHER_CATEGORY}' is the name of the bucket for rows outside \
+             the categories; rename the category or set other = \"drop\""
+        ));
+    }
+    if OtherRows::try_from(d.other).is_err() {
+        return Err(format!("dp_stats.other: unknown value number {}", d.other));
+    }
+    if d.measures.is_empty() || d.measures.len() > MAX_MEASURES {
+        return Err(format!(
+            "dp_stats.measures: declare between 1 and {MAX_MEASURES} [[dp_stats.measures]], got {}",
+            d.measures.len()
+        ));
+    }
+    validate_delta(d.mechanism, d.delta, "dp_stats.delta")?;
+    if d.decimals > MAX_DECIMALS {
+        return Err(format!(
+            "dp_stats.decimals: at most {MAX_DECIMALS} decimal places, got {}",
+            d.decimals
+        ));
+    }
+    let mut has_count = false;
+    for (i, m) in d.measures.iter().enumerate() {
+        let field = format!("dp_stats.measures[{i}]");
+        if !(m.epsilon.is_finite() && m.epsilon > 0.0) {
+            return Err(format!(
+                "{field}.epsilon: must be a positive number (e.g. 0.25), got {}",
+                m.epsilon
+            ));
+        }
+        match MeasureKind::try_from(m.kind) {
+            Ok(MeasureKind::Count) => {
+                has_count = true;
+                if !m.column.is_empty() || m.lower != 0.0 || m.upper != 0.0 {
+                    return Err(format!(
+                        "{field}: a count takes no column or bounds (it counts rows)"
+                    ));
+                }
+            }
+            Ok(kind @ (MeasureKind::Sum | MeasureKind::Mean)) => {
+                has_count |= kind == MeasureKind::Mean;
+                if m.column.trim().is_empty() || m.column.len() > MAX_COLUMN_BYTES {
+                    return Err(format!(
+                        "{field}.column: a sum or mean needs its value column"
+                    ));
+                }
+                validate_bounds(m.lower, m.upper, d.decimals, &field)?;
+            }
+            _ => {
+                return Err(format!(
+                    "{field}.kind: set kind = \"count\", \"sum\" or \"mean\""
+                ));
+            }
+        }
+    }
+    if d.min_count > 0 && !has_count {
+        return Err(
+            "dp_stats.min_count: suppression uses the noisy count; add a count (or \
+                    mean) measure or remove min_count"
+                .into(),
+        );
+    }
     Ok(())
 }
 
@@ -350,6 +791,69 @@ role = "sender"
             Err(e @ CoordError::JobFileSyntax { .. }) => e.to_string(),
             other => panic!("expected JobFileSyntax, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn sum_and_dp_stats_examples_parse() {
+        let spec =
+            parse_job_toml(include_str!("../examples/job-sum.toml"), "job-sum.toml").unwrap();
+        let psi = spec.psi.unwrap();
+        assert_eq!(psi.mode(), PsiMode::Sum);
+        assert_eq!(psi.dp.unwrap().epsilon, 0.5);
+        assert_eq!(psi.upper, 500.0);
+        assert_eq!(spec.participants[0].value_column, "amount");
+        let spec = parse_job_toml(
+            include_str!("../examples/job-dp-stats.toml"),
+            "job-dp-stats.toml",
+        )
+        .unwrap();
+        assert_eq!(spec.kind(), JobKind::DpStats);
+        let d = spec.dp_stats.unwrap();
+        assert_eq!(d.categories.len(), 4);
+        assert_eq!(d.other(), OtherRows::Bucket);
+        assert_eq!(d.measures.len(), 3);
+        assert_eq!(d.measures[2].kind(), MeasureKind::Mean);
+    }
+
+    #[test]
+    fn dp_and_sum_mistakes_are_explained() {
+        let sum = include_str!("../examples/job-sum.toml");
+        let e = invalid(&sum.replace(
+            "[psi.count_dp]       # noise on the number of exposed buyers\nepsilon = 0.5\n",
+            "",
+        ));
+        assert!(e.contains("count_dp"), "{e}");
+        let e = invalid(&sum.replace("epsilon = 0.5\nmechanism = \"laplace\"", "epsilon = -1.0"));
+        assert!(e.contains("psi.dp.epsilon"), "{e}");
+        let e = invalid(&sum.replace("value_column = \"amount\"", ""));
+        assert!(e.contains("value_column"), "{e}");
+        let e = invalid(&sum.replace("columns = [\"email\"]", "columns = [\"email\", \"phone\"]"));
+        assert!(e.contains("exactly one"), "{e}");
+        let e = invalid(&sum.replace("lower = 0.0", "lower = 600.0"));
+        assert!(e.contains("lower <= upper"), "{e}");
+        let e = invalid(&sum.replace("mechanism = \"laplace\"", "mechanism = \"gaussian\""));
+        assert!(e.contains("delta"), "{e}");
+        let stats = include_str!("../examples/job-dp-stats.toml");
+        let e = invalid(&stats.replace(
+            "categories = [\"north\", \"south\", \"east\", \"west\"]",
+            "categories = [\"north\", \"north\"]",
+        ));
+        assert!(e.contains("twice"), "{e}");
+        let e = invalid(&stats.replace(
+            "categories = [\"north\", \"south\", \"east\", \"west\"]",
+            "categories = [\"other\"]",
+        ));
+        assert!(e.contains("bucket"), "{e}");
+        let e = invalid(&stats.replace(
+            "kind = \"count\"\nepsilon = 0.5",
+            "kind = \"count\"\nepsilon = 0.0",
+        ));
+        assert!(e.contains("measures[0].epsilon"), "{e}");
+        let e =
+            invalid(&(stats.to_string() + "[[participants]]\nnode = \"other\"\ndataset = \"x\"\n"));
+        assert!(e.contains("exactly one node"), "{e}");
+        let e = invalid(&stats.replace("segment_column = \"region\"", "segment_column = \"\""));
+        assert!(e.contains("segment_column"), "{e}");
     }
 
     #[test]
@@ -405,7 +909,7 @@ role = "sender"
         assert!(msg.contains("column"), "{msg}");
         syntax(&MINIMAL.replace("kind = \"psi\"", "kind = \"dp\""));
         syntax(&MINIMAL.replace("kind = \"psi\"", ""));
-        syntax(&MINIMAL.replace("\"match\"", "\"sum\""));
+        syntax(&MINIMAL.replace("\"match\"", "\"product\""));
         syntax(&MINIMAL.replace("\"sender\"", "\"observer\""));
         syntax(&MINIMAL.replace("node = \"brand\"", ""));
         syntax("this is not toml");

@@ -4,10 +4,12 @@
 //! `main.rs` is a thin clap wrapper around [`run`]; tests run the real coordinator in-process
 //! by calling [`run`] with a listener bound to `127.0.0.1:0`.
 
+pub mod audit;
 pub mod config;
 pub mod ctl;
 pub mod error;
 pub mod jobfile;
+pub mod results;
 pub mod service;
 pub mod store;
 

@@ -23,8 +23,9 @@ use parley_net::Role;
 use parley_proto::{
     CancelJobRequest, CoordinatorMessage, Envelope, GetJobRequest, Hello, Job, JobAbort,
     JobDecision, JobEvent, JobOffer, JobOutcome, JobProgress, JobResult, JobStart, JobState,
-    ListJobsRequest, ListJobsResponse, ListNodesRequest, ListNodesResponse, NodeInfo, NodeMessage,
-    SubmitJobRequest, Welcome, coordinator_message, job_outcome, node_message,
+    LedgerHead, LedgerHeadsRequest, LedgerHeadsResponse, ListJobsRequest, ListJobsResponse,
+    ListNodesRequest, ListNodesResponse, NodeInfo, NodeMessage, RecordedHead, SubmitJobRequest,
+    Welcome, coordinator_message, job_outcome, node_message,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
@@ -33,7 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Limits;
 use crate::jobfile::validate_spec;
-use crate::store::{JobStore, is_terminal, new_job_id, now_ms, transition};
+use crate::store::{HeadUpdate, JobStore, is_terminal, new_job_id, now_ms, transition};
 
 /// Outbound queue depth per node link (messages of at most ~1 MiB each).
 const NODE_QUEUE: usize = 16;
@@ -199,12 +200,16 @@ impl Inner {
             .ok_or_else(|| Status::invalid_argument("SubmitJobRequest.spec is missing"))?;
         validate_spec(&spec).map_err(|m| Status::invalid_argument(format!("invalid job: {m}")))?;
         let participants: Vec<String> = spec.participants.iter().map(|p| p.node.clone()).collect();
-        let receiver = spec
-            .participants
-            .iter()
-            .find(|p| p.psi_role() == parley_proto::PsiRole::Receiver)
-            .map(|p| p.node.clone())
-            .unwrap_or_default();
+        // The result receiver: the PSI receiver, or the one node of a dp_stats job.
+        let receiver = match spec.kind() {
+            parley_proto::JobKind::DpStats => spec.participants.first(),
+            _ => spec
+                .participants
+                .iter()
+                .find(|p| p.psi_role() == parley_proto::PsiRole::Receiver),
+        }
+        .map(|p| p.node.clone())
+        .unwrap_or_default();
         let mut job = Job {
             id: new_job_id(),
             spec: Some(spec.clone()),
@@ -528,6 +533,10 @@ impl Inner {
                     Vec::new()
                 }
                 Some(node_message::Body::Outcome(o)) => self.on_outcome(&node, o),
+                Some(node_message::Body::LedgerHead(h)) => {
+                    self.on_ledger_head(&node, h);
+                    Vec::new()
+                }
                 Some(node_message::Body::Hello(_)) => {
                     tracing::warn!(node, "duplicate hello ignored");
                     Vec::new()
@@ -538,6 +547,37 @@ impl Inner {
         }
         let out = self.on_disconnect(&node, conn_id);
         Self::send_all(out).await;
+    }
+
+    /// Records a node's ledger head after checking the node's signature over the row hash
+    /// (with the Ed25519 key of its certificate-bound key binding).
+    fn on_ledger_head(&self, node: &str, head: LedgerHead) {
+        let key = {
+            let st = self.lock();
+            st.nodes
+                .get(node)
+                .and_then(|c| c.hello.keys.as_ref())
+                .map(|k| k.ed25519_public.clone())
+        };
+        let Some(key) = key else { return };
+        let valid = head.hash.len() == 32
+            && ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &key)
+                .verify(&head.hash, &head.signature)
+                .is_ok();
+        if !valid {
+            tracing::warn!(node, dataset = %head.dataset, "ledger head with an invalid signature ignored");
+            return;
+        }
+        match self.store.record_head(node, &head, now_ms()) {
+            Ok(HeadUpdate::Rejected) => tracing::warn!(
+                node,
+                dataset = %head.dataset,
+                seq = head.seq,
+                "node reported a ledger head older than the recorded one; kept the recorded head (its ledger lost or rewrote rows)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(node, error = %e, "cannot record ledger head"),
+        }
     }
 
     fn job_or_stored(&self, id: &str) -> Result<Job, Status> {
@@ -806,9 +846,35 @@ impl parley_proto::jobs_server::Jobs for Coordinator {
                 name: name.clone(),
                 datasets: c.hello.datasets.clone(),
                 connected_at_ms: c.connected_at_ms,
+                keys: c.hello.keys.clone(),
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn ledger_heads(
+        &self,
+        request: Request<LedgerHeadsRequest>,
+    ) -> Result<Response<LedgerHeadsResponse>, Status> {
+        parley_net::authorize(
+            &request,
+            &[Role::Analyst, Role::Auditor],
+            "Jobs/LedgerHeads",
+        )?;
+        let req = request.into_inner();
+        let heads = self
+            .inner
+            .store
+            .heads(&req.node, &req.dataset)
+            .map_err(|e| Status::internal(format!("cannot read ledger heads: {e}")))?
+            .into_iter()
+            .map(|h| RecordedHead {
+                node: h.node,
+                head: Some(h.head),
+                recorded_at_ms: h.recorded_at_ms,
+            })
+            .collect();
+        Ok(Response::new(LedgerHeadsResponse { heads }))
     }
 }

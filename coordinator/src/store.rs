@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::CoordError;
 
 /// Schema version written to `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +40,43 @@ CREATE TABLE jobs (
 ) STRICT;
 CREATE INDEX jobs_by_state ON jobs (state);
 ";
+
+/// Version 2 adds the budget-ledger heads nodes report (newest per node and dataset).
+const SCHEMA_V2: &str = "
+CREATE TABLE ledger_heads (
+    node            TEXT    NOT NULL,
+    dataset         TEXT    NOT NULL,
+    seq             INTEGER NOT NULL,
+    hash            BLOB    NOT NULL,
+    signature       BLOB    NOT NULL,
+    at_ms           INTEGER NOT NULL,
+    recorded_at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (node, dataset)
+) STRICT;
+";
+
+/// A ledger head as recorded, with who reported it and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredHead {
+    /// Reporting node.
+    pub node: String,
+    /// The head.
+    pub head: parley_proto::LedgerHead,
+    /// When it was recorded, Unix milliseconds.
+    pub recorded_at_ms: i64,
+}
+
+/// What recording a head did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadUpdate {
+    /// Newer than the recorded head (or the first): stored.
+    Advanced,
+    /// Same as the recorded head: nothing to do.
+    Unchanged,
+    /// Older than, or conflicting with, the recorded head: kept the recorded one. A node that
+    /// reports this has lost or rewritten ledger rows; its next audit will fail.
+    Rejected,
+}
 
 /// States of a job that has not ended.
 const UNFINISHED: [JobState; 3] = [JobState::Submitted, JobState::Accepted, JobState::Running];
@@ -115,6 +152,12 @@ impl JobStore {
         match version {
             0 => {
                 tx.execute_batch(SCHEMA_V1).map_err(open_err)?;
+                tx.execute_batch(SCHEMA_V2).map_err(open_err)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(open_err)?;
+            }
+            1 => {
+                tx.execute_batch(SCHEMA_V2).map_err(open_err)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(open_err)?;
             }
@@ -178,6 +221,77 @@ impl JobStore {
     pub fn update(&self, job: &Job) -> Result<(), CoordError> {
         let conn = self.conn();
         update_row(&conn, job)
+    }
+
+    /// Records a node's ledger head if it is newer than the recorded one (higher sequence
+    /// number). A lower sequence number, or the same one with another hash, is not stored.
+    pub fn record_head(
+        &self,
+        node: &str,
+        head: &parley_proto::LedgerHead,
+        now_ms: i64,
+    ) -> Result<HeadUpdate, CoordError> {
+        let mut conn = self.conn();
+        let action = || format!("record ledger head of '{node}'");
+        let tx = conn.transaction().map_err(|e| store_err(action(), e))?;
+        let current: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT seq, hash FROM ledger_heads WHERE node = ?1 AND dataset = ?2",
+                params![node, head.dataset],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| store_err(action(), e))?;
+        let seq = i64::try_from(head.seq).unwrap_or(i64::MAX);
+        let update = match current {
+            Some((s, h)) if s == seq && h == head.hash => HeadUpdate::Unchanged,
+            Some((s, _)) if s >= seq => HeadUpdate::Rejected,
+            _ => HeadUpdate::Advanced,
+        };
+        if update == HeadUpdate::Advanced {
+            tx.execute(
+                "INSERT INTO ledger_heads (node, dataset, seq, hash, signature, at_ms, recorded_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (node, dataset) DO UPDATE SET seq = ?3, hash = ?4, signature = ?5,
+                     at_ms = ?6, recorded_at_ms = ?7",
+                params![node, head.dataset, seq, head.hash, head.signature, head.at_ms, now_ms],
+            )
+            .map_err(|e| store_err(action(), e))?;
+        }
+        tx.commit().map_err(|e| store_err(action(), e))?;
+        Ok(update)
+    }
+
+    /// Recorded heads, optionally only of one node and/or dataset (empty = all), ordered by
+    /// node then dataset.
+    pub fn heads(&self, node: &str, dataset: &str) -> Result<Vec<StoredHead>, CoordError> {
+        let conn = self.conn();
+        let action = || "read ledger heads".to_string();
+        let mut stmt = conn
+            .prepare(
+                "SELECT node, dataset, seq, hash, signature, at_ms, recorded_at_ms FROM ledger_heads
+                 WHERE (?1 = '' OR node = ?1) AND (?2 = '' OR dataset = ?2)
+                 ORDER BY node, dataset",
+            )
+            .map_err(|e| store_err(action(), e))?;
+        let rows = stmt
+            .query_map(params![node, dataset], |row| {
+                let seq: i64 = row.get(2)?;
+                Ok(StoredHead {
+                    node: row.get(0)?,
+                    head: parley_proto::LedgerHead {
+                        dataset: row.get(1)?,
+                        seq: u64::try_from(seq).unwrap_or(0),
+                        hash: row.get(3)?,
+                        signature: row.get(4)?,
+                        at_ms: row.get(5)?,
+                    },
+                    recorded_at_ms: row.get(6)?,
+                })
+            })
+            .map_err(|e| store_err(action(), e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| store_err(action(), e))
     }
 
     /// Returns the job with this id, if stored.
@@ -331,7 +445,9 @@ mod tests {
                 psi: Some(PsiParams {
                     mode: PsiMode::Match as i32,
                     min_intersection: 10,
+                    ..Default::default()
                 }),
+                ..Default::default()
             }),
             submitted_by: "alice".to_string(),
             ..Job::default()
@@ -363,6 +479,7 @@ mod tests {
                 intersection_records: 42,
                 ..PsiResult::default()
             }),
+            ..Default::default()
         });
         store.update(&j).unwrap();
         let back = store.get("job-1").unwrap().unwrap();

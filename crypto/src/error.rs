@@ -28,6 +28,12 @@ pub enum Stream {
     ReceiverBlinded,
     /// The receiver's identifiers blinded by both keys, `H(x)^ab`, as received by the receiver.
     DoubleBlinded,
+    /// Intersection-sum: P1's blinded identifiers `H(x)^a`, as received by P2.
+    SumIds,
+    /// Intersection-sum: P1's identifiers blinded by both keys, `H(x)^ab`, as received by P1.
+    SumIdsReblinded,
+    /// Intersection-sum: P2's pairs `(H(y)^b, Enc(v))`, as received by P1.
+    SumPairs,
 }
 
 impl fmt::Display for Stream {
@@ -37,6 +43,9 @@ impl fmt::Display for Stream {
             Stream::SenderBlinded => "sender's blinded points",
             Stream::ReceiverBlinded => "receiver's blinded points",
             Stream::DoubleBlinded => "double-blinded points",
+            Stream::SumIds => "intersection-sum: P1's blinded identifiers",
+            Stream::SumIdsReblinded => "intersection-sum: P1's re-blinded identifiers",
+            Stream::SumPairs => "intersection-sum: P2's identifier/ciphertext pairs",
         })
     }
 }
@@ -94,6 +103,58 @@ pub enum CryptoError {
         /// Index of the bad point within the batch.
         index: u64,
     },
+
+    /// A batch of intersection-sum pairs is not a whole number of 96-byte items.
+    #[error(
+        "{stream}: batch at offset {offset} is {len} bytes, not a multiple of 96 (one ristretto255 point and one 64-byte ElGamal ciphertext)"
+    )]
+    PairBatchLength {
+        /// The stream the batch belongs to.
+        stream: Stream,
+        /// Index (in items) of the batch's first item within the stream.
+        offset: u64,
+        /// Length of the batch in bytes.
+        len: usize,
+    },
+    /// The ElGamal ciphertext inside an intersection-sum pair has a component that is not a
+    /// canonical ristretto255 encoding.
+    #[error(
+        "{stream}: the ciphertext of item {index} of batch at offset {offset} has a component c{component} that is not a canonical ristretto255 encoding"
+    )]
+    NonCanonicalPairCiphertext {
+        /// The stream the batch belongs to.
+        stream: Stream,
+        /// Index (in items) of the batch's first item within the stream.
+        offset: u64,
+        /// Index of the bad item within the batch.
+        index: u64,
+        /// Which component is bad: 1 (`c1 = r·G`) or 2 (`c2 = m·G + r·pk`).
+        component: u8,
+    },
+    /// An ElGamal ciphertext has the wrong length.
+    #[error("ElGamal ciphertext is {len} bytes, expected 64 (two ristretto255 points)")]
+    CiphertextLength {
+        /// Length received.
+        len: usize,
+    },
+    /// A component of an ElGamal ciphertext is not a canonical ristretto255 encoding.
+    #[error("ElGamal ciphertext component c{component} is not a canonical ristretto255 encoding")]
+    NonCanonicalCiphertext {
+        /// Which component is bad: 1 (`c1 = r·G`) or 2 (`c2 = m·G + r·pk`).
+        component: u8,
+    },
+    /// An ElGamal public key has the wrong length.
+    #[error("ElGamal public key is {len} bytes, expected 32 (one ristretto255 point)")]
+    PublicKeyLength {
+        /// Length received.
+        len: usize,
+    },
+    /// An ElGamal public key is not a canonical ristretto255 encoding.
+    #[error("ElGamal public key is not a canonical ristretto255 encoding")]
+    NonCanonicalPublicKey,
+    /// An ElGamal public key is the group identity (it would encrypt in the clear).
+    #[error("ElGamal public key is the identity element, which would encrypt in the clear")]
+    IdentityPublicKey,
 
     // ---- 2. Peer misbehaved ---------------------------------------------------------------
     /// A batch starts after the end of the previous one: points are missing.
@@ -196,7 +257,56 @@ pub enum CryptoError {
     )]
     NonContributoryKey,
 
+    /// A decrypted sum lies outside the range the decryption was asked to search.
+    #[error(
+        "decrypted sum is outside the declared range [{min}, {max}]: the sum exceeded the declared maximum (or fell below the minimum); check the clamping bounds and the noise bound used for decryption"
+    )]
+    SumOutOfRange {
+        /// Smallest value searched.
+        min: i64,
+        /// Largest value searched.
+        max: i64,
+    },
+
     // ---- 3. Local misuse or configuration -------------------------------------------------
+    /// The intersection-sum input holds identifiers more than once.
+    #[error(
+        "intersection-sum input has {count} repeated identifiers; aggregate the values per identifier before the job"
+    )]
+    DuplicateIdentifiers {
+        /// Number of entries whose identifier appeared earlier in the input.
+        count: u64,
+    },
+    /// A decryption range with `min > max`.
+    #[error("decryption range [{min}, {max}] is empty; min must not exceed max")]
+    DecryptRangeEmpty {
+        /// Requested minimum.
+        min: i64,
+        /// Requested maximum.
+        max: i64,
+    },
+    /// A decryption range wider than the discrete-log table can search in bounded time.
+    #[error(
+        "decryption range [{min}, {max}] is wider than the {max_width} values the discrete-log table searches; lower the declared clamping bounds or the noise bound"
+    )]
+    DecryptRangeTooWide {
+        /// Requested minimum.
+        min: i64,
+        /// Requested maximum.
+        max: i64,
+        /// Widest range the table supports.
+        max_width: u64,
+    },
+    /// A discrete-log table size outside the supported range.
+    #[error(
+        "discrete-log table of 2^{bits} baby steps requested; supported sizes are 2^1..=2^{max}"
+    )]
+    DlogTableSize {
+        /// Requested log2 of the number of baby steps.
+        bits: u32,
+        /// Largest supported value.
+        max: u32,
+    },
     /// A batch arrived before the stream's header.
     #[error("{stream}: batch received before the stream's header")]
     HeaderMissing {

@@ -11,17 +11,31 @@
 //! * [`psi`]: the receiver and sender roles of ECDH-PSI, as checked state machines.
 //! * [`envelope`]: per-job, per-direction AES-256-GCM keys from X25519.
 //! * [`keys`]: a node's long-term X25519 and Ed25519 secrets and their persisted form.
+//! * [`elgamal`]: additively homomorphic exponential ElGamal on ristretto255 with a bounded
+//!   discrete-log (baby-step giant-step) decryption.
+//! * [`psi_sum`]: the two roles of the intersection-sum protocol (conversion measurement).
+//! * [`dp`]: differentially private releases through OpenDP measurements (discrete Laplace and
+//!   Gaussian), with calibration and accuracy bounds.
+//! * [`ledger`]: the signed, hash-chained privacy-budget ledger rows, exports and the audit.
+//! * [`shamir`], [`secagg`]: Shamir sharing over the ristretto255 scalar field and the rounds of
+//!   Bonawitz et al.'s secure aggregation with dropouts.
 //!
 //! Errors are one enum, [`CryptoError`]; no error ever carries a secret or a raw identifier.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dp;
+pub mod elgamal;
 pub mod envelope;
 pub mod error;
 pub mod h2g;
 pub mod keys;
+pub mod ledger;
 pub mod normalize;
 pub mod psi;
+pub mod psi_sum;
+pub mod secagg;
+pub mod shamir;
 
 pub use error::{CryptoError, Stream};

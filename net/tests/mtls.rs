@@ -196,6 +196,13 @@ impl Jobs for EchoJobs {
             }],
         }))
     }
+
+    async fn ledger_heads(
+        &self,
+        _req: tonic::Request<parley_proto::LedgerHeadsRequest>,
+    ) -> Result<tonic::Response<parley_proto::LedgerHeadsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not part of this test"))
+    }
 }
 
 #[tokio::test]

@@ -9,10 +9,11 @@
 //! [`NodeConfig::load`] returns a config that has been checked: names are well formed and
 //! unique, every dataset has an identifier column, limits are in range.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use parley_crypto::ledger::{Budget, Period};
 use parley_crypto::normalize::{IdKind, Normalizer, Profile};
 use serde::Deserialize;
 
@@ -182,6 +183,37 @@ pub struct DatasetConfig {
     /// Columns used by jobs; at least one must hold identifiers.
     #[serde(default)]
     pub columns: Vec<ColumnConfig>,
+    /// The dataset's privacy budget. Without one, no differentially private release of the
+    /// dataset is possible.
+    #[serde(default)]
+    pub budget: Option<BudgetConfig>,
+}
+
+/// `[datasets.budget]`: the privacy budget of one dataset, charged by every DP release.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Total epsilon per period; finite and > 0.
+    pub epsilon: f64,
+    /// Total delta per period, 0 <= delta < 1 (default 0: only pure-DP releases).
+    #[serde(default)]
+    pub delta: f64,
+    /// When the budget refreshes: `never` (default), `daily`, `weekly` (ISO weeks from Monday)
+    /// or `monthly`; periods are cut in UTC.
+    #[serde(default)]
+    pub period: Period,
+}
+
+impl BudgetConfig {
+    /// The budget as the ledger uses it.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            epsilon: self.epsilon,
+            // Negative zero is zero.
+            delta: if self.delta == 0.0 { 0.0 } else { self.delta },
+            period: self.period,
+        }
+    }
 }
 
 impl DatasetConfig {
@@ -506,6 +538,26 @@ impl NodeConfig {
                     ));
                 }
             }
+            if let Some(b) = &d.budget {
+                if !(b.epsilon.is_finite() && b.epsilon > 0.0) {
+                    return Err(invalid(
+                        &at("budget.epsilon"),
+                        format!(
+                            "{} is not allowed; use a finite number > 0, the total epsilon per period (e.g. 1.0)",
+                            b.epsilon
+                        ),
+                    ));
+                }
+                if !(b.delta.is_finite() && (0.0..1.0).contains(&b.delta)) {
+                    return Err(invalid(
+                        &at("budget.delta"),
+                        format!(
+                            "{} is out of range; use 0 <= delta < 1, typically far below 1/rows (default 0)",
+                            b.delta
+                        ),
+                    ));
+                }
+            }
             if !d.columns.iter().any(|c| c.kind.is_identifier()) {
                 return Err(invalid(
                     &at("columns"),
@@ -533,6 +585,19 @@ impl NodeConfig {
     /// The dataset declared with `name`, if any.
     pub fn dataset(&self, name: &str) -> Option<&DatasetConfig> {
         self.datasets.iter().find(|d| d.name == name)
+    }
+
+    /// The privacy budget of every dataset that has a `[datasets.budget]`, by dataset name.
+    pub fn budgets(&self) -> BTreeMap<String, Budget> {
+        self.datasets
+            .iter()
+            .filter_map(|d| d.budget.map(|b| (d.name.clone(), b.budget())))
+            .collect()
+    }
+
+    /// The privacy-budget ledger database: `state_dir/ledger.db`.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.state_dir.join("ledger.db")
     }
 
     /// The identifier normaliser for the `[normalization]` settings.
@@ -595,6 +660,14 @@ kind = "email"
         let crm = cfg.dataset("crm").expect("crm declared");
         assert_eq!(crm.path, Path::new("/etc/parley/data/crm.csv"));
         assert!(crm.columns.iter().any(|c| c.kind == ColumnKind::Email));
+        assert_eq!(
+            crm.budget.map(|b| b.budget()),
+            Some(Budget {
+                epsilon: 1.0,
+                delta: 1e-6,
+                period: Period::Monthly
+            })
+        );
     }
 
     #[test]
@@ -753,6 +826,52 @@ kind = "email"
             parse(&s).expect("tab ok").datasets[0].delimiter_byte(),
             b'\t'
         );
+    }
+
+    #[test]
+    fn budgets_parse_and_are_checked() {
+        let with = |table: &str| {
+            MINIMAL.replace(
+                "[[datasets.columns]]",
+                &format!("[datasets.budget]\n{table}\n[[datasets.columns]]"),
+            )
+        };
+        let cfg =
+            parse(&with("epsilon = 2.0\ndelta = 1e-6\nperiod = \"monthly\"")).expect("parses");
+        let budgets = cfg.budgets();
+        assert_eq!(
+            budgets.get("crm"),
+            Some(&Budget {
+                epsilon: 2.0,
+                delta: 1e-6,
+                period: Period::Monthly
+            })
+        );
+        assert_eq!(cfg.ledger_path(), Path::new("/etc/parley/state/ledger.db"));
+        let cfg = parse(&with("epsilon = 1")).expect("defaults");
+        let b = cfg.budgets()["crm"];
+        assert_eq!((b.delta, b.period), (0.0, Period::Never));
+        assert!(parse(MINIMAL).expect("no budget").budgets().is_empty());
+        for (table, field) in [
+            ("epsilon = 0.0", "datasets[0].budget.epsilon"),
+            ("epsilon = -1.0", "datasets[0].budget.epsilon"),
+            ("epsilon = inf", "datasets[0].budget.epsilon"),
+            ("epsilon = nan", "datasets[0].budget.epsilon"),
+            ("epsilon = 1.0\ndelta = 1.0", "datasets[0].budget.delta"),
+            ("epsilon = 1.0\ndelta = -1e-9", "datasets[0].budget.delta"),
+        ] {
+            assert_eq!(invalid_field(&with(table)), field, "{table}");
+        }
+        for table in [
+            "delta = 0.1",
+            "epsilon = 1.0\nperiod = \"yearly\"",
+            "epsilon = 1.0\nepsilom = 2.0",
+        ] {
+            assert!(
+                matches!(parse(&with(table)), Err(NodeError::ConfigParse { .. })),
+                "{table}"
+            );
+        }
     }
 
     #[test]

@@ -793,6 +793,7 @@ mod tests {
             key_column: "id".to_owned(),
             max_bad_row_fraction: fraction,
             delimiter: None,
+            budget: None,
             columns: columns
                 .iter()
                 .map(|(name, kind)| ColumnConfig {
@@ -1057,6 +1058,7 @@ mod tests {
             key_column: "id".to_owned(),
             max_bad_row_fraction: 0.01,
             delimiter: None,
+            budget: None,
             columns: vec![],
         };
         let msg = Dataset::load(&cfg, &normalizer())

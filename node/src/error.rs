@@ -6,6 +6,8 @@
 //! * **Dataset** — a dataset's CSV file cannot be read, does not match its declaration, or
 //!   has too many bad rows; or a job names a column the dataset does not have.
 //! * **Policy** — the operator's local policy file cannot be read, parsed or is inconsistent.
+//! * **Privacy budget** — a release does not fit a dataset's budget, the dataset has none, or
+//!   the ledger database cannot be used or fails verification.
 //!
 //! Further groups (coordinator link, job execution) are added as the node grows; the enum
 //! is `#[non_exhaustive]` so that adding them is not a breaking change.
@@ -187,6 +189,86 @@ pub enum NodeError {
         problem: String,
     },
 
+    // ───────────────────────── Privacy budget ─────────────────────────
+    /// A differentially private release does not fit the remaining budget of its dataset.
+    /// The ledger is unchanged.
+    #[error(
+        "privacy budget of dataset '{dataset}' exhausted: {}",
+        describe_exhaustion(*requested_epsilon, *requested_delta, *remaining_epsilon, *remaining_delta, period_end.as_deref())
+    )]
+    BudgetExhausted {
+        /// Dataset name.
+        dataset: String,
+        /// Epsilon the release needs.
+        requested_epsilon: f64,
+        /// Delta the release needs.
+        requested_delta: f64,
+        /// Epsilon left this period.
+        remaining_epsilon: f64,
+        /// Delta left this period.
+        remaining_delta: f64,
+        /// When the budget refreshes (RFC 3339, UTC); `None` if it never does.
+        period_end: Option<String>,
+    },
+
+    /// A differentially private release was asked of a dataset that has no budget.
+    #[error(
+        "dataset '{dataset}' has no [datasets.budget] in the node config; DP releases need one (add epsilon, and optionally delta and period, to that dataset's budget table)"
+    )]
+    NoBudget {
+        /// Dataset name.
+        dataset: String,
+    },
+
+    /// A release's epsilon or delta is not a valid cost.
+    #[error(
+        "cannot charge the privacy budget of dataset '{dataset}': {problem}; check the job's DP parameters"
+    )]
+    InvalidCharge {
+        /// Dataset name.
+        dataset: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+
+    /// The ledger database cannot be opened, read or written.
+    #[error(
+        "privacy-budget ledger '{}': cannot {action}: {source}; check state_dir in the node config, its permissions and free disk space",
+        path.display()
+    )]
+    LedgerStore {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done, e.g. `open the database`.
+        action: &'static str,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+
+    /// The ledger database holds rows that fail verification.
+    #[error(
+        "privacy-budget ledger '{}' is damaged or was tampered with (dataset '{dataset}'): {problem}; do not delete it: run `parley-node ledger verify --dataset {dataset}` to find the first bad row, and restore the file from a backup",
+        path.display()
+    )]
+    LedgerCorrupt {
+        /// The database file.
+        path: PathBuf,
+        /// The affected dataset.
+        dataset: String,
+        /// What failed.
+        problem: String,
+    },
+
+    /// A charge was attempted on a ledger opened without the node's signing key.
+    #[error(
+        "privacy-budget ledger '{}' was opened without the node's keys and cannot record charges; charges are made by the running node",
+        path.display()
+    )]
+    LedgerReadOnly {
+        /// The database file.
+        path: PathBuf,
+    },
+
     // ───────────── identity, link and jobs ─────────────
     /// The node's certificate, name or long-term keys do not fit together.
     #[error("{0}")]
@@ -249,6 +331,45 @@ fn describe_bad_rows(by_reason: &BTreeMap<String, u64>, lines: &[u64]) -> String
         out.push_str("; first at lines ");
         let shown: Vec<String> = lines.iter().take(10).map(u64::to_string).collect();
         out.push_str(&shown.join(", "));
+    }
+    out
+}
+
+/// "this release needs epsilon 0.5 but only 0.2 remains this period (until …); ask …".
+fn describe_exhaustion(
+    eps: f64,
+    delta: f64,
+    left_eps: f64,
+    left_delta: f64,
+    period_end: Option<&str>,
+) -> String {
+    use parley_crypto::ledger::format_amount as amount;
+    let (eps_short, delta_short) = (eps > left_eps, delta > left_delta);
+    let (eps, delta, left_eps, left_delta) = (
+        amount(eps),
+        amount(delta),
+        amount(left_eps),
+        amount(left_delta),
+    );
+    let mut out = String::from("this release needs ");
+    if eps_short || !delta_short {
+        let _ = write!(out, "epsilon {eps} but only {left_eps} remains");
+        if delta_short {
+            let _ = write!(out, ", and delta {delta} but only {left_delta} remains");
+        }
+    } else {
+        let _ = write!(out, "delta {delta} but only {left_delta} remains");
+    }
+    match period_end {
+        Some(end) => {
+            let _ = write!(
+                out,
+                " this period (until {end}); ask the node operator or wait for the refresh"
+            );
+        }
+        None => out.push_str(
+            " (this budget never refreshes); ask the node operator to raise the dataset's [datasets.budget]",
+        ),
     }
     out
 }

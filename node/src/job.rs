@@ -1,5 +1,13 @@
-//! Running one PSI job at a node: the receiver or sender role of `parley_crypto::psi`, driven
-//! over sealed envelopes relayed by the coordinator.
+//! Running one job at a node: the receiver or sender role of `parley_crypto::psi` (match,
+//! cardinality) or `parley_crypto::psi_sum` (sum), driven over sealed envelopes relayed by the
+//! coordinator, or a local `dp_stats` release.
+//!
+//! # Budget
+//! Every DP release is charged to this node's dataset ledger before it leaves the node: the
+//! party that releases a result (PSI receiver, sum-mode P1 for its noisy ciphertext and P2 for
+//! the decrypted result, the dp_stats node) charges just before it sends; the PSI sender of a
+//! DP job charges before it sends its first point. After each charge the new ledger head is
+//! reported to the coordinator.
 //!
 //! # Guarantees
 //! * The whole role runs on one blocking thread (`spawn_blocking`); scalar multiplications use
@@ -21,10 +29,11 @@ use std::time::{Duration, Instant};
 
 use parley_crypto::envelope::{EnvelopeKey, derive_envelope_key};
 use parley_crypto::keys::NodeSecrets;
+use parley_crypto::ledger::{Charge, LedgerRow};
 use parley_crypto::psi::{Mode, POINT_LEN, Receiver, ReceiverOutcome, Sender};
 use parley_proto::{
-    Envelope, JobProgress, JobResult, NodeMessage, PointBatch, PsiHeader, PsiMessage, PsiResult,
-    PsiStream, node_message, psi_message,
+    Envelope, JobProgress, JobResult, JobSpec, LedgerHead, NodeMessage, PointBatch, PsiHeader,
+    PsiMessage, PsiResult, PsiStream, node_message, psi_message,
 };
 use prost::Message;
 use tokio::runtime::Handle;
@@ -33,6 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::NodeError;
 use crate::dataset::Dataset;
+use crate::ledger::Ledger;
+use crate::policy::Cost;
 
 /// Everything a job needs, fixed when it starts.
 pub struct JobRun {
@@ -64,6 +75,95 @@ pub struct JobRun {
     pub deadline: Duration,
     /// Where match outputs go.
     pub output_dir: PathBuf,
+    /// The whole job spec.
+    pub spec: Arc<JobSpec>,
+    /// Analyst who submitted the job (recorded in ledger rows).
+    pub analyst: String,
+    /// What a DP release of this job charges this node's dataset (None = exact job).
+    pub cost: Option<Cost>,
+    /// This node's budget ledger.
+    pub ledger: Arc<Ledger>,
+}
+
+impl JobRun {
+    /// Charges the job's cost to this node's dataset (durably, before anything is released)
+    /// and reports the new ledger head to the coordinator. No-op for exact jobs.
+    pub(crate) fn charge(&self, io: &JobIo, rt: &Handle) -> Result<(), NodeError> {
+        self.charger(io, rt).charge()
+    }
+
+    /// A handle that charges this job's cost later (e.g. from inside a protocol party).
+    pub(crate) fn charger(&self, io: &JobIo, rt: &Handle) -> Charger {
+        let partner = self
+            .spec
+            .participants
+            .iter()
+            .filter(|p| p.node != self.me)
+            .map(|p| p.node.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        Charger {
+            ledger: Arc::clone(&self.ledger),
+            dataset: self.dataset.name().to_string(),
+            charge: self.cost.as_ref().map(|cost| Charge {
+                job_id: self.job_id.clone(),
+                partner,
+                analyst: self.analyst.clone(),
+                mechanism: cost.mechanism.clone(),
+                epsilon: cost.epsilon,
+                delta: cost.delta,
+            }),
+            outbox: io.outbox.clone(),
+            cancel: io.cancel.clone(),
+            rt: rt.clone(),
+        }
+    }
+}
+
+/// Charges one job's privacy cost to the node's ledger and reports the new head.
+pub(crate) struct Charger {
+    ledger: Arc<Ledger>,
+    dataset: String,
+    charge: Option<Charge>,
+    outbox: mpsc::Sender<NodeMessage>,
+    cancel: CancellationToken,
+    rt: Handle,
+}
+
+impl Charger {
+    /// Commits the ledger row (the release may then leave the node) and sends the new head to
+    /// the coordinator. No-op for exact jobs.
+    pub(crate) fn charge(&self) -> Result<(), NodeError> {
+        let Some(charge) = &self.charge else {
+            return Ok(());
+        };
+        let row = self.ledger.charge(&self.dataset, charge)?;
+        tracing::info!(job = %charge.job_id, dataset = %self.dataset, epsilon = charge.epsilon, delta = charge.delta, seq = row.seq, "privacy budget charged");
+        let msg = head_message(&row);
+        let outbox = self.outbox.clone();
+        let cancel = self.cancel.clone();
+        // Wait for room (the head must reach the coordinator), unless the job is cancelled.
+        self.rt.block_on(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = outbox.send(msg) => {}
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The link message reporting a ledger row as the dataset's new head.
+pub fn head_message(row: &LedgerRow) -> NodeMessage {
+    NodeMessage {
+        body: Some(node_message::Body::LedgerHead(LedgerHead {
+            dataset: row.dataset.clone(),
+            seq: row.seq,
+            hash: row.hash.to_vec(),
+            signature: row.signature.to_vec(),
+            at_ms: row.at_ms,
+        })),
+    }
 }
 
 /// Channels between the job thread and the node link.
@@ -84,31 +184,205 @@ pub fn run_blocking(
     rt: Handle,
 ) -> Result<Option<JobResult>, NodeError> {
     let started = Instant::now();
+    if run.spec.kind() == parley_proto::JobKind::DpStats {
+        let params = run.spec.dp_stats.as_ref().ok_or_else(|| {
+            NodeError::protocol(&run.job_id, "the job has no dp_stats parameters")
+        })?;
+        let result = crate::stats::compute(&run.job_id, &run.dataset, params, |_, _, _| {
+            run.charge(&io, &rt)
+        })?;
+        tracing::info!(job = %run.job_id, categories = result.categories.len(), "dp_stats released");
+        return Ok(Some(JobResult {
+            dp_stats: Some(result),
+            ..Default::default()
+        }));
+    }
+    if run.spec.psi.as_ref().map(|p| p.mode()) == Some(parley_proto::PsiMode::Sum) {
+        return run_sum_job(run, io, rt, started);
+    }
     let ids = run.dataset.identifiers(&run.columns)?;
-    let mut wire = Wire::new(&run, &mut io, rt)?;
     if run.receiver {
         let receiver = Receiver::new(run.mode, &ids, run.max_set_size)?;
         drop(ids);
         let mut party = ReceiverParty::new(receiver, run.batch_points);
-        wire.drive(&mut party)?;
+        Wire::new(&run, &mut io, rt.clone())?.drive(&mut party)?;
         let outcome = party
             .receiver
             .take()
             .ok_or_else(|| NodeError::protocol(&run.job_id, "receiver state lost"))?
             .finish()?;
-        let result = release(&run, outcome, started)?;
+        let result = release(&run, &io, &rt, outcome, started)?;
         Ok(Some(result))
     } else {
         let flat: Vec<_> = ids.into_iter().flatten().collect();
         let sender = Sender::new(run.mode, flat, run.max_set_size)?;
+        // The sender's dataset pays for a DP release before any of its points leave.
+        run.charge(&io, &rt)?;
         let mut party = SenderParty::new(sender, run.batch_points);
-        wire.drive(&mut party)?;
+        Wire::new(&run, &mut io, rt)?.drive(&mut party)?;
         Ok(None)
     }
 }
 
-/// Applies the threshold and writes the match file; returns what the analyst sees.
-fn release(run: &JobRun, o: ReceiverOutcome, started: Instant) -> Result<JobResult, NodeError> {
+/// Runs a sum-mode job: P2 (receiver role, values) or P1 (sender role, identifiers).
+fn run_sum_job(
+    run: JobRun,
+    mut io: JobIo,
+    rt: Handle,
+    started: Instant,
+) -> Result<Option<JobResult>, NodeError> {
+    use crate::job_sum::{SumNoise, SumReceiverParty, SumSenderParty};
+    use crate::stats::{mechanism, noise_info, sum_sensitivity, to_units};
+    use parley_crypto::psi_sum::{SumP1, SumP2};
+
+    let job = run.job_id.clone();
+    let psi = run.spec.psi.unwrap_or_default();
+    let dp_err =
+        |e: parley_crypto::dp::DpError| NodeError::protocol(&job, &format!("DP release: {e}"));
+    let (Some(sum_dp), Some(count_dp)) = (psi.dp, psi.count_dp) else {
+        return Err(NodeError::protocol(
+            &job,
+            "sum mode needs psi.dp and psi.count_dp",
+        ));
+    };
+    let unit = 10f64.powi(-(psi.decimals as i32));
+    let sum_cal = parley_crypto::dp::calibrate(
+        mechanism(sum_dp.mechanism()),
+        sum_sensitivity(psi.lower, psi.upper, psi.decimals),
+        sum_dp.epsilon,
+        sum_dp.delta,
+    )
+    .map_err(dp_err)?;
+    let count_cal = parley_crypto::dp::calibrate(
+        mechanism(count_dp.mechanism()),
+        1,
+        count_dp.epsilon,
+        count_dp.delta,
+    )
+    .map_err(dp_err)?;
+    let ids = run.dataset.identifiers(&run.columns)?;
+    if !run.receiver {
+        // P1: identifiers only. Charges and draws its noise once everything has arrived, before
+        // the noisy ciphertext leaves.
+        let flat: Vec<_> = ids.into_iter().flatten().collect();
+        let p1 = SumP1::new(flat, run.max_set_size)?;
+        let charger = run.charger(&io, &rt);
+        let release = Box::new(move |_count: u64| -> Result<SumNoise, NodeError> {
+            charger.charge()?;
+            let noise = |c: &parley_crypto::dp::Calibrated| {
+                c.noise()
+                    .map_err(|e| NodeError::protocol("", &format!("DP release: {e}")))
+            };
+            Ok(SumNoise {
+                sum_noise: noise(&sum_cal)?,
+                count_noise: noise(&count_cal)?,
+                sum_info: noise_info(&sum_cal, unit),
+                count_info: noise_info(&count_cal, 1.0),
+            })
+        });
+        let mut party = SumSenderParty::new(p1, run.batch_points, release);
+        Wire::new(&run, &mut io, rt)?.drive(&mut party)?;
+        return Ok(None);
+    }
+    // P2: per identifier, the sum of its rows' clamped values, clamped again to the bounds.
+    let column = run
+        .spec
+        .participants
+        .iter()
+        .find(|p| p.node == run.me)
+        .map(|p| p.value_column.clone())
+        .unwrap_or_default();
+    let values = run.dataset.values(&column).ok_or_else(|| {
+        NodeError::protocol(
+            &job,
+            &format!(
+                "dataset '{}' has no value column '{column}'",
+                run.dataset.name()
+            ),
+        )
+    })?;
+    let lower_units = to_units(psi.lower, psi.lower, psi.upper, psi.decimals);
+    let upper_units = to_units(psi.upper, psi.lower, psi.upper, psi.decimals);
+    let mut per_id: std::collections::HashMap<parley_crypto::normalize::IdHash, i64> =
+        std::collections::HashMap::new();
+    for (record, v) in ids.iter().zip(values) {
+        for id in record {
+            let e = per_id.entry(*id).or_insert(0);
+            *e = e.saturating_add(to_units(*v, psi.lower, psi.upper, psi.decimals));
+        }
+    }
+    let receiver_records = ids.iter().filter(|r| !r.is_empty()).count() as u64;
+    drop(ids);
+    let items: Vec<_> = per_id
+        .into_iter()
+        .map(|(id, total)| (id, total.clamp(lower_units, upper_units).max(0) as u64))
+        .collect();
+    let n = items.len() as u64;
+    let p2 = SumP2::new(items, run.max_set_size)?;
+    let mut party = SumReceiverParty::new(p2, run.batch_points);
+    Wire::new(&run, &mut io, rt.clone())?.drive(&mut party)?;
+    // The noisy sum lies in [-bound, n * upper + bound] except with probability ~1e-9.
+    let bound = sum_cal.accuracy(1e-9).map_err(dp_err)?.ceil() as i64 + 1;
+    let max = i64::try_from(n)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(upper_units.max(0))
+        .saturating_add(bound);
+    let got = party.finish(-bound, max).map_err(|e| e.for_job(&job))?;
+    // P2's dataset pays for the released sum before it leaves.
+    run.charge(&io, &rt)?;
+    let noisy_count = got.noisy_count.max(0) as u64;
+    let suppressed = run.min_intersection > 0 && noisy_count < run.min_intersection;
+    tracing::info!(job = %job, suppressed, "psi sum finished");
+    Ok(Some(JobResult {
+        psi: Some(PsiResult {
+            mode: parley_proto::PsiMode::Sum as i32,
+            receiver_records,
+            receiver_identifiers: n,
+            sender_identifiers: got.p1_identifiers,
+            intersection_records: if suppressed { 0 } else { noisy_count },
+            suppressed,
+            match_output: String::new(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            count_noise: None,
+            sum: (!suppressed).then_some(parley_proto::SumRelease {
+                noisy_sum: got.noisy_sum as f64 * unit,
+                noisy_count: got.noisy_count,
+                sum_noise: Some(got.sum_info),
+                count_noise: Some(got.count_info),
+                lower: psi.lower,
+                upper: psi.upper,
+            }),
+        }),
+        ..Default::default()
+    }))
+}
+
+/// Noises the intersection count when the job asks for DP (charging the budget first), applies
+/// the threshold and writes the match file; returns what the analyst sees.
+fn release(
+    run: &JobRun,
+    io: &JobIo,
+    rt: &Handle,
+    mut o: ReceiverOutcome,
+    started: Instant,
+) -> Result<JobResult, NodeError> {
+    let mut count_noise = None;
+    if let Some(dp) = run.spec.psi.as_ref().and_then(|p| p.dp.as_ref()) {
+        let c = parley_crypto::dp::calibrate(
+            crate::stats::mechanism(dp.mechanism()),
+            1,
+            dp.epsilon,
+            dp.delta,
+        )
+        .map_err(|e| NodeError::protocol(&run.job_id, &format!("DP release: {e}")))?;
+        run.charge(io, rt)?;
+        let noisy = c
+            .release(&[i64::try_from(o.intersection_records).unwrap_or(i64::MAX)])
+            .map_err(|e| NodeError::protocol(&run.job_id, &format!("DP release: {e}")))?;
+        // Post-processing: a negative noisy count is released as 0.
+        o.intersection_records = noisy.first().copied().unwrap_or(0).max(0) as u64;
+        count_noise = Some(crate::stats::noise_info(&c, 1.0));
+    }
     let suppressed = run.min_intersection > 0 && o.intersection_records < run.min_intersection;
     let mut match_output = String::new();
     if run.mode == Mode::Match && !suppressed {
@@ -156,12 +430,15 @@ fn release(run: &JobRun, o: ReceiverOutcome, started: Instant) -> Result<JobResu
             suppressed,
             match_output,
             elapsed_ms: started.elapsed().as_millis() as u64,
+            count_noise,
+            sum: None,
         }),
+        ..Default::default()
     })
 }
 
-/// One side of the PSI message flow.
-trait Party {
+/// One side of a two-party message flow (PSI and intersection-sum).
+pub(crate) trait Party {
     /// The next message ready to send (replies first), if any.
     fn next_outgoing(&mut self) -> Result<Option<PsiMessage>, NodeError>;
     /// Handles a message from the peer.
@@ -172,17 +449,18 @@ trait Party {
     fn progress(&self) -> (&'static str, u64, u64);
 }
 
-fn header(stream: PsiStream, count: u64, group_size: u32) -> PsiMessage {
+pub(crate) fn header(stream: PsiStream, count: u64, group_size: u32) -> PsiMessage {
     PsiMessage {
         body: Some(psi_message::Body::Header(PsiHeader {
             stream: stream as i32,
             count,
             group_size,
+            public_key: Vec::new(),
         })),
     }
 }
 
-fn batch(stream: PsiStream, offset: u64, points: Vec<u8>) -> PsiMessage {
+pub(crate) fn batch(stream: PsiStream, offset: u64, points: Vec<u8>) -> PsiMessage {
     PsiMessage {
         body: Some(psi_message::Body::Batch(PointBatch {
             stream: stream as i32,
@@ -194,27 +472,27 @@ fn batch(stream: PsiStream, offset: u64, points: Vec<u8>) -> PsiMessage {
 
 /// Progress through one declared incoming stream.
 #[derive(Default)]
-struct Incoming {
-    declared: Option<u64>,
-    received: u64,
+pub(crate) struct Incoming {
+    pub(crate) declared: Option<u64>,
+    pub(crate) received: u64,
 }
 
 impl Incoming {
-    fn declare(&mut self, count: u64) -> Result<(), &'static str> {
+    pub(crate) fn declare(&mut self, count: u64) -> Result<(), &'static str> {
         if self.declared.is_some() {
             return Err("stream declared twice");
         }
         self.declared = Some(count);
         Ok(())
     }
-    fn add(&mut self, points: &[u8]) -> Result<(), &'static str> {
+    pub(crate) fn add(&mut self, points: &[u8]) -> Result<(), &'static str> {
         if self.declared.is_none() {
             return Err("points arrived before the stream header");
         }
         self.received += (points.len() / POINT_LEN) as u64;
         Ok(())
     }
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.declared == Some(self.received)
     }
 }
@@ -302,6 +580,7 @@ impl Party for ReceiverParty {
                     )));
                 }
             },
+            Some(_) => return Err(peer_err("unexpected PSI message for the receiver role")),
             None => return Err(peer_err("empty PSI message")),
         }
         Ok(())
@@ -424,16 +703,16 @@ impl Party for SenderParty {
     }
 }
 
-fn peer_err(detail: &str) -> NodeError {
+pub(crate) fn peer_err(detail: &str) -> NodeError {
     NodeError::protocol("", &format!("peer protocol violation: {detail}"))
 }
 
-fn peer_err_owned(detail: String) -> NodeError {
+pub(crate) fn peer_err_owned(detail: String) -> NodeError {
     peer_err(&detail)
 }
 
 /// The sealed-envelope transport of one job.
-struct Wire<'a> {
+pub(crate) struct Wire<'a> {
     job_id: String,
     me: String,
     peer: String,
@@ -456,7 +735,7 @@ enum Event<'p> {
 }
 
 impl<'a> Wire<'a> {
-    fn new(run: &JobRun, io: &'a mut JobIo, rt: Handle) -> Result<Self, NodeError> {
+    pub(crate) fn new(run: &JobRun, io: &'a mut JobIo, rt: Handle) -> Result<Self, NodeError> {
         let out_key = derive_envelope_key(
             run.secrets.envelope(),
             &run.peer_x25519,
@@ -557,7 +836,7 @@ impl<'a> Wire<'a> {
     }
 
     /// Exchanges messages until the party has sent everything and received everything.
-    fn drive(&mut self, party: &mut dyn Party) -> Result<(), NodeError> {
+    pub(crate) fn drive(&mut self, party: &mut dyn Party) -> Result<(), NodeError> {
         let mut pending: Option<PsiMessage> = None;
         loop {
             if pending.is_none() {

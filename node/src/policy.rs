@@ -19,10 +19,72 @@ use crate::NodeError;
 pub const WILDCARD: &str = "*";
 
 /// Job kinds a rule may name.
-pub const KINDS: &[&str] = &["psi_match", "psi_cardinality"];
+pub const KINDS: &[&str] = &["psi_match", "psi_cardinality", "psi_sum", "dp_stats"];
 
-/// Roles a rule may name.
+/// Roles a rule may name. A `dp_stats` job gives its one node the role `receiver` (it
+/// releases the result).
 pub const ROLES: &[&str] = &["receiver", "sender"];
+
+/// The privacy cost a job charges to this node's dataset, if it releases anything with DP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    /// Epsilon charged.
+    pub epsilon: f64,
+    /// Delta charged.
+    pub delta: f64,
+    /// Ledger mechanism label, e.g. `psi_sum/laplace`.
+    pub mechanism: String,
+}
+
+/// What a job charges each participant's dataset: `None` for exact releases (PSI match and
+/// cardinality without DP). Both datasets of a DP PSI job pay the same cost: the release
+/// is about both of them. A dp_stats job pays the sum of its measures (basic composition).
+pub fn release_cost(spec: &parley_proto::JobSpec) -> Option<Cost> {
+    use parley_proto::DpMechanism;
+    let label = |what: &str, m: DpMechanism| {
+        let name = match m {
+            DpMechanism::Laplace => "laplace",
+            DpMechanism::Gaussian => "gaussian",
+        };
+        format!("{what}/{name}")
+    };
+    match spec.kind() {
+        JobKind::Psi => {
+            let psi = spec.psi.as_ref()?;
+            let dp = psi.dp.as_ref()?;
+            match psi.mode() {
+                PsiMode::Sum => {
+                    let count = psi.count_dp.as_ref()?;
+                    Some(Cost {
+                        epsilon: dp.epsilon + count.epsilon,
+                        delta: dp.delta + count.delta,
+                        mechanism: label("psi_sum", dp.mechanism()),
+                    })
+                }
+                PsiMode::Match => Some(Cost {
+                    epsilon: dp.epsilon,
+                    delta: dp.delta,
+                    mechanism: label("psi_match_count", dp.mechanism()),
+                }),
+                PsiMode::Cardinality => Some(Cost {
+                    epsilon: dp.epsilon,
+                    delta: dp.delta,
+                    mechanism: label("psi_cardinality", dp.mechanism()),
+                }),
+                PsiMode::Unspecified => None,
+            }
+        }
+        JobKind::DpStats => {
+            let d = spec.dp_stats.as_ref()?;
+            Some(Cost {
+                epsilon: d.measures.iter().map(|m| m.epsilon).sum(),
+                delta: d.delta,
+                mechanism: label("dp_stats", d.mechanism()),
+            })
+        }
+        JobKind::Unspecified => None,
+    }
+}
 
 /// A loaded and checked local policy.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +116,14 @@ pub struct Rule {
     /// Analysts who may submit the job (`"*"` = any). Absent = any.
     #[serde(default)]
     pub analysts: Option<Vec<String>>,
+    /// Largest epsilon one job may charge to the dataset. Absent = no per-job limit (the
+    /// dataset's total budget still applies).
+    #[serde(default)]
+    pub max_epsilon: Option<f64>,
+    /// When true, PSI match and cardinality jobs must release their count with DP
+    /// (`[psi.dp]`); sum and dp_stats jobs always do. Absent = false.
+    #[serde(default)]
+    pub require_dp: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +142,7 @@ struct Request<'a> {
     columns: Vec<String>,
     min_intersection: u64,
     analyst: &'a str,
+    cost: Option<Cost>,
 }
 
 fn allows(list: &[String], name: &str) -> bool {
@@ -142,6 +213,20 @@ impl Rule {
         {
             gaps.push(format!("does not allow analyst '{}'", req.analyst));
         }
+        if self.require_dp == Some(true) && req.cost.is_none() {
+            gaps.push(
+                "requires a differentially private release (add [psi.dp] with an epsilon)"
+                    .to_owned(),
+            );
+        }
+        if let (Some(max), Some(cost)) = (self.max_epsilon, &req.cost)
+            && cost.epsilon > max + 1e-12
+        {
+            gaps.push(format!(
+                "allows epsilon ≤ {max} per job, job charges {}",
+                cost.epsilon
+            ));
+        }
         gaps
     }
 
@@ -161,7 +246,7 @@ impl Rule {
         nonempty(
             "kinds",
             &self.kinds,
-            "list psi_match and/or psi_cardinality",
+            "list psi_match, psi_cardinality, psi_sum and/or dp_stats",
         )?;
         nonempty("datasets", &self.datasets, "list dataset names or \"*\"")?;
         for k in &self.kinds {
@@ -198,6 +283,11 @@ impl Rule {
                 analysts,
                 "list analyst names, or remove the field",
             )?;
+        }
+        if let Some(max) = self.max_epsilon
+            && !(max.is_finite() && max > 0.0)
+        {
+            return Err(format!("max_epsilon must be a positive number, got {max}"));
         }
         Ok(())
     }
@@ -265,21 +355,39 @@ impl Policy {
             JobKind::Psi => match spec.psi.as_ref().map(|psi| psi.mode()) {
                 Some(PsiMode::Match) => "psi_match",
                 Some(PsiMode::Cardinality) => "psi_cardinality",
-                _ => return refuse("the PSI job has no mode (match or cardinality)".to_owned()),
+                Some(PsiMode::Sum) => "psi_sum",
+                _ => {
+                    return refuse(
+                        "the PSI job has no mode (match, cardinality or sum)".to_owned(),
+                    );
+                }
             },
+            JobKind::DpStats => "dp_stats",
             JobKind::Unspecified => return refuse("the job has no kind".to_owned()),
         };
-        let role = match p.psi_role() {
-            PsiRole::Receiver => "receiver",
-            PsiRole::Sender => "sender",
-            PsiRole::Unspecified => {
+        let role = match (spec.kind(), p.psi_role()) {
+            (JobKind::DpStats, _) | (_, PsiRole::Receiver) => "receiver",
+            (_, PsiRole::Sender) => "sender",
+            (_, PsiRole::Unspecified) => {
                 return refuse("the job gives it no role (receiver or sender)".to_owned());
             }
         };
         let Some(identifier_columns) = dataset_identifier_columns(&p.dataset) else {
             return Err(format!("node '{me}' has no dataset '{}'", p.dataset));
         };
-        let columns = if p.columns.is_empty() {
+        let mut columns = if spec.kind() == JobKind::DpStats {
+            // dp_stats reads the segment column and the measures' value columns.
+            let mut c = Vec::new();
+            if let Some(d) = &spec.dp_stats {
+                c.push(d.segment_column.clone());
+                for m in &d.measures {
+                    if !m.column.is_empty() && !c.contains(&m.column) {
+                        c.push(m.column.clone());
+                    }
+                }
+            }
+            c
+        } else if p.columns.is_empty() {
             identifier_columns
         } else {
             if let Some(c) = p.columns.iter().find(|c| !identifier_columns.contains(c)) {
@@ -291,6 +399,9 @@ impl Policy {
             }
             p.columns.clone()
         };
+        if !p.value_column.is_empty() && !columns.contains(&p.value_column) {
+            columns.push(p.value_column.clone());
+        }
         let req = Request {
             kind,
             role,
@@ -304,6 +415,7 @@ impl Policy {
             columns,
             min_intersection: spec.psi.as_ref().map_or(0, |psi| psi.min_intersection),
             analyst: &offer.submitted_by,
+            cost: release_cost(spec),
         };
 
         let mut closest: Option<(usize, Vec<String>)> = None;
@@ -411,6 +523,79 @@ analysts = ["alice"]
             f(spec);
         }
         offer
+    }
+
+    #[test]
+    fn dp_requirements_and_epsilon_caps() {
+        let policy = "[[rule]]\npartners = [\"*\"]\nkinds = [\"psi_match\", \"dp_stats\"]\ndatasets = [\"*\"]\nrequire_dp = true\nmax_epsilon = 1.0\n";
+        let exact = offer(0);
+        let e = check(policy, "publisher", &exact).unwrap_err();
+        assert!(
+            e.contains("requires a differentially private release"),
+            "{e}"
+        );
+        let dp = |epsilon: f64| {
+            with_spec(offer(0), |s| {
+                s.psi.as_mut().unwrap().dp = Some(parley_proto::DpParams {
+                    epsilon,
+                    ..Default::default()
+                });
+            })
+        };
+        assert_eq!(check(policy, "publisher", &dp(0.5)), Ok(()));
+        let e = check(policy, "publisher", &dp(1.5)).unwrap_err();
+        assert!(e.contains("epsilon ≤ 1 per job, job charges 1.5"), "{e}");
+        assert_eq!(
+            release_cost(dp(0.5).spec.as_ref().unwrap())
+                .unwrap()
+                .epsilon,
+            0.5
+        );
+        assert_eq!(release_cost(exact.spec.as_ref().unwrap()), None);
+
+        // A dp_stats job: one participant, no partners, role receiver; its cost is the sum
+        // of its measures.
+        let mut spec = JobSpec {
+            participants: vec![Participant {
+                node: "publisher".into(),
+                dataset: "subscribers".into(),
+                ..Default::default()
+            }],
+            dp_stats: Some(parley_proto::DpStatsParams {
+                segment_column: "region".into(),
+                categories: vec!["north".into()],
+                measures: vec![
+                    parley_proto::Measure {
+                        kind: parley_proto::MeasureKind::Count as i32,
+                        epsilon: 0.25,
+                        ..Default::default()
+                    },
+                    parley_proto::Measure {
+                        kind: parley_proto::MeasureKind::Sum as i32,
+                        column: "amount".into(),
+                        upper: 10.0,
+                        epsilon: 0.5,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        spec.set_kind(JobKind::DpStats);
+        let o = JobOffer {
+            job_id: "j2".into(),
+            spec: Some(spec.clone()),
+            submitted_by: "alice".into(),
+            participants: vec![],
+        };
+        assert_eq!(check(policy, "publisher", &o), Ok(()));
+        assert_eq!(release_cost(&spec).unwrap().epsilon, 0.75);
+        let narrow = "[[rule]]\npartners = [\"*\"]\nkinds = [\"dp_stats\"]\ndatasets = [\"*\"]\ncolumns = [\"region\"]\n";
+        let e = check(narrow, "publisher", &o).unwrap_err();
+        assert!(e.contains("'amount'"), "{e}");
+        let e = Policy::from_toml_str("[[rule]]\npartners = [\"*\"]\nkinds = [\"dp_stats\"]\ndatasets = [\"*\"]\nmax_epsilon = -1.0\n").unwrap_err();
+        assert!(e.to_string().contains("max_epsilon"), "{e}");
     }
 
     #[test]
@@ -605,7 +790,7 @@ min_intersection = 50
     #[test]
     fn invalid_rules_name_their_index() {
         let bad_kind = format!(
-            "{POLICY}\n[[rule]]\npartners = [\"*\"]\nkinds = [\"psi_sum\"]\ndatasets = [\"*\"]\n"
+            "{POLICY}\n[[rule]]\npartners = [\"*\"]\nkinds = [\"psi_summ\"]\ndatasets = [\"*\"]\n"
         );
         let err = Policy::from_toml_str(&bad_kind).expect_err("must fail");
         assert!(
@@ -613,7 +798,7 @@ min_intersection = 50
             "{err}"
         );
         assert!(
-            err.to_string().contains("rule #2: unknown kind 'psi_sum'"),
+            err.to_string().contains("rule #2: unknown kind 'psi_summ'"),
             "{err}"
         );
 

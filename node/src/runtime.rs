@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::NodeError;
 use crate::config::NodeConfig;
 use crate::dataset::Dataset;
-use crate::job::{JobIo, JobRun, run_blocking};
-use crate::policy::Policy;
+use crate::job::{JobIo, JobRun, head_message, run_blocking};
+use crate::ledger::Ledger;
+use crate::policy::{Policy, release_cost};
 
 /// Depth of the link's outbound queue (messages of at most ~1 MiB).
 const OUTBOX_DEPTH: usize = 16;
@@ -47,6 +48,7 @@ pub struct Node {
     binding: KeyBinding,
     datasets: HashMap<String, Arc<Dataset>>,
     policy: Policy,
+    ledger: Arc<Ledger>,
 }
 
 impl Node {
@@ -88,6 +90,12 @@ impl Node {
             datasets.insert(d.name.clone(), Arc::new(ds));
         }
         let policy = Policy::load(&config.policy)?;
+        let ledger = Arc::new(Ledger::open(
+            &config.ledger_path(),
+            &config.name,
+            Some(Arc::clone(&secrets)),
+            config.budgets(),
+        )?);
         Ok(Node {
             config,
             tls,
@@ -95,7 +103,13 @@ impl Node {
             binding,
             datasets,
             policy,
+            ledger,
         })
+    }
+
+    /// The node's privacy-budget ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The loaded datasets.
@@ -178,7 +192,7 @@ pub async fn run_loaded(node: Arc<Node>, shutdown: CancellationToken) -> Result<
 
 enum Slot {
     Offered {
-        offer: JobOffer,
+        offer: Box<JobOffer>,
         peers: HashMap<String, VerifiedKeys>,
     },
     Running {
@@ -228,6 +242,16 @@ async fn session(node: &Arc<Node>, shutdown: &CancellationToken) -> Result<bool,
         Err(s) => return Err(NodeError::Link(link_status(&cfg.coordinator.url, &s))),
     }
     tracing::info!(node = %cfg.name, url = %cfg.coordinator.url, "connected to coordinator");
+    // Report every ledger head, so the coordinator's record is current after any downtime.
+    for name in node.datasets.keys() {
+        match node.ledger.head(name) {
+            Ok(Some(row)) => {
+                let _ = out_tx.send(head_message(&row)).await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(dataset = %name, error = %e, "cannot read ledger head"),
+        }
+    }
 
     let link_cancel = shutdown.child_token();
     let mut jobs: HashMap<String, Slot> = HashMap::new();
@@ -287,7 +311,13 @@ async fn handle(
             let decision = match consider(node, &offer) {
                 Ok(peers) => {
                     tracing::info!(job = %job_id, "job accepted");
-                    jobs.insert(job_id.clone(), Slot::Offered { offer, peers });
+                    jobs.insert(
+                        job_id.clone(),
+                        Slot::Offered {
+                            offer: Box::new(offer),
+                            peers,
+                        },
+                    );
                     JobDecision {
                         job_id,
                         accept: true,
@@ -321,7 +351,7 @@ async fn handle(
             );
             start_job(
                 node,
-                offer,
+                *offer,
                 peers,
                 inbox_rx,
                 cancel,
@@ -353,7 +383,7 @@ async fn handle(
 fn consider(node: &Node, offer: &JobOffer) -> Result<HashMap<String, VerifiedKeys>, String> {
     let me = &node.config.name;
     let spec = offer.spec.as_ref().ok_or("the offer carries no job spec")?;
-    if spec.kind() != JobKind::Psi {
+    if !matches!(spec.kind(), JobKind::Psi | JobKind::DpStats) {
         return Err(format!(
             "node '{me}' does not support job kind {:?}",
             spec.kind()
@@ -387,7 +417,59 @@ fn consider(node: &Node, offer: &JobOffer) -> Result<HashMap<String, VerifiedKey
         })
     };
     node.policy.check(me, offer, &lookup)?;
+    check_columns(node, spec)?;
+    if let Some(cost) = release_cost(spec) {
+        let mine = spec
+            .participants
+            .iter()
+            .find(|p| &p.node == me)
+            .ok_or_else(|| format!("node '{me}' is not a participant"))?;
+        node.ledger
+            .check(&mine.dataset, cost.epsilon, cost.delta)
+            .map_err(|e| format!("node '{me}' refuses: {e}"))?;
+    }
     Ok(peers)
+}
+
+/// Checks that the value and segment columns a job reads exist in this node's dataset with
+/// the right kind, so a mistake is refused at the offer, not failed mid-job.
+fn check_columns(node: &Node, spec: &parley_proto::JobSpec) -> Result<(), String> {
+    let me = &node.config.name;
+    let Some(mine) = spec.participants.iter().find(|p| &p.node == me) else {
+        return Ok(());
+    };
+    let Some(ds) = node.datasets.get(&mine.dataset) else {
+        return Ok(());
+    };
+    let need_value = |column: &str| {
+        if ds.values(column).is_none() {
+            Err(format!(
+                "node '{me}': dataset '{}' has no value column '{column}'",
+                mine.dataset
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if !mine.value_column.is_empty() {
+        need_value(&mine.value_column)?;
+    }
+    if let Some(d) = spec
+        .dp_stats
+        .as_ref()
+        .filter(|_| spec.kind() == JobKind::DpStats)
+    {
+        if ds.segments(&d.segment_column).is_none() {
+            return Err(format!(
+                "node '{me}': dataset '{}' has no segment column '{}'",
+                mine.dataset, d.segment_column
+            ));
+        }
+        for m in d.measures.iter().filter(|m| !m.column.is_empty()) {
+            need_value(&m.column)?;
+        }
+    }
+    Ok(())
 }
 
 fn start_job(
@@ -460,32 +542,40 @@ fn prepare(
         .iter()
         .find(|p| &p.node == me)
         .ok_or_else(|| format!("node '{me}' is not a participant"))?;
-    let other = spec
-        .participants
-        .iter()
-        .find(|p| &p.node != me)
-        .ok_or("the job has no other participant")?;
-    let peer_keys = peers
-        .get(&other.node)
-        .ok_or_else(|| format!("no verified keys for '{}'", other.node))?;
     let dataset = node
         .datasets
         .get(&mine.dataset)
         .cloned()
         .ok_or_else(|| format!("node '{me}' has no dataset '{}'", mine.dataset))?;
+    let local = spec.kind() == JobKind::DpStats;
+    let (peer, peer_x25519) = if local {
+        (String::new(), [0u8; 32])
+    } else {
+        let other = spec
+            .participants
+            .iter()
+            .find(|p| &p.node != me)
+            .ok_or("the job has no other participant")?;
+        let peer_keys = peers
+            .get(&other.node)
+            .ok_or_else(|| format!("no verified keys for '{}'", other.node))?;
+        (other.node.clone(), peer_keys.x25519_public)
+    };
     let psi = spec.psi.unwrap_or_default();
     let mode = match psi.mode() {
-        PsiMode::Match => Mode::Match,
         PsiMode::Cardinality => Mode::Cardinality,
+        // Sum mode runs its own protocol (see job_sum); Mode is unused there.
+        PsiMode::Match | PsiMode::Sum => Mode::Match,
+        PsiMode::Unspecified if local => Mode::Match,
         PsiMode::Unspecified => return Err("the job does not set psi.mode".into()),
     };
     Ok(JobRun {
         job_id: offer.job_id.clone(),
         me: me.clone(),
-        peer: other.node.clone(),
-        peer_x25519: peer_keys.x25519_public,
+        peer,
+        peer_x25519,
         secrets: Arc::clone(&node.secrets),
-        receiver: mine.psi_role() == PsiRole::Receiver,
+        receiver: local || mine.psi_role() == PsiRole::Receiver,
         mode,
         min_intersection: psi.min_intersection,
         dataset,
@@ -494,5 +584,9 @@ fn prepare(
         batch_points: cfg.limits.batch_points as usize,
         deadline: Duration::from_secs(cfg.limits.job_deadline_secs),
         output_dir: cfg.output_dir(),
+        spec: Arc::new(spec.clone()),
+        analyst: offer.submitted_by.clone(),
+        cost: release_cost(spec),
+        ledger: Arc::clone(&node.ledger),
     })
 }

@@ -3,6 +3,9 @@
 //! Starts a coordinator and three nodes (brand, publisher, retailer) in this process over
 //! mutual TLS with a fresh CA, generates messy customer lists with known overlaps, runs PSI
 //! match and cardinality jobs between pairs and prints each result next to the ground truth.
+//! Then the differentially private side: a conversion measurement (publisher exposure list ×
+//! brand purchases → noisy revenue of exposed users, intersection-sum), a DP segment report of
+//! the brand's customers, and every dataset's privacy budget left afterwards.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,7 +14,13 @@ use anyhow::{Context, bail};
 use parley_proto::{JobState, PsiMode};
 
 use crate::r#gen::{FederationSpec, Generated, generate};
-use crate::harness::{Federation, NodeSetup, open_policy, psi_spec, read_match_keys};
+use crate::harness::{
+    Federation, NodeSetup, budget_toml, dp_stats_spec, open_policy, psi_spec, read_match_keys,
+    sum_spec,
+};
+
+/// Privacy budget (total epsilon) of every demo dataset.
+pub const DEMO_BUDGET: f64 = 10.0;
 
 /// Demo options.
 #[derive(Clone, Debug)]
@@ -141,6 +150,7 @@ pub async fn run_demo(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<Demo
         );
         rows.push(row);
     }
+    dp_scenarios(&fed, &g).await?;
     fed.shutdown().await?;
     println!("\ntotal demo time {:.1} s", t0.elapsed().as_secs_f64());
     if rows
@@ -156,7 +166,145 @@ pub async fn run_demo(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<Demo
 fn node(g: &Generated, name: &str, partners: &[&str], dataset: &str) -> NodeSetup {
     NodeSetup::new(
         name,
-        g.dataset_toml(name),
+        g.dataset_toml(name) + &budget_toml(DEMO_BUDGET),
         open_policy(partners, &[dataset]),
     )
+}
+
+/// Fails if a released value is further than 6 × its 95% bound from the truth: noise that
+/// large has probability ~1e-8, so it means a broken release, not bad luck.
+fn check(what: &str, released: f64, truth: f64, accuracy95: f64) -> anyhow::Result<()> {
+    if (released - truth).abs() > 6.0 * accuracy95 {
+        bail!(
+            "{what}: released {released} is implausibly far from the truth {truth} (95% bound ±{accuracy95})"
+        );
+    }
+    Ok(())
+}
+
+/// The DP scenarios: conversion measurement, segment report, budgets left.
+async fn dp_scenarios(fed: &Federation, g: &Generated) -> anyhow::Result<()> {
+    println!("\nconversion measurement: revenue of the publisher's exposed users at the brand");
+    println!("  (intersection-sum: amounts clamped to [0, 500], Laplace noise, epsilon 1 + 1)");
+    let t = Instant::now();
+    let job = fed
+        .run_job(sum_spec(
+            ("brand", "crm"),
+            "email",
+            ("publisher", "subscribers"),
+            0.0,
+            500.0,
+            1.0,
+        ))
+        .await?;
+    if job.state() != JobState::Succeeded {
+        bail!("conversion job ended {:?}: {}", job.state(), job.reason);
+    }
+    let sum = job
+        .result
+        .and_then(|r| r.psi)
+        .and_then(|p| p.sum)
+        .context("succeeded sum job without a sum")?;
+    let truth = g.truth_sum("brand", "publisher", 0, 50_000);
+    let (sn, cn) = (
+        sum.sum_noise.unwrap_or_default(),
+        sum.count_noise.unwrap_or_default(),
+    );
+    println!(
+        "  {:<28} {:>14} {:>14} {:>12}",
+        "", "released", "truth", "±95%"
+    );
+    println!(
+        "  {:<28} {:>14.2} {:>14.2} {:>12.2}",
+        "revenue of exposed buyers",
+        sum.noisy_sum,
+        truth.sum_cents as f64 / 100.0,
+        sn.accuracy95
+    );
+    println!(
+        "  {:<28} {:>14} {:>14} {:>12.0}",
+        "exposed buyers", sum.noisy_count, truth.count, cn.accuracy95
+    );
+    println!("  ({:.2} s)", t.elapsed().as_secs_f64());
+    check(
+        "revenue",
+        sum.noisy_sum,
+        truth.sum_cents as f64 / 100.0,
+        sn.accuracy95,
+    )?;
+    check(
+        "buyers",
+        sum.noisy_count as f64,
+        truth.count as f64,
+        cn.accuracy95,
+    )?;
+
+    println!("\nDP segment report of the brand's customers (count and revenue per region)");
+    println!("  (declared categories north, south, east, west; epsilon 0.5 + 0.5, Laplace)");
+    let job = fed
+        .run_job(dp_stats_spec(
+            "brand",
+            "crm",
+            &["north", "south", "east", "west"],
+            false,
+            0.5,
+            0.5,
+        ))
+        .await?;
+    if job.state() != JobState::Succeeded {
+        bail!("segment report ended {:?}: {}", job.state(), job.reason);
+    }
+    let r = job
+        .result
+        .and_then(|r| r.dp_stats)
+        .context("succeeded dp_stats job without a result")?;
+    let truth = g.truth_segments("brand");
+    let acc = |i: usize| {
+        r.measures
+            .get(i)
+            .and_then(|m| m.noise.as_ref())
+            .map_or(0.0, |n| n.accuracy95)
+    };
+    println!(
+        "  {:<10} {:>10} {:>10} {:>8} {:>14} {:>14} {:>10}",
+        "region", "customers", "truth", "±95%", "revenue", "truth", "±95%"
+    );
+    for c in &r.categories {
+        let t = truth.get(&c.category).copied().unwrap_or_default();
+        let (count, revenue) = (
+            c.values.first().copied().unwrap_or(0.0),
+            c.values.get(1).copied().unwrap_or(0.0),
+        );
+        // Amounts are below the upper bound 1000, so clamping changes nothing here.
+        let true_revenue = t.sum_cents as f64 / 100.0;
+        println!(
+            "  {:<10} {:>10.0} {:>10} {:>8.0} {:>14.2} {:>14.2} {:>10.0}",
+            c.category,
+            count,
+            t.rows,
+            acc(0),
+            revenue,
+            true_revenue,
+            acc(1)
+        );
+        check(&c.category, count, t.rows as f64, acc(0))?;
+    }
+
+    println!("\nprivacy budget left (each dataset: epsilon {DEMO_BUDGET})");
+    for (node, _) in [
+        ("brand", "crm"),
+        ("publisher", "subscribers"),
+        ("retailer", "loyalty"),
+    ] {
+        let cfg = parley_node::config::NodeConfig::load(&fed.node_config_path(node))?;
+        let ledger =
+            parley_node::ledger::Ledger::open(&cfg.ledger_path(), node, None, cfg.budgets())?;
+        for s in ledger.status()? {
+            println!(
+                "  {:<10} {:<12} spent {:>5} in {} releases, remaining {:>5}",
+                node, s.dataset, s.spent_epsilon, s.rows, s.remaining_epsilon
+            );
+        }
+    }
+    Ok(())
 }

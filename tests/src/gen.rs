@@ -19,8 +19,13 @@
 //! Additionally 1 % of rows are duplicates (another `customer_id`, same person, same
 //! identifiers carried, different surface form) and 0.5 % are bad rows (invalid email, empty
 //! phone) that never match. [`IdStyle::EmailOnly`] parties always carry an email.
+//!
+//! Every row also gets a `region` (segment column, one of `north`, `south`, `east`, `west`)
+//! and an `amount` (value column, `"123.45"`, uniform in 1.00..=999.99). The generator keeps
+//! both per row, so [`Generated::truth_segments`] and [`Generated::truth_sum`] give the exact
+//! per-segment statistics and PSI-sum results a node should compute.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
@@ -152,6 +157,35 @@ struct RecordTruth {
     email: Option<u32>,
     /// Person id whose canonical phone this record carries validly.
     phone: Option<u32>,
+    /// The `region` written for this row (one of [`REGIONS`]).
+    region: &'static str,
+    /// The `amount` written for this row, in cents.
+    amount_cents: u64,
+}
+
+impl RecordTruth {
+    /// Whether a node loads this row: it carries at least one identifier validly.
+    fn loaded(&self) -> bool {
+        self.email.is_some() || self.phone.is_some()
+    }
+}
+
+/// Ground-truth statistics of one segment (region) of a party's loaded rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SegmentTruth {
+    /// Number of loaded rows in the segment.
+    pub rows: u64,
+    /// Sum of their `amount`s, in cents.
+    pub sum_cents: i128,
+}
+
+/// Ground truth of a PSI-sum job; see [`Generated::truth_sum`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SumTruth {
+    /// Number of intersecting email identifiers.
+    pub count: u64,
+    /// Sum of their clamped per-email totals, in cents (saturating at `u64::MAX`).
+    pub sum_cents: u64,
 }
 
 /// Which identifiers a record shows.
@@ -712,6 +746,8 @@ pub fn generate(dir: &Path, spec: &FederationSpec) -> io::Result<Generated> {
                 key,
                 email: row.truth_email,
                 phone: row.truth_phone,
+                region,
+                amount_cents: u64::from(cents),
             });
         }
         w.flush()?;
@@ -800,6 +836,79 @@ impl Generated {
     /// `truth_match(receiver, sender, None).len()`.
     pub fn truth_cardinality(&self, receiver: &str, sender: &str) -> usize {
         self.truth_match(receiver, sender, None).len()
+    }
+
+    /// Row count and `amount` total (cents) per `region` over the rows `node` loads, i.e.
+    /// the rows carrying at least one identifier validly (bad rows are left out). Regions
+    /// without loaded rows are absent.
+    ///
+    /// # Panics
+    /// If `node` is not a generated node.
+    pub fn truth_segments(&self, node: &str) -> BTreeMap<String, SegmentTruth> {
+        let mut out = BTreeMap::new();
+        for rec in self.truth[self.index(node)].iter().filter(|r| r.loaded()) {
+            let seg: &mut SegmentTruth = out.entry(rec.region.to_owned()).or_default();
+            seg.rows += 1;
+            seg.sum_cents += i128::from(rec.amount_cents);
+        }
+        out
+    }
+
+    /// The result of a PSI-sum job in which `values_node` (P2) contributes `amount`s keyed by
+    /// its email identifier and `ids_node` (P1) contributes identifiers only.
+    ///
+    /// Definition, with `clamp(x) = min(max(x, lower_cents), upper_cents)`:
+    /// 1. P2 uses **only** its email identifier column (`email` or `email_sha256`; a hashed
+    ///    email equals the plain email it hashes). P2 rows without a valid email are ignored,
+    ///    whatever else they carry.
+    /// 2. Per row, the amount is clamped: `clamp(amount_cents)`.
+    /// 3. Rows are grouped by canonical email; each email's total is the sum of its rows'
+    ///    clamped amounts, and that total is clamped again: `clamp(Σ clamp(amount))`.
+    /// 4. The intersection is the set of those emails that some P1 record carries validly
+    ///    as its email. P1's phones never match (P2 offers no phones).
+    ///
+    /// `count` is the number of emails in the intersection and `sum_cents` the sum of their
+    /// clamped totals, saturating at `u64::MAX`.
+    ///
+    /// # Panics
+    /// If either node is not a generated node, or if `lower_cents > upper_cents`.
+    pub fn truth_sum(
+        &self,
+        values_node: &str,
+        ids_node: &str,
+        lower_cents: u64,
+        upper_cents: u64,
+    ) -> SumTruth {
+        assert!(
+            lower_cents <= upper_cents,
+            "truth_sum: lower bound {lower_cents} exceeds upper bound {upper_cents}"
+        );
+        let values = &self.truth[self.index(values_node)];
+        let ids = &self.truth[self.index(ids_node)];
+        let mut p1_emails = vec![false; self.persons.len()];
+        for e in ids.iter().filter_map(|r| r.email) {
+            p1_emails[e as usize] = true;
+        }
+        let mut totals: BTreeMap<u32, u128> = BTreeMap::new();
+        for rec in values {
+            if let Some(e) = rec.email {
+                let clamped = rec.amount_cents.clamp(lower_cents, upper_cents);
+                *totals.entry(e).or_default() += u128::from(clamped);
+            }
+        }
+        let (lo, hi) = (u128::from(lower_cents), u128::from(upper_cents));
+        let mut count = 0u64;
+        let mut sum = 0u128;
+        for (e, total) in totals {
+            if p1_emails[e as usize] {
+                count += 1;
+                sum += total.clamp(lo, hi);
+            }
+        }
+        SumTruth {
+            count,
+            sum_cents: u64::try_from(sum).unwrap_or(u64::MAX),
+        }
     }
 
     /// The canonical identifiers record `key` of `node` carries validly (`None` if unknown).
@@ -1226,5 +1335,232 @@ mod tests {
             // Phone-only (~5 %) plus invalid-email-with-phone (~0.3 %).
             assert!(invalid_email * 100 < p.records * 8, "{invalid_email}");
         }
+    }
+
+    fn parse_cents(s: &str) -> u64 {
+        let (int, frac) = s.split_once('.').expect("decimal");
+        assert_eq!(frac.len(), 2, "{s:?}");
+        int.parse::<u64>().expect("int") * 100 + frac.parse::<u64>().expect("cents")
+    }
+
+    fn demo_2k() -> (tempfile::TempDir, Generated) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let g = generate(dir.path(), &FederationSpec::demo(2_000)).expect("generate");
+        (dir, g)
+    }
+
+    /// `(values node, ids node)` pairs covering plain and hashed email on either side.
+    const SUM_PAIRS: [(&str, &str); 4] = [
+        ("publisher", "brand"),
+        ("brand", "publisher"),
+        ("retailer", "brand"),
+        ("brand", "retailer"),
+    ];
+
+    /// Segments recomputed from the CSV files alone: a row is loaded iff its email (or
+    /// hash) or phone is valid by the reference rules.
+    #[test]
+    fn truth_segments_match_csv() {
+        let (_dir, g) = small();
+        for (pi, p) in g.parties.iter().enumerate() {
+            let (header, rows) = read_csv(&p.csv_path);
+            let col = |name: &str| header.iter().position(|h| h == name);
+            let (email, hashed, phone) = (col("email"), col("email_sha256"), col("phone"));
+            let region = col("region").expect("region column");
+            let amount = col("amount").expect("amount column");
+            let mut want: BTreeMap<String, SegmentTruth> = BTreeMap::new();
+            for r in &rows {
+                let valid = email.is_some_and(|i| ref_email(&r[i]).is_some())
+                    || hashed.is_some_and(|i| {
+                        let h = r[i].trim();
+                        h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+                    })
+                    || phone.is_some_and(|i| ref_phone(&r[i]).is_some());
+                if valid {
+                    let seg = want.entry(r[region].clone()).or_default();
+                    seg.rows += 1;
+                    seg.sum_cents += i128::from(parse_cents(&r[amount]));
+                }
+            }
+            let got = g.truth_segments(&p.node);
+            assert_eq!(got, want, "{}", p.node);
+            let loaded = g.truth[pi].iter().filter(|r| r.loaded()).count();
+            let total: u64 = got.values().map(|s| s.rows).sum();
+            assert_eq!(total, loaded as u64);
+            assert!(loaded < rows.len(), "bad rows are not loaded");
+            assert_eq!(got.keys().map(String::as_str).collect::<Vec<_>>(), {
+                let mut r = REGIONS.to_vec();
+                r.sort_unstable();
+                r
+            });
+        }
+    }
+
+    /// PSI-sum recomputed from the files: amounts parsed from the CSV, emails from
+    /// `canonical_ids` of each row's key; row-wise then per-email bounds via `max`/`min`.
+    fn brute_sum(g: &Generated, values: &str, ids: &str, lo: u64, hi: u64) -> SumTruth {
+        let rows_of = |node: &str| -> Vec<(CanonicalIds, u64)> {
+            let p = g.party(node).expect("party");
+            let (header, rows) = read_csv(&p.csv_path);
+            let amount = header.iter().position(|h| h == "amount").expect("amount");
+            rows.iter()
+                .map(|r| {
+                    let ids = g.canonical_ids(node, &r[0]).expect("known key");
+                    (ids, parse_cents(&r[amount]))
+                })
+                .collect()
+        };
+        let p1: HashSet<String> = rows_of(ids)
+            .into_iter()
+            .filter_map(|(c, _)| c.email)
+            .collect();
+        let mut per_email: HashMap<String, Vec<u64>> = HashMap::new();
+        for (c, a) in rows_of(values) {
+            if let Some(e) = c.email {
+                per_email.entry(e).or_default().push(a);
+            }
+        }
+        let mut out = SumTruth::default();
+        for (e, amounts) in per_email {
+            if p1.contains(&e) {
+                let total: u64 = amounts.iter().map(|a| (*a).max(lo).min(hi)).sum();
+                out.count += 1;
+                out.sum_cents += total.max(lo).min(hi);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn truth_sum_matches_brute_force() {
+        let (_dir, g) = demo_2k();
+        for (v, i) in SUM_PAIRS {
+            for (lo, hi) in [(0, u64::MAX / 4), (0, 500), (200, 5_000), (50_000, 80_000)] {
+                let got = g.truth_sum(v, i, lo, hi);
+                assert_eq!(got, brute_sum(&g, v, i, lo, hi), "{v}/{i} [{lo}, {hi}]");
+                assert!(got.count > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn truth_sum_clamping_lowers_sum() {
+        let (_dir, g) = demo_2k();
+        for (v, i) in SUM_PAIRS {
+            let full = g.truth_sum(v, i, 0, u64::MAX / 4);
+            let capped = g.truth_sum(v, i, 0, 10_000);
+            assert_eq!(capped.count, full.count);
+            assert!(capped.sum_cents < full.sum_cents, "{v}/{i}");
+            assert!(capped.sum_cents <= capped.count * 10_000);
+            let fixed = g.truth_sum(v, i, 700, 700);
+            assert_eq!(fixed.count, full.count);
+            assert_eq!(fixed.sum_cents, fixed.count * 700);
+            let huge = g.truth_sum(v, i, u64::MAX, u64::MAX);
+            assert_eq!(huge.sum_cents, u64::MAX, "saturates");
+        }
+    }
+
+    /// The email-only record match, counted in distinct canonical emails, is the PSI-sum
+    /// intersection; phone matches do not count.
+    #[test]
+    fn truth_sum_count_matches_email_truth_match() {
+        let (_dir, g) = demo_2k();
+        for (v, i) in SUM_PAIRS {
+            let keys = g.truth_match(v, i, Some(&["email"]));
+            let emails: BTreeSet<String> = keys
+                .iter()
+                .map(|k| {
+                    let ids = g.canonical_ids(v, k).expect("known key");
+                    ids.email.expect("matched on email")
+                })
+                .collect();
+            let sum = g.truth_sum(v, i, 0, u64::MAX / 4);
+            assert_eq!(sum.count, emails.len() as u64, "{v}/{i}");
+            assert!(g.truth_match(v, i, None).len() > keys.len());
+        }
+    }
+
+    /// Hand-built truth: per-row clamp, then per-email clamp; a P1 phone never matches.
+    #[test]
+    fn truth_sum_known_answer() {
+        let person = |email: &str, phone| Person {
+            email: email.into(),
+            at: email.find('@').expect("@"),
+            gmail: false,
+            phone,
+        };
+        let party = |node: &str| GeneratedParty {
+            node: node.into(),
+            dataset: "d".into(),
+            csv_path: PathBuf::from("/nonexistent"),
+            records: 0,
+            columns: Vec::new(),
+            key_column: KEY_COLUMN.into(),
+        };
+        let rec = |key: &str, email, phone, region, amount_cents| RecordTruth {
+            key: key.into(),
+            email,
+            phone,
+            region,
+            amount_cents,
+        };
+        let g = Generated {
+            parties: vec![party("p1"), party("p2")],
+            persons: vec![
+                person("a@example.org", 2_015_550_100),
+                person("b@example.org", 2_015_550_101),
+                person("c@example.org", 2_015_550_102),
+            ],
+            truth: vec![
+                vec![
+                    rec("P1-1", Some(0), None, "north", 1),
+                    rec("P1-2", None, Some(1), "north", 1),
+                    rec("P1-3", None, None, "south", 1),
+                ],
+                vec![
+                    rec("P2-1", Some(0), Some(0), "north", 100),
+                    rec("P2-2", Some(0), None, "east", 900),
+                    rec("P2-3", Some(1), Some(1), "east", 50),
+                    rec("P2-4", None, Some(0), "west", 7000),
+                    rec("P2-5", None, None, "west", 9_999),
+                ],
+            ],
+        };
+        // a: clamp(100) + clamp(900) = 200 + 900 = 1100 -> 1000; b only by phone in P1.
+        assert_eq!(
+            g.truth_sum("p2", "p1", 200, 1_000),
+            SumTruth {
+                count: 1,
+                sum_cents: 1_000
+            }
+        );
+        // a: 100 + 500 = 600 -> 500.
+        assert_eq!(g.truth_sum("p2", "p1", 0, 500).sum_cents, 500);
+        assert_eq!(g.truth_sum("p2", "p1", 0, 10_000).sum_cents, 1_000);
+        assert_eq!(g.truth_sum("p1", "p2", 0, 10_000).sum_cents, 1);
+        let seg = g.truth_segments("p2");
+        assert_eq!(seg.len(), 3);
+        assert_eq!(
+            seg["east"],
+            SegmentTruth {
+                rows: 2,
+                sum_cents: 950
+            }
+        );
+        assert_eq!(
+            seg["west"],
+            SegmentTruth {
+                rows: 1,
+                sum_cents: 7000
+            }
+        );
+        assert_eq!(g.truth_segments("p1").len(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds upper bound")]
+    fn truth_sum_rejects_inverted_bounds() {
+        let (_dir, g) = demo_2k();
+        let _ = g.truth_sum("brand", "publisher", 10, 9);
     }
 }

@@ -195,6 +195,15 @@ impl Federation {
         Ok(())
     }
 
+    /// Replaces a (stopped) node's policy and starts it again.
+    pub fn start_node_with_policy(&mut self, name: &str, policy_toml: &str) -> anyhow::Result<()> {
+        self.setups
+            .get_mut(name)
+            .with_context(|| format!("unknown node {name}"))?
+            .policy_toml = policy_toml.to_string();
+        self.start_node(name)
+    }
+
     /// Stops a node (as if its process ended: the link drops).
     pub async fn stop_node(&mut self, name: &str) -> anyhow::Result<()> {
         if let Some(r) = self.nodes.remove(name) {
@@ -363,24 +372,137 @@ pub fn psi_spec(
             Participant {
                 node: receiver.0.to_string(),
                 dataset: receiver.1.to_string(),
-                columns: vec![],
                 psi_role: PsiRole::Receiver as i32,
+                ..Default::default()
             },
             Participant {
                 node: sender.0.to_string(),
                 dataset: sender.1.to_string(),
-                columns: vec![],
                 psi_role: PsiRole::Sender as i32,
+                ..Default::default()
             },
         ],
         psi: Some(PsiParams {
             mode: mode as i32,
             min_intersection,
+            ..Default::default()
+        }),
+        dp_stats: None,
+    }
+}
+
+/// Laplace DP parameters with this epsilon.
+pub fn laplace(epsilon: f64) -> parley_proto::DpParams {
+    parley_proto::DpParams {
+        epsilon,
+        mechanism: parley_proto::DpMechanism::Laplace as i32,
+        delta: 0.0,
+    }
+}
+
+/// An intersection-sum job: `values` = (node, dataset) of P2 (email column, `amount` values,
+/// receives the result), `ids` = (node, dataset) of P1 (all identifier columns), clamping to
+/// [lower, upper] with cents, Laplace noise of `epsilon` on the sum and on the count.
+pub fn sum_spec(
+    values: (&str, &str),
+    email_column: &str,
+    ids: (&str, &str),
+    lower: f64,
+    upper: f64,
+    epsilon: f64,
+) -> JobSpec {
+    use parley_proto::{JobKind, Participant, PsiMode, PsiParams, PsiRole};
+    JobSpec {
+        label: format!("revenue of {} users at {}", ids.0, values.0),
+        kind: JobKind::Psi as i32,
+        participants: vec![
+            Participant {
+                node: values.0.to_string(),
+                dataset: values.1.to_string(),
+                columns: vec![email_column.to_string()],
+                psi_role: PsiRole::Receiver as i32,
+                value_column: "amount".to_string(),
+            },
+            Participant {
+                node: ids.0.to_string(),
+                dataset: ids.1.to_string(),
+                psi_role: PsiRole::Sender as i32,
+                ..Default::default()
+            },
+        ],
+        psi: Some(PsiParams {
+            mode: PsiMode::Sum as i32,
+            dp: Some(laplace(epsilon)),
+            count_dp: Some(laplace(epsilon)),
+            lower,
+            upper,
+            decimals: 2,
+            ..Default::default()
+        }),
+        dp_stats: None,
+    }
+}
+
+/// A dp_stats job over `node`'s `dataset`: Laplace count (epsilon `eps_count`) and clamped sum
+/// of `amount` in [0, 1000] (epsilon `eps_sum`, skipped when 0) per `region` category.
+pub fn dp_stats_spec(
+    node: &str,
+    dataset: &str,
+    categories: &[&str],
+    bucket_other: bool,
+    eps_count: f64,
+    eps_sum: f64,
+) -> JobSpec {
+    use parley_proto::{
+        DpMechanism, DpStatsParams, JobKind, Measure, MeasureKind, OtherRows, Participant,
+    };
+    let mut measures = vec![Measure {
+        kind: MeasureKind::Count as i32,
+        epsilon: eps_count,
+        ..Default::default()
+    }];
+    if eps_sum > 0.0 {
+        measures.push(Measure {
+            kind: MeasureKind::Sum as i32,
+            column: "amount".to_string(),
+            lower: 0.0,
+            upper: 1000.0,
+            epsilon: eps_sum,
+        });
+    }
+    JobSpec {
+        label: format!("segments of {node}"),
+        kind: JobKind::DpStats as i32,
+        participants: vec![Participant {
+            node: node.to_string(),
+            dataset: dataset.to_string(),
+            ..Default::default()
+        }],
+        psi: None,
+        dp_stats: Some(DpStatsParams {
+            segment_column: "region".to_string(),
+            categories: categories.iter().map(|c| c.to_string()).collect(),
+            other: if bucket_other {
+                OtherRows::Bucket
+            } else {
+                OtherRows::Drop
+            } as i32,
+            measures,
+            mechanism: DpMechanism::Laplace as i32,
+            delta: 0.0,
+            min_count: 0,
+            decimals: 2,
         }),
     }
 }
 
-/// A policy letting `partners` run both PSI modes on `datasets` in either role.
+/// A `[datasets.budget]` table to append after a dataset's TOML block.
+pub fn budget_toml(epsilon: f64) -> String {
+    format!("\n[datasets.budget]\nepsilon = {epsilon:?}\n")
+}
+
+/// A policy letting `partners` run every job kind on `datasets` in either role (a dp_stats
+/// job has no partner, so any rule covers it).
 pub fn open_policy(partners: &[&str], datasets: &[&str]) -> String {
     let q = |v: &[&str]| {
         v.iter()
@@ -389,7 +511,7 @@ pub fn open_policy(partners: &[&str], datasets: &[&str]) -> String {
             .join(", ")
     };
     format!(
-        "[[rule]]\npartners = [{}]\nkinds = [\"psi_match\", \"psi_cardinality\"]\ndatasets = [{}]\n",
+        "[[rule]]\npartners = [{}]\nkinds = [\"psi_match\", \"psi_cardinality\", \"psi_sum\", \"dp_stats\"]\ndatasets = [{}]\n",
         q(partners),
         q(datasets)
     )

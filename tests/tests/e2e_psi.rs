@@ -229,6 +229,7 @@ async fn a_malformed_point_from_a_peer_fails_the_job_cleanly() {
             stream: PsiStream::SenderBlinded as i32,
             count: 2,
             group_size: 1,
+            public_key: Vec::new(),
         },
     ));
     mallory
@@ -297,6 +298,7 @@ async fn a_tampered_or_replayed_envelope_fails_the_job() {
             stream: PsiStream::SenderBlinded as i32,
             count: 0,
             group_size: 1,
+            public_key: Vec::new(),
         },
     ));
     mallory
@@ -335,6 +337,7 @@ async fn a_node_that_disconnects_mid_job_fails_it_and_the_next_job_succeeds() {
             stream: PsiStream::SenderBlinded as i32,
             count: 1000,
             group_size: 1,
+            public_key: Vec::new(),
         },
     ));
     mallory

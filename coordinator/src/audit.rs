@@ -1,0 +1,200 @@
+//! `parleyctl audit`: offline verification of a node's exported privacy-budget ledger.
+//!
+//! The auditor needs the export (`parley-node ledger export`) and the node's Ed25519 public key,
+//! obtained out of band (from the node operator, or from the node's certificate-bound key
+//! binding, which `parleyctl nodes --keys` shows). The audit checks the hash chain, every
+//! signature, and spending per refresh period against the budget recorded in the rows
+//! (`parley_crypto::ledger::audit`). To catch a truncated or rewritten ledger it also compares
+//! the export's last row with the head the coordinator recorded from the node's own reports
+//! (signed by the node; the signature is checked here too, so a coordinator cannot invent a
+//! head). `--head SEQ:HASH` gives the expected head directly; `--offline` skips that check and
+//! says so.
+//!
+//! Exit status: 0 the ledger passed, 2 it failed (the first bad row and why are printed),
+//! 1 the audit could not be run (unreadable file, bad key, coordinator unreachable).
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use parley_crypto::ledger::{Head, LedgerExport, audit};
+use parley_proto::LedgerHeadsRequest;
+
+use crate::ctl::{ConnectionArgs, CtlConfig, EXIT_JOB_DID_NOT_SUCCEED, EXIT_OK, RpcError, connect};
+
+/// Where the expected head comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadSource {
+    /// Given on the command line.
+    Given(String),
+    /// Fetched from the coordinator.
+    Coordinator,
+    /// Not checked.
+    Offline,
+}
+
+/// Parses an Ed25519 public key: 64 hex digits, or a file holding them.
+pub fn parse_node_key(arg: &str) -> anyhow::Result<[u8; 32]> {
+    let text = if Path::new(arg).is_file() {
+        std::fs::read_to_string(arg)
+            .with_context(|| format!("cannot read node key file '{arg}'"))?
+    } else {
+        arg.to_string()
+    };
+    let hex_text = text.trim();
+    let bytes = hex::decode(hex_text).map_err(|_| {
+        anyhow::anyhow!(
+            "--node-key: expected the node's Ed25519 public key as 64 hex digits (or a file \
+             holding them); `parley-node ledger export` prints it"
+        )
+    })?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        anyhow::anyhow!(
+            "--node-key: an Ed25519 public key is 32 bytes (64 hex digits), got {} bytes",
+            bytes.len()
+        )
+    })
+}
+
+/// Runs `parleyctl audit`. Returns [`EXIT_OK`] if the ledger passed, [`EXIT_JOB_DID_NOT_SUCCEED`]
+/// (2) if it failed; errors mean the audit could not be run.
+pub async fn run_audit(
+    file: &Path,
+    node_key: &str,
+    head: HeadSource,
+    connection: &ConnectionArgs,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<i32> {
+    let key = parse_node_key(node_key)?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read ledger export '{}'", file.display()))?;
+    let export = match LedgerExport::from_json(&text) {
+        Ok(e) => e,
+        Err(e) => {
+            writeln!(
+                out,
+                "ledger audit of '{}': FAILED\n  the file is not a valid ledger export: {e}",
+                file.display()
+            )?;
+            return Ok(EXIT_JOB_DID_NOT_SUCCEED);
+        }
+    };
+    let (expected, note) = match head {
+        HeadSource::Given(h) => {
+            let h: Head = h
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--head: {e} (expected SEQ:HASH)"))?;
+            (Some(h), format!("expected head {h} (given with --head)"))
+        }
+        HeadSource::Offline => (
+            None,
+            "head NOT checked (--offline): rows removed from the end of the ledger cannot be \
+             detected"
+                .to_string(),
+        ),
+        HeadSource::Coordinator => {
+            let recorded = coordinator_head(&export, &key, connection).await?;
+            match recorded {
+                Some(h) => (
+                    Some(h),
+                    format!("expected head {h} (recorded by the coordinator)"),
+                ),
+                None if export.rows.is_empty() => (
+                    None,
+                    "the coordinator recorded no head and the export is empty".to_string(),
+                ),
+                None => {
+                    writeln!(
+                        out,
+                        "ledger audit of node '{}', dataset '{}': FAILED\n  the export has {} \
+                         rows but the coordinator recorded no ledger head for this node and \
+                         dataset; the export cannot be tied to what the node reported",
+                        export.node,
+                        export.dataset,
+                        export.rows.len()
+                    )?;
+                    return Ok(EXIT_JOB_DID_NOT_SUCCEED);
+                }
+            }
+        }
+    };
+    let report = audit(&export, &key, expected.as_ref());
+    write!(out, "{report}")?;
+    writeln!(out, "  {note}")?;
+    Ok(if report.passed() {
+        EXIT_OK
+    } else {
+        EXIT_JOB_DID_NOT_SUCCEED
+    })
+}
+
+/// The head the coordinator recorded for the export's node and dataset, after checking the
+/// node's signature over it.
+async fn coordinator_head(
+    export: &LedgerExport,
+    key: &[u8; 32],
+    connection: &ConnectionArgs,
+) -> anyhow::Result<Option<Head>> {
+    let config = CtlConfig::resolve(connection)?;
+    let url = config.coordinator.clone();
+    let mut client = connect(&config).await.context(
+        "the audit compares the export with the head the coordinator recorded; pass \
+         --offline to skip that check, or --head SEQ:HASH",
+    )?;
+    let heads = client
+        .ledger_heads(LedgerHeadsRequest {
+            node: export.node.clone(),
+            dataset: export.dataset.clone(),
+        })
+        .await
+        .map_err(|s| RpcError::new("read ledger heads", &url, s))?
+        .into_inner()
+        .heads;
+    let Some(recorded) = heads
+        .into_iter()
+        .find(|h| h.node == export.node)
+        .and_then(|h| h.head)
+        .filter(|h| h.dataset == export.dataset)
+    else {
+        return Ok(None);
+    };
+    let hash = <[u8; 32]>::try_from(recorded.hash.as_slice())
+        .map_err(|_| anyhow::anyhow!("the coordinator returned a malformed ledger head"))?;
+    let valid = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+        .verify(&hash, &recorded.signature)
+        .is_ok();
+    if !valid {
+        bail!(
+            "the ledger head the coordinator recorded for node '{}' is not signed by --node-key; \
+             check the key, or the coordinator's record is not the node's",
+            export.node
+        );
+    }
+    Ok(Some(Head {
+        seq: recorded.seq,
+        hash,
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_keys_parse() {
+        let hex64 = "ab".repeat(32);
+        assert_eq!(parse_node_key(&hex64).unwrap(), [0xab; 32]);
+        assert!(parse_node_key("xyz").is_err());
+        assert!(
+            parse_node_key(&"ab".repeat(31))
+                .unwrap_err()
+                .to_string()
+                .contains("31 bytes")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k.hex");
+        std::fs::write(&f, format!("{hex64}\n")).unwrap();
+        assert_eq!(parse_node_key(f.to_str().unwrap()).unwrap(), [0xab; 32]);
+    }
+}

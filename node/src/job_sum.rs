@@ -1,0 +1,582 @@
+//! The two node parties of PSI `sum` mode (intersection-sum with cardinality), driven like the
+//! other PSI roles by the job's sealed-envelope transport; the maths is
+//! `parley_crypto::psi_sum`, whose module docs state what each party learns.
+//!
+//! # Guarantees
+//! * P1 ([`SumSenderParty`], the job's "sender") releases nothing until everything from P2 has
+//!   arrived and the intersection is computed; it then calls the release closure exactly once,
+//!   with the exact intersection count, and sends the noisy encrypted sum and noisy count only if
+//!   the closure succeeded (it charges the privacy budget and samples the noise). The exact
+//!   count never leaves this module except into that closure.
+//! * P2 ([`SumReceiverParty`], the job's "receiver") accepts P1's answer only after it has sent
+//!   every stream P1 needs, and decrypts it within a range the caller declares.
+//! * Every declared count is checked against the job's limit before anything is allocated;
+//!   batches never exceed one 1 MiB chunk (32-byte points; 96-byte pairs).
+//! * Only counts and stage names appear in progress reports and errors.
+
+// The job runtime constructs these parties; until it does, only the tests use them.
+
+use std::collections::VecDeque;
+
+use parley_crypto::elgamal::{CIPHERTEXT_LEN, DlogTable};
+use parley_crypto::psi::POINT_LEN;
+use parley_crypto::psi_sum::{PAIR_LEN, SumP1, SumP2};
+use parley_proto::{
+    NoiseInfo, PointBatch, PsiHeader, PsiMessage, PsiStream, SumOutcome, psi_message,
+};
+
+use crate::NodeError;
+use crate::job::{Party, batch, header, peer_err};
+
+/// Largest number of pairs in one batch: one envelope carries at most one chunk.
+const MAX_PAIRS_PER_BATCH: usize = parley_proto::MAX_CHUNK_BYTES / PAIR_LEN;
+
+/// Largest number of points in one batch.
+const MAX_POINTS_PER_BATCH: usize = parley_proto::MAX_CHUNK_BYTES / POINT_LEN;
+
+/// The noise P1 adds to its release, as sampled (and charged) by the release closure.
+pub(crate) struct SumNoise {
+    /// Noise added to the sum, inside the ciphertext.
+    pub sum_noise: i64,
+    /// Noise added to the intersection count.
+    pub count_noise: i64,
+    /// Parameters of the sum's noise, sent to P2.
+    pub sum_info: NoiseInfo,
+    /// Parameters of the count's noise, sent to P2.
+    pub count_info: NoiseInfo,
+}
+
+/// Called once by P1 with the exact intersection count, after everything has arrived and
+/// before anything is released; an error fails the job and nothing is sent.
+pub(crate) type ReleaseFn = Box<dyn FnOnce(u64) -> Result<SumNoise, NodeError> + Send>;
+
+/// P1 in sum mode: sends its blinded identifiers, receives P2's two streams, returns the noisy
+/// encrypted sum and noisy count.
+pub(crate) struct SumSenderParty {
+    /// `None` once the outcome has been computed.
+    p1: Option<SumP1>,
+    batch_points: usize,
+    total: u64,
+    sent: u64,
+    header_sent: bool,
+    release: Option<ReleaseFn>,
+    /// The answer, once computed and until handed out for sending.
+    outcome: Option<PsiMessage>,
+    outcome_sent: bool,
+}
+
+impl SumSenderParty {
+    /// P1's party; `batch_points` is the configured number of points per message.
+    pub(crate) fn new(p1: SumP1, batch_points: usize, release: ReleaseFn) -> Self {
+        SumSenderParty {
+            total: p1.outgoing_count(),
+            p1: Some(p1),
+            batch_points: batch_points.clamp(1, MAX_POINTS_PER_BATCH),
+            sent: 0,
+            header_sent: false,
+            release: Some(release),
+            outcome: None,
+            outcome_sent: false,
+        }
+    }
+
+    fn p1(&mut self) -> Result<&mut SumP1, NodeError> {
+        self.p1.as_mut().ok_or_else(|| {
+            peer_err("message from P2 after the intersection-sum was already computed")
+        })
+    }
+
+    /// Once both of P2's streams are complete: computes the sum, calls the release closure and
+    /// prepares the answer.
+    fn finish_if_complete(&mut self) -> Result<(), NodeError> {
+        if !self.p1.as_ref().is_some_and(SumP1::is_complete) {
+            return Ok(());
+        }
+        let Some(p1) = self.p1.take() else {
+            return Ok(());
+        };
+        let outcome = p1.finish()?;
+        let release = self
+            .release
+            .take()
+            .ok_or_else(|| NodeError::protocol("", "intersection-sum released twice"))?;
+        let noise = release(outcome.intersection_count)?;
+        let ciphertext = outcome.noisy_response(noise.sum_noise)?;
+        let noisy_count = i64::try_from(outcome.intersection_count)
+            .ok()
+            .and_then(|c| c.checked_add(noise.count_noise))
+            .ok_or_else(|| {
+                NodeError::protocol("", "noisy intersection count overflows a 64-bit integer")
+            })?;
+        self.outcome = Some(PsiMessage {
+            body: Some(psi_message::Body::SumOutcome(SumOutcome {
+                ciphertext: ciphertext.to_vec(),
+                noisy_count,
+                sum_noise: Some(noise.sum_info),
+                count_noise: Some(noise.count_info),
+            })),
+        });
+        Ok(())
+    }
+}
+
+impl Party for SumSenderParty {
+    fn next_outgoing(&mut self) -> Result<Option<PsiMessage>, NodeError> {
+        if !self.header_sent {
+            self.header_sent = true;
+            return Ok(Some(header(PsiStream::SumIds, self.total, 1)));
+        }
+        if self.sent < self.total {
+            let len = self.batch_points.min((self.total - self.sent) as usize);
+            let sent = self.sent;
+            let points = self.p1()?.blind_batch(sent, len)?;
+            self.sent += len as u64;
+            return Ok(Some(batch(PsiStream::SumIds, sent, points)));
+        }
+        if let Some(m) = self.outcome.take() {
+            self.outcome_sent = true;
+            return Ok(Some(m));
+        }
+        Ok(None)
+    }
+
+    fn on_incoming(&mut self, m: PsiMessage) -> Result<(), NodeError> {
+        match m.body {
+            Some(psi_message::Body::Header(PsiHeader {
+                stream,
+                count,
+                public_key,
+                ..
+            })) => match PsiStream::try_from(stream) {
+                Ok(PsiStream::SumIdsReblinded) => self.p1()?.on_reblinded_header(count)?,
+                Ok(PsiStream::SumPairs) => self.p1()?.on_pairs_header(count, &public_key)?,
+                _ => return Err(peer_err("unexpected stream header for intersection-sum P1")),
+            },
+            Some(psi_message::Body::Batch(PointBatch {
+                stream,
+                offset,
+                points,
+            })) => match PsiStream::try_from(stream) {
+                Ok(PsiStream::SumIdsReblinded) => self.p1()?.on_reblinded(offset, &points)?,
+                Ok(PsiStream::SumPairs) => self.p1()?.on_pairs(offset, &points)?,
+                _ => return Err(peer_err("unexpected stream batch for intersection-sum P1")),
+            },
+            Some(_) => return Err(peer_err("unexpected message for intersection-sum P1")),
+            None => return Err(peer_err("empty PSI message")),
+        }
+        self.finish_if_complete()
+    }
+
+    fn incoming_done(&self) -> bool {
+        self.p1.is_none()
+    }
+
+    fn progress(&self) -> (&'static str, u64, u64) {
+        if self.sent < self.total {
+            return ("blind", self.sent, self.total);
+        }
+        let Some(p1) = &self.p1 else {
+            return ("sum", u64::from(self.outcome_sent), 1);
+        };
+        match (p1.reblinded_progress(), p1.pairs_progress()) {
+            ((done, declared), _) if declared != Some(done) => {
+                ("reblind", done, declared.unwrap_or(self.total))
+            }
+            (_, (done, declared)) => ("pairs", done, declared.unwrap_or(0)),
+        }
+    }
+}
+
+/// What P2 learns at the end of a sum job.
+#[derive(Debug)]
+pub(crate) struct SumReceived {
+    /// The sum over the intersection plus P1's noise.
+    pub noisy_sum: i64,
+    /// The intersection count plus P1's noise.
+    pub noisy_count: i64,
+    /// Parameters of the sum's noise, as P1 reported them.
+    pub sum_info: NoiseInfo,
+    /// Parameters of the count's noise, as P1 reported them.
+    pub count_info: NoiseInfo,
+    /// `|X|`: P1's number of distinct identifiers.
+    pub p1_identifiers: u64,
+}
+
+/// P2 in sum mode: re-blinds P1's identifiers, sends its encrypted pairs, receives and decrypts
+/// P1's answer.
+pub(crate) struct SumReceiverParty {
+    p2: SumP2,
+    point_batch: usize,
+    pair_batch: usize,
+    pairs_total: u64,
+    pairs_sent: u64,
+    pairs_header_sent: bool,
+    /// Re-blinded points waiting to be sent (header first, batches once P1's stream is done).
+    replies: VecDeque<PsiMessage>,
+    /// P1's stream is complete and every re-blinded point is queued.
+    ids_finished: bool,
+    outcome: Option<SumOutcome>,
+}
+
+impl SumReceiverParty {
+    /// P2's party; `batch_points` is the configured number of points per message (pairs are
+    /// capped to what fits one chunk).
+    ///
+    /// Starts building the process-wide discrete-log table in the background (once per process),
+    /// so that it is usually ready by the time P1's answer arrives.
+    pub(crate) fn new(p2: SumP2, batch_points: usize) -> Self {
+        // A plain thread, not a rayon task: a rayon worker waiting inside the table's parallel
+        // build could pick up another task that also waits for the table. Best effort: if the
+        // thread cannot start, the table is built on first decryption instead.
+        let _ = std::thread::Builder::new()
+            .name("dlog-table".into())
+            .spawn(|| {
+                DlogTable::global();
+            });
+        SumReceiverParty {
+            pairs_total: p2.pairs_count(),
+            p2,
+            point_batch: batch_points.clamp(1, MAX_POINTS_PER_BATCH),
+            pair_batch: batch_points.clamp(1, MAX_PAIRS_PER_BATCH),
+            pairs_sent: 0,
+            pairs_header_sent: false,
+            replies: VecDeque::new(),
+            ids_finished: false,
+            outcome: None,
+        }
+    }
+
+    /// Queues all re-blinded points, shuffled, once P1's stream is complete.
+    fn finish_ids(&mut self) -> Result<(), NodeError> {
+        let points = self.p2.finish_ids_stream()?;
+        for (i, c) in points.chunks(self.point_batch * POINT_LEN).enumerate() {
+            let offset = (i * self.point_batch) as u64;
+            self.replies
+                .push_back(batch(PsiStream::SumIdsReblinded, offset, c.to_vec()));
+        }
+        self.ids_finished = true;
+        Ok(())
+    }
+
+    fn everything_sent(&self) -> bool {
+        self.ids_finished
+            && self.replies.is_empty()
+            && self.pairs_header_sent
+            && self.pairs_sent == self.pairs_total
+    }
+
+    /// Decrypts P1's answer, whose sum P2 declares to lie in `[min, max]` (e.g. from minus the
+    /// noise bound to the number of pairs times the clamping bound plus the noise bound).
+    pub(crate) fn finish(self, min: i64, max: i64) -> Result<SumReceived, NodeError> {
+        let o = self
+            .outcome
+            .ok_or_else(|| NodeError::protocol("", "intersection-sum answer from P1 missing"))?;
+        let noisy_sum = self.p2.decrypt_sum(&o.ciphertext, min, max)?;
+        Ok(SumReceived {
+            noisy_sum,
+            noisy_count: o.noisy_count,
+            sum_info: o.sum_noise.unwrap_or_default(),
+            count_info: o.count_noise.unwrap_or_default(),
+            p1_identifiers: self.p2.p1_identifiers(),
+        })
+    }
+}
+
+impl Party for SumReceiverParty {
+    fn next_outgoing(&mut self) -> Result<Option<PsiMessage>, NodeError> {
+        if let Some(m) = self.replies.pop_front() {
+            return Ok(Some(m));
+        }
+        if !self.pairs_header_sent {
+            self.pairs_header_sent = true;
+            return Ok(Some(PsiMessage {
+                body: Some(psi_message::Body::Header(PsiHeader {
+                    stream: PsiStream::SumPairs as i32,
+                    count: self.pairs_total,
+                    group_size: 1,
+                    public_key: self.p2.public_key().to_vec(),
+                })),
+            }));
+        }
+        if self.pairs_sent < self.pairs_total {
+            let len = self
+                .pair_batch
+                .min((self.pairs_total - self.pairs_sent) as usize);
+            let offset = self.pairs_sent;
+            let pairs = self.p2.pairs_batch(offset, len)?;
+            self.pairs_sent += len as u64;
+            return Ok(Some(batch(PsiStream::SumPairs, offset, pairs)));
+        }
+        Ok(None)
+    }
+
+    fn on_incoming(&mut self, m: PsiMessage) -> Result<(), NodeError> {
+        if self.outcome.is_some() {
+            return Err(peer_err(
+                "message from P1 after its intersection-sum answer",
+            ));
+        }
+        match m.body {
+            Some(psi_message::Body::Header(h)) if h.stream() == PsiStream::SumIds => {
+                self.p2.on_ids_header(h.count)?;
+                self.replies
+                    .push_back(header(PsiStream::SumIdsReblinded, h.count, 1));
+                if h.count == 0 {
+                    self.finish_ids()?;
+                }
+            }
+            Some(psi_message::Body::Batch(b)) if b.stream() == PsiStream::SumIds => {
+                self.p2.on_ids(b.offset, &b.points)?;
+                let (received, declared) = self.p2.ids_progress();
+                if declared == Some(received) {
+                    self.finish_ids()?;
+                }
+            }
+            Some(psi_message::Body::SumOutcome(o)) => {
+                if !self.everything_sent() {
+                    return Err(peer_err(
+                        "intersection-sum answer arrived before P2 had sent all its points and pairs",
+                    ));
+                }
+                if o.ciphertext.len() != CIPHERTEXT_LEN {
+                    return Err(parley_crypto::CryptoError::CiphertextLength {
+                        len: o.ciphertext.len(),
+                    }
+                    .into());
+                }
+                if o.sum_noise.is_none() || o.count_noise.is_none() {
+                    return Err(peer_err(
+                        "intersection-sum answer without its noise parameters",
+                    ));
+                }
+                self.outcome = Some(o);
+            }
+            Some(_) => return Err(peer_err("unexpected message for intersection-sum P2")),
+            None => return Err(peer_err("empty PSI message")),
+        }
+        Ok(())
+    }
+
+    fn incoming_done(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    fn progress(&self) -> (&'static str, u64, u64) {
+        if self.pairs_sent < self.pairs_total {
+            return ("pairs", self.pairs_sent, self.pairs_total);
+        }
+        let (received, declared) = self.p2.ids_progress();
+        if !self.ids_finished {
+            return ("reblind", received, declared.unwrap_or(0));
+        }
+        ("sum", u64::from(self.outcome.is_some()), 1)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use parley_crypto::normalize::IdHash;
+    use parley_proto::DpMechanism;
+    use prost::Message;
+
+    use super::*;
+
+    fn id(i: u32) -> IdHash {
+        IdHash::of_normalized(&format!("user{i}@example.com"))
+    }
+
+    fn info(epsilon: f64) -> NoiseInfo {
+        NoiseInfo {
+            mechanism: DpMechanism::Laplace as i32,
+            epsilon,
+            delta: 0.0,
+            scale: 1.0 / epsilon,
+            accuracy95: 3.0 / epsilon,
+        }
+    }
+
+    /// A release closure with fixed noise that records the counts it was called with.
+    fn release(sum_noise: i64, count_noise: i64, calls: Arc<Mutex<Vec<u64>>>) -> ReleaseFn {
+        Box::new(move |count| {
+            calls.lock().unwrap().push(count);
+            Ok(SumNoise {
+                sum_noise,
+                count_noise,
+                sum_info: info(1.0),
+                count_info: info(0.5),
+            })
+        })
+    }
+
+    /// Passes messages (through their wire encoding) until both parties are done, the way
+    /// `Wire::drive` would; returns the first error.
+    fn pump(a: &mut dyn Party, b: &mut dyn Party) -> Result<(), NodeError> {
+        let wire = |m: PsiMessage| PsiMessage::decode(m.encode_to_vec().as_slice()).unwrap();
+        for _ in 0..100_000 {
+            let mut moved = false;
+            if let Some(m) = a.next_outgoing()? {
+                assert!(m.encoded_len() <= parley_proto::MAX_CHUNK_BYTES + 64);
+                b.on_incoming(wire(m))?;
+                moved = true;
+            }
+            if let Some(m) = b.next_outgoing()? {
+                assert!(m.encoded_len() <= parley_proto::MAX_CHUNK_BYTES + 64);
+                a.on_incoming(wire(m))?;
+                moved = true;
+            }
+            if !moved {
+                assert!(a.incoming_done() && b.incoming_done(), "parties stalled");
+                return Ok(());
+            }
+        }
+        panic!("no end");
+    }
+
+    fn sets() -> (Vec<IdHash>, Vec<(IdHash, u64)>, i64, i64) {
+        let x: Vec<IdHash> = (0..300).map(id).chain((0..50).map(id)).collect();
+        let y: Vec<(IdHash, u64)> = (200..700)
+            .map(|i| (id(i), u64::from(i) * 1000 + 7))
+            .collect();
+        let count = 100;
+        let sum = (200..300).map(|i| i64::from(i) * 1000 + 7).sum();
+        (x, y, count, sum)
+    }
+
+    fn run(batch_points: usize, sum_noise: i64, count_noise: i64) -> (SumReceived, Vec<u64>) {
+        let (x, y, _, _) = sets();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut p1 = SumSenderParty::new(
+            SumP1::new(x, 10_000).unwrap(),
+            batch_points,
+            release(sum_noise, count_noise, calls.clone()),
+        );
+        let mut p2 = SumReceiverParty::new(SumP2::new(y, 10_000).unwrap(), batch_points);
+        pump(&mut p1, &mut p2).unwrap();
+        assert_eq!(p1.progress(), ("sum", 1, 1));
+        assert_eq!(p2.progress(), ("sum", 1, 1));
+        let got = p2.finish(-(1 << 20), 1 << 40).unwrap();
+        let calls = calls.lock().unwrap().clone();
+        (got, calls)
+    }
+
+    #[test]
+    fn zero_noise_gives_the_exact_sum() {
+        let (_, _, count, sum) = sets();
+        for batch_points in [7, 64, 100_000] {
+            let (got, calls) = run(batch_points, 0, 0);
+            assert_eq!(got.noisy_sum, sum);
+            assert_eq!(got.noisy_count, count);
+            assert_eq!(got.p1_identifiers, 300);
+            assert_eq!(got.sum_info, info(1.0));
+            assert_eq!(got.count_info, info(0.5));
+            assert_eq!(
+                calls,
+                vec![count as u64],
+                "release called once with the count"
+            );
+        }
+    }
+
+    #[test]
+    fn noise_is_added() {
+        let (_, _, count, sum) = sets();
+        let (got, _) = run(50, -12_345, 3);
+        assert_eq!(got.noisy_sum, sum - 12_345);
+        assert_eq!(got.noisy_count, count + 3);
+    }
+
+    #[test]
+    fn empty_sets() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut p1 = SumSenderParty::new(
+            SumP1::new(vec![], 10).unwrap(),
+            8,
+            release(5, 1, calls.clone()),
+        );
+        let mut p2 = SumReceiverParty::new(SumP2::new(vec![], 10).unwrap(), 8);
+        pump(&mut p1, &mut p2).unwrap();
+        let got = p2.finish(-10, 10).unwrap();
+        assert_eq!((got.noisy_sum, got.noisy_count), (5, 1));
+        assert_eq!(*calls.lock().unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn failed_release_sends_nothing() {
+        let (x, y, _, _) = sets();
+        let mut p1 = SumSenderParty::new(
+            SumP1::new(x, 10_000).unwrap(),
+            64,
+            Box::new(|_| Err(NodeError::protocol("", "privacy budget exhausted"))),
+        );
+        let mut p2 = SumReceiverParty::new(SumP2::new(y, 10_000).unwrap(), 64);
+        let err = pump(&mut p1, &mut p2).unwrap_err();
+        assert!(
+            err.to_string().contains("privacy budget exhausted"),
+            "{err}"
+        );
+        // Nothing more leaves P1, and P2 never got an answer.
+        assert!(p1.next_outgoing().unwrap().is_none());
+        assert!(!p2.incoming_done());
+        assert!(p2.finish(0, 10).is_err());
+    }
+
+    #[test]
+    fn early_or_malformed_answers_are_rejected() {
+        let outcome = |ciphertext: Vec<u8>| PsiMessage {
+            body: Some(psi_message::Body::SumOutcome(SumOutcome {
+                ciphertext,
+                noisy_count: 1,
+                sum_noise: Some(info(1.0)),
+                count_noise: Some(info(1.0)),
+            })),
+        };
+        let mut p2 = SumReceiverParty::new(SumP2::new(vec![(id(1), 1)], 10).unwrap(), 8);
+        let err = p2.on_incoming(outcome(vec![0; 64])).unwrap_err();
+        assert!(err.to_string().contains("arrived before"), "{err}");
+
+        // Complete P2's side, then send a short ciphertext.
+        let mut p2 = SumReceiverParty::new(SumP2::new(vec![(id(1), 1)], 10).unwrap(), 8);
+        p2.on_incoming(header(PsiStream::SumIds, 0, 1)).unwrap();
+        while p2.next_outgoing().unwrap().is_some() {}
+        let err = p2.on_incoming(outcome(vec![0; 63])).unwrap_err();
+        assert!(err.to_string().contains("63 bytes"), "{err}");
+        p2.on_incoming(outcome(vec![0; 64])).unwrap();
+        assert!(p2.incoming_done());
+        assert!(p2.on_incoming(outcome(vec![0; 64])).is_err());
+    }
+
+    #[test]
+    fn unexpected_streams_are_rejected() {
+        let mut p2 = SumReceiverParty::new(SumP2::new(vec![], 10).unwrap(), 8);
+        assert!(
+            p2.on_incoming(header(PsiStream::ReceiverBlinded, 1, 1))
+                .is_err()
+        );
+        assert!(p2.on_incoming(PsiMessage { body: None }).is_err());
+        let mut p1 = SumSenderParty::new(
+            SumP1::new(vec![id(1)], 10).unwrap(),
+            8,
+            release(0, 0, Arc::default()),
+        );
+        assert!(p1.on_incoming(header(PsiStream::SumIds, 1, 1)).is_err());
+        assert!(
+            p1.on_incoming(batch(PsiStream::DoubleBlinded, 0, vec![]))
+                .is_err()
+        );
+        // A pairs header without a valid public key.
+        let err = p1
+            .on_incoming(header(PsiStream::SumPairs, 1, 1))
+            .unwrap_err();
+        assert!(err.to_string().contains("public key"), "{err}");
+    }
+
+    #[test]
+    fn batches_fit_one_chunk() {
+        let p2 = SumReceiverParty::new(SumP2::new(vec![], 10).unwrap(), 1 << 30);
+        assert_eq!(p2.pair_batch, parley_proto::MAX_CHUNK_BYTES / 96);
+        assert_eq!(p2.point_batch, parley_proto::MAX_CHUNK_BYTES / 32);
+    }
+}
