@@ -743,6 +743,11 @@ pub fn outcome_text(job: &Job) -> String {
     ) {
         (Some(psi), _) => write_psi_summary(&mut s, job.spec.as_ref(), psi),
         (None, Some(stats)) => crate::results::write_dp_stats(&mut s, stats),
+        (None, None) if result.and_then(|r| r.secure_sum.as_ref()).is_some() => {
+            if let Some(r) = result.and_then(|r| r.secure_sum.as_ref()) {
+                crate::results::write_secure_sum(&mut s, r);
+            }
+        }
         (None, None) => {
             let _ = writeln!(s, "  (the job released no result)");
         }
@@ -851,6 +856,7 @@ fn result_value(result: &JobResult) -> Value {
             "dp": crate::results::psi_dp_json(p),
         })),
         "dp_stats": result.dp_stats.as_ref().map_or(Value::Null, crate::results::dp_stats_json),
+        "secure_sum": result.secure_sum.as_ref().map_or(Value::Null, crate::results::secure_sum_json),
     })
 }
 
@@ -1033,6 +1039,7 @@ fn kind_text(spec: Option<&JobSpec>) -> String {
             mode_name(spec.psi.as_ref().map_or(PsiMode::Unspecified, |p| p.mode()))
         ),
         JobKind::DpStats => "dp_stats".to_string(),
+        JobKind::SecureSum => "secure_sum".to_string(),
         JobKind::Unspecified => "-".to_string(),
     }
 }

@@ -73,6 +73,26 @@
 //! dataset = "crm"
 //! ```
 //!
+//! Secure aggregation across many nodes (the coordinator learns only the sum):
+//!
+//! ```toml
+//! kind = "secure_sum"
+//! [secure_sum]
+//! segment_column = "region"
+//! categories = ["north", "south", "east", "west"]
+//! count = true                       # rows per category
+//! value_column = "amount"            # and the clamped sum of this column per category
+//! lower = 0.0
+//! upper = 1000.0
+//! threshold = 6                      # Shamir t (default floor(2n/3) + 1)
+//! min_contributors = 6               # fewer surviving inputs fail the job (default t)
+//! round_timeout_secs = 30            # nodes silent for a round count as dropped
+//! [[participants]]
+//! node = "retailer-1"
+//! dataset = "sales"
+//! # ... one [[participants]] per node (at least 3)
+//! ```
+//!
 //! Validation covers the shape of a job only; whether a node *allows* it (partners, datasets,
 //! columns, thresholds) is each node's local policy decision.
 
@@ -81,7 +101,7 @@ use std::path::Path;
 
 use parley_proto::{
     DpMechanism, DpParams, DpStatsParams, JobKind, JobSpec, Measure, MeasureKind, OtherRows,
-    Participant, PsiMode, PsiParams, PsiRole,
+    Participant, PsiMode, PsiParams, PsiRole, SecureSumParams,
 };
 use serde::Deserialize;
 
@@ -104,6 +124,15 @@ pub const MAX_DECIMALS: u32 = 6;
 /// Largest clamping bound, in units of 10^-decimals, so that sums of up to 2^20 values stay
 /// within the 2^60 range the protocols decode.
 pub const MAX_BOUND_UNITS: f64 = (1u64 << 40) as f64;
+/// Most participants of a secure_sum job.
+pub const MAX_SECURE_SUM_NODES: usize = 200;
+/// Longest secure_sum vector (one masked vector must fit one 1 MiB message).
+pub const MAX_SECURE_SUM_VECTOR: usize = 120_000;
+/// Longest secure_sum round deadline, seconds.
+pub const MAX_ROUND_TIMEOUT_SECS: u32 = 3600;
+/// Default secure_sum round deadline, seconds.
+pub const DEFAULT_ROUND_TIMEOUT_SECS: u32 = 30;
+
 /// Category name of the bucket for rows outside the declared categories.
 pub const OTHER_CATEGORY: &str = "other";
 
@@ -116,8 +145,35 @@ struct JobFile {
     kind: KindToml,
     psi: Option<PsiToml>,
     dp_stats: Option<DpStatsToml>,
+    secure_sum: Option<SecureSumToml>,
     #[serde(default)]
     participants: Vec<ParticipantToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecureSumToml {
+    segment_column: String,
+    categories: Vec<String>,
+    #[serde(default)]
+    other: OtherToml,
+    #[serde(default)]
+    count: bool,
+    #[serde(default)]
+    value_column: String,
+    #[serde(default)]
+    lower: f64,
+    #[serde(default)]
+    upper: f64,
+    #[serde(default = "default_decimals")]
+    decimals: u32,
+    #[serde(default)]
+    threshold: u32,
+    #[serde(default)]
+    min_contributors: u32,
+    #[serde(default)]
+    round_timeout_secs: u32,
+    dp: Option<DpToml>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +181,7 @@ struct JobFile {
 enum KindToml {
     Psi,
     DpStats,
+    SecureSum,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +328,7 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, CoordError> {
         kind: match file.kind {
             KindToml::Psi => JobKind::Psi,
             KindToml::DpStats => JobKind::DpStats,
+            KindToml::SecureSum => JobKind::SecureSum,
         } as i32,
         participants: file
             .participants
@@ -327,6 +385,23 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, CoordError> {
             min_count: d.min_count,
             decimals: d.decimals,
         }),
+        secure_sum: file.secure_sum.map(|d| SecureSumParams {
+            segment_column: d.segment_column,
+            categories: d.categories,
+            other: match d.other {
+                OtherToml::Drop => OtherRows::Drop,
+                OtherToml::Bucket => OtherRows::Bucket,
+            } as i32,
+            count: d.count,
+            value_column: d.value_column,
+            lower: d.lower,
+            upper: d.upper,
+            decimals: d.decimals,
+            threshold: d.threshold,
+            min_contributors: d.min_contributors,
+            round_timeout_secs: d.round_timeout_secs,
+            dp: d.dp.as_ref().map(DpToml::proto),
+        }),
     };
     validate_spec(&spec).map_err(|reason| CoordError::JobFileInvalid {
         origin: origin.to_string(),
@@ -368,6 +443,7 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), String> {
     match JobKind::try_from(spec.kind) {
         Ok(JobKind::Psi) => validate_psi(spec),
         Ok(JobKind::DpStats) => validate_dp_stats(spec),
+        Ok(JobKind::SecureSum) => validate_secure_sum(spec),
         Ok(JobKind::Unspecified) => Err("kind: not set; set kind = \"psi\" or \"dp_stats\"".into()),
         Err(_) => Err(format!(
             "kind: unknown kind number {}; this coordinator runs kind = \"psi\" or \"dp_stats\"",
@@ -637,6 +713,149 @@ fn validate_bounds(lower: f64, upper: f64, decimals: u32, field: &str) -> Result
     Ok(())
 }
 
+/// The Shamir threshold of a secure_sum job with `n` participants: the job's, or
+/// floor(2n/3) + 1.
+pub fn secure_sum_threshold(p: &SecureSumParams, n: usize) -> u32 {
+    if p.threshold > 0 {
+        p.threshold
+    } else {
+        (2 * n / 3 + 1) as u32
+    }
+}
+
+/// Words per node vector of a secure_sum job: per category (and "other" when bucketed), the
+/// count (if set) then the clamped sum (if a value column is set).
+pub fn secure_sum_vector_len(p: &SecureSumParams) -> usize {
+    let cats = p.categories.len() + usize::from(p.other() == OtherRows::Bucket);
+    cats * (usize::from(p.count) + usize::from(!p.value_column.is_empty()))
+}
+
+/// Checks categories: 1..=MAX_CATEGORIES distinct printable names, no clash with "other".
+fn validate_categories(categories: &[String], other: i32, field: &str) -> Result<(), String> {
+    if categories.is_empty() || categories.len() > MAX_CATEGORIES {
+        return Err(format!(
+            "{field}.categories: declare between 1 and {MAX_CATEGORIES} categories, got {}",
+            categories.len()
+        ));
+    }
+    let mut seen = HashSet::new();
+    for c in categories {
+        if c.is_empty() || c.len() > MAX_COLUMN_BYTES || c.chars().any(char::is_control) {
+            return Err(format!(
+                "{field}.categories: '{}' is not a valid category name (1 to {MAX_COLUMN_BYTES} \
+                 printable bytes)",
+                c.escape_debug()
+            ));
+        }
+        if !seen.insert(c.as_str()) {
+            return Err(format!("{field}.categories: '{c}' is listed twice"));
+        }
+    }
+    match OtherRows::try_from(other) {
+        Ok(OtherRows::Bucket) if seen.contains(OTHER_CATEGORY) => Err(format!(
+            "{field}.categories: '{OTHER_CATEGORY}' is the name of the bucket for rows outside \
+             the categories; rename the category or set other = \"drop\""
+        )),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("{field}.other: unknown value number {other}")),
+    }
+}
+
+/// Checks the secure-aggregation parts of a spec.
+fn validate_secure_sum(spec: &JobSpec) -> Result<(), String> {
+    let Some(p) = &spec.secure_sum else {
+        return Err(
+            "secure_sum: a secure_sum job needs a [secure_sum] table with \
+                    segment_column, categories and count and/or value_column"
+                .into(),
+        );
+    };
+    if spec.psi.is_some() || spec.dp_stats.is_some() {
+        return Err("secure_sum: a secure_sum job takes no [psi] or [dp_stats] table".into());
+    }
+    let n = spec.participants.len();
+    if !(3..=MAX_SECURE_SUM_NODES).contains(&n) {
+        return Err(format!(
+            "participants: a secure_sum job needs between 3 and {MAX_SECURE_SUM_NODES} \
+             participants, found {n}"
+        ));
+    }
+    let mut nodes = HashSet::new();
+    for (i, q) in spec.participants.iter().enumerate() {
+        if !nodes.insert(q.node.as_str()) {
+            return Err(format!(
+                "participants: node '{}' is listed twice; each node contributes once",
+                q.node
+            ));
+        }
+        if q.psi_role() != PsiRole::Unspecified
+            || !q.value_column.is_empty()
+            || !q.columns.is_empty()
+        {
+            return Err(format!(
+                "participant {} (node '{}'): a secure_sum participant takes only node and \
+                 dataset; name columns in [secure_sum]",
+                i + 1,
+                q.node
+            ));
+        }
+    }
+    if p.segment_column.trim().is_empty() || p.segment_column.len() > MAX_COLUMN_BYTES {
+        return Err("secure_sum.segment_column: name the segment column to group by".into());
+    }
+    validate_categories(&p.categories, p.other, "secure_sum")?;
+    if !p.count && p.value_column.is_empty() {
+        return Err(
+            "secure_sum: set count = true and/or value_column; otherwise there is \
+                    nothing to add up"
+                .into(),
+        );
+    }
+    if !p.value_column.is_empty() {
+        if p.value_column.len() > MAX_COLUMN_BYTES {
+            return Err("secure_sum.value_column: name too long".into());
+        }
+        validate_bounds(p.lower, p.upper, p.decimals, "secure_sum")?;
+    } else if p.lower != 0.0 || p.upper != 0.0 {
+        return Err("secure_sum.lower/upper: clamping bounds need a value_column".into());
+    }
+    let len = secure_sum_vector_len(p);
+    if len > MAX_SECURE_SUM_VECTOR {
+        return Err(format!(
+            "secure_sum: {len} values per node is more than {MAX_SECURE_SUM_VECTOR}; declare \
+             fewer categories"
+        ));
+    }
+    let t = secure_sum_threshold(p, n);
+    if !(t as usize * 2 > n && t as usize <= n && t >= 2) {
+        return Err(format!(
+            "secure_sum.threshold: with {n} participants the threshold must be more than half \
+             of them and at most all of them ({}..={n}), got {t}",
+            n / 2 + 1
+        ));
+    }
+    if p.min_contributors != 0 && !(p.min_contributors >= t && p.min_contributors as usize <= n) {
+        return Err(format!(
+            "secure_sum.min_contributors: must be between the threshold {t} and the number of \
+             participants {n}, got {}",
+            p.min_contributors
+        ));
+    }
+    if p.round_timeout_secs > MAX_ROUND_TIMEOUT_SECS {
+        return Err(format!(
+            "secure_sum.round_timeout_secs: at most {MAX_ROUND_TIMEOUT_SECS}, got {}",
+            p.round_timeout_secs
+        ));
+    }
+    if let Some(dp) = &p.dp {
+        validate_dp(dp, "secure_sum.dp")?;
+        if dp.mechanism() != DpMechanism::Laplace {
+            return Err("secure_sum.dp.mechanism: distributed DP supports laplace only".into());
+        }
+    }
+    Ok(())
+}
+
 /// Checks the DP-statistics parts of a spec.
 fn validate_dp_stats(spec: &JobSpec) -> Result<(), String> {
     let Some(d) = &spec.dp_stats else {
@@ -813,6 +1032,37 @@ role = "sender"
         assert_eq!(d.other(), OtherRows::Bucket);
         assert_eq!(d.measures.len(), 3);
         assert_eq!(d.measures[2].kind(), MeasureKind::Mean);
+    }
+
+    #[test]
+    fn secure_sum_example_parses_and_mistakes_are_explained() {
+        let text = include_str!("../examples/job-secure-sum.toml");
+        let spec = parse_job_toml(text, "job-secure-sum.toml").unwrap();
+        assert_eq!(spec.kind(), JobKind::SecureSum);
+        let p = spec.secure_sum.clone().unwrap();
+        assert_eq!(secure_sum_threshold(&p, 5), 4);
+        assert_eq!(secure_sum_vector_len(&p), 8);
+        let e = invalid(&text.replace("threshold = 4", "threshold = 2"));
+        assert!(e.contains("more than half"), "{e}");
+        let e = invalid(&text.replace("min_contributors = 4", "min_contributors = 9"));
+        assert!(e.contains("min_contributors"), "{e}");
+        let e = invalid(
+            &text
+                .replace("count = true", "count = false")
+                .replace("value_column = \"amount\"", "value_column = \"\"")
+                .replace("lower = 0.0", "")
+                .replace("upper = 1000.0", ""),
+        );
+        assert!(e.contains("nothing to add up"), "{e}");
+        let two = text
+            .split("[[participants]]")
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("[[participants]]");
+        let e = invalid(&two);
+        assert!(e.contains("between 3"), "{e}");
+        let dup = text.replace("retailer-5", "retailer-4");
+        assert!(invalid(&dup).contains("listed twice"));
     }
 
     #[test]

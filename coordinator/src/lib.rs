@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod error;
 pub mod jobfile;
 pub mod results;
+mod secure_sum;
 pub mod service;
 pub mod store;
 

@@ -6,7 +6,9 @@
 
 use std::fmt::Write as _;
 
-use parley_proto::{DpMechanism, DpStatsResult, MeasureKind, NoiseInfo, PsiResult, SumRelease};
+use parley_proto::{
+    DpMechanism, DpStatsResult, MeasureKind, NoiseInfo, PsiResult, SecureSumResult, SumRelease,
+};
 use serde_json::{Value, json};
 
 /// Lower-case name of a mechanism, as in job files.
@@ -185,6 +187,48 @@ pub fn dp_stats_json(r: &DpStatsResult) -> Value {
             "category": c.category,
             "values": c.values,
             "suppressed": c.suppressed,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Appends a secure-aggregation result: contributors, dropouts, then the table of sums.
+pub fn write_secure_sum(s: &mut String, r: &SecureSumResult) {
+    let _ = writeln!(
+        s,
+        "  contributors ({}):    {}",
+        r.contributors.len(),
+        r.contributors.join(", ")
+    );
+    if !r.dropped.is_empty() {
+        let _ = writeln!(s, "  dropped out:          {}", r.dropped.join("; "));
+    }
+    if let Some(n) = &r.noise {
+        let _ = writeln!(s, "  noise:                {}", noise_text(n));
+    }
+    let mut header = format!("  {:<16}", "CATEGORY");
+    for c in &r.columns {
+        let _ = write!(header, " {:>16}", c.to_uppercase());
+    }
+    let _ = writeln!(s, "{}", header.trim_end());
+    for c in &r.categories {
+        let mut line = format!("  {:<16}", c.category);
+        for v in &c.values {
+            let _ = write!(line, " {:>16}", short(*v));
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+}
+
+/// JSON of a secure-aggregation result.
+pub fn secure_sum_json(r: &SecureSumResult) -> Value {
+    json!({
+        "contributors": r.contributors,
+        "dropped": r.dropped,
+        "columns": r.columns,
+        "noise": r.noise.as_ref().map_or(Value::Null, noise_json),
+        "categories": r.categories.iter().map(|c| json!({
+            "category": c.category,
+            "values": c.values,
         })).collect::<Vec<_>>(),
     })
 }

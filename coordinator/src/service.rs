@@ -24,8 +24,8 @@ use parley_proto::{
     CancelJobRequest, CoordinatorMessage, Envelope, GetJobRequest, Hello, Job, JobAbort,
     JobDecision, JobEvent, JobOffer, JobOutcome, JobProgress, JobResult, JobStart, JobState,
     LedgerHead, LedgerHeadsRequest, LedgerHeadsResponse, ListJobsRequest, ListJobsResponse,
-    ListNodesRequest, ListNodesResponse, NodeInfo, NodeMessage, RecordedHead, SubmitJobRequest,
-    Welcome, coordinator_message, job_outcome, node_message,
+    ListNodesRequest, ListNodesResponse, NodeInfo, NodeMessage, RecordedHead, SecAggUpload,
+    SubmitJobRequest, Welcome, coordinator_message, job_outcome, node_message,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
@@ -34,6 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Limits;
 use crate::jobfile::validate_spec;
+use crate::secure_sum::{Advance, SecAggRun};
 use crate::store::{HeadUpdate, JobStore, is_terminal, new_job_id, now_ms, transition};
 
 /// Outbound queue depth per node link (messages of at most ~1 MiB each).
@@ -80,6 +81,8 @@ struct LiveJob {
     receiver: String,
     /// Participants that have not accepted yet (empty once running).
     undecided: HashSet<String>,
+    /// The server side of a running secure_sum job.
+    secagg: Option<SecAggRun>,
 }
 
 impl Coordinator {
@@ -161,7 +164,9 @@ impl Inner {
         Self::publish(state, &live.job);
         tracing::info!(job = %job_id, state = ?final_state, reason = note, "job ended");
         let mut out = Vec::new();
-        if final_state != JobState::Succeeded {
+        // Secure aggregation: nodes that dropped out may still wait for a round; tell everyone
+        // the job is over, whatever its outcome.
+        if final_state != JobState::Succeeded || live.secagg.is_some() {
             for p in &live.participants {
                 if Some(p.as_str()) == skip {
                     continue;
@@ -264,6 +269,7 @@ impl Inner {
                     participants: participants.clone(),
                     receiver,
                     undecided: participants.into_iter().collect(),
+                    secagg: None,
                 },
             );
             out
@@ -328,11 +334,52 @@ impl Inner {
         if !live.undecided.is_empty() {
             return Vec::new();
         }
+        let secure_sum = live
+            .job
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.kind() == parley_proto::JobKind::SecureSum);
+        if secure_sum {
+            let participants = live.participants.clone();
+            let keys: HashMap<String, [u8; 32]> = participants
+                .iter()
+                .filter_map(|p| {
+                    let k = st.nodes.get(p)?.hello.keys.as_ref()?;
+                    Some((
+                        p.clone(),
+                        <[u8; 32]>::try_from(k.ed25519_public.as_slice()).ok()?,
+                    ))
+                })
+                .collect();
+            let Some(live) = st.live.get_mut(&d.job_id) else {
+                return Vec::new();
+            };
+            let spec = live.job.spec.clone().unwrap_or_default();
+            match SecAggRun::new(&d.job_id, &spec, &keys) {
+                Ok(run) => live.secagg = Some(run),
+                Err(reason) => {
+                    return self.end_job(
+                        &mut st,
+                        &d.job_id,
+                        JobState::Failed,
+                        &format!("cannot start the secure aggregation: {reason}"),
+                        None,
+                        None,
+                    );
+                }
+            }
+        }
+        let Some(live) = st.live.get_mut(&d.job_id) else {
+            return Vec::new();
+        };
         let now = now_ms();
         transition(&mut live.job, JobState::Accepted, "", now);
         transition(&mut live.job, JobState::Running, "", now);
         let job = live.job.clone();
         let participants = live.participants.clone();
+        if let Some(run) = &live.secagg {
+            self.spawn_round_timer(&job.id, run.round(), run.round_timeout());
+        }
         self.persist(&job);
         Self::publish(&mut st, &job);
         let mut out = Vec::new();
@@ -423,7 +470,7 @@ impl Inner {
         }
     }
 
-    fn on_outcome(&self, node: &str, o: JobOutcome) -> Outgoing {
+    fn on_outcome(self: &Arc<Self>, node: &str, o: JobOutcome) -> Outgoing {
         let mut st = self.lock();
         let Some(live) = st.live.get(&o.job_id) else {
             return Vec::new();
@@ -440,6 +487,14 @@ impl Inner {
                 }
                 self.end_job(&mut st, &o.job_id, JobState::Succeeded, "", Some(r), None)
             }
+            Some(job_outcome::Outcome::Failure(reason)) if live.secagg.is_some() => {
+                // A node that fails a secure aggregation is a dropout; the others go on.
+                let why = format!("it failed: {}", truncate(&reason, 300));
+                if let Some(run) = st.live.get_mut(&o.job_id).and_then(|l| l.secagg.as_mut()) {
+                    run.drop_out(node, &why);
+                }
+                self.secagg_step(&mut st, &o.job_id)
+            }
             Some(job_outcome::Outcome::Failure(reason)) => {
                 let note = format!("node '{node}' failed the job: {}", truncate(&reason, 1000));
                 self.end_job(
@@ -455,7 +510,7 @@ impl Inner {
         }
     }
 
-    fn on_disconnect(&self, node: &str, conn_id: u64) -> Outgoing {
+    fn on_disconnect(self: &Arc<Self>, node: &str, conn_id: u64) -> Outgoing {
         {
             let mut st = self.lock();
             if st.nodes.get(node).map(|c| c.conn_id) == Some(conn_id) {
@@ -469,8 +524,9 @@ impl Inner {
         )
     }
 
-    /// Fails every live job `node` takes part in.
-    fn fail_jobs_of(&self, node: &str, note: &str) -> Outgoing {
+    /// Fails every live job `node` takes part in — except running secure aggregations, which
+    /// go on without it (a dropout).
+    fn fail_jobs_of(self: &Arc<Self>, node: &str, note: &str) -> Outgoing {
         let mut st = self.lock();
         let affected: Vec<String> = st
             .live
@@ -480,9 +536,123 @@ impl Inner {
             .collect();
         let mut out = Vec::new();
         for id in affected {
+            if let Some(run) = st.live.get_mut(&id).and_then(|l| l.secagg.as_mut()) {
+                run.drop_out(node, "disconnected");
+                out.extend(self.secagg_step(&mut st, &id));
+                continue;
+            }
             out.extend(self.end_job(&mut st, &id, JobState::Failed, note, None, Some(node)));
         }
         out
+    }
+
+    /// Takes a node's secure-aggregation upload.
+    fn on_secagg(self: &Arc<Self>, node: &str, up: SecAggUpload) -> Outgoing {
+        let mut st = self.lock();
+        let job_id = up.job_id.clone();
+        let Some(run) = st.live.get_mut(&job_id).and_then(|l| l.secagg.as_mut()) else {
+            tracing::debug!(job = %job_id, node, "secure-aggregation message for a job that is not running");
+            return Vec::new();
+        };
+        if let Err(reason) = run.on_upload(node, up) {
+            tracing::warn!(job = %job_id, node, %reason, "secure-aggregation message rejected");
+        }
+        self.secagg_step(&mut st, &job_id)
+    }
+
+    /// Advances a secure aggregation whose round is complete: broadcasts the next round,
+    /// starts the unmasking, or fails the job.
+    fn secagg_step(self: &Arc<Self>, st: &mut State, job_id: &str) -> Outgoing {
+        let mut out = Vec::new();
+        loop {
+            let Some(run) = st.live.get_mut(job_id).and_then(|l| l.secagg.as_mut()) else {
+                return out;
+            };
+            if !run.round_complete() {
+                return out;
+            }
+            match run.advance() {
+                Err(reason) => {
+                    out.extend(self.end_job(st, job_id, JobState::Failed, &reason, None, None));
+                    return out;
+                }
+                Ok(Advance::Send(msgs)) => {
+                    let (round, timeout) = (run.round(), run.round_timeout());
+                    let mut gone = Vec::new();
+                    for (node, mut m) in msgs {
+                        m.job_id = job_id.to_string();
+                        match Self::node_tx(st, &node) {
+                            Some(tx) => {
+                                out.push((tx, coord_msg(coordinator_message::Body::Secagg(m))))
+                            }
+                            None => gone.push(node),
+                        }
+                    }
+                    if let Some(run) = st.live.get_mut(job_id).and_then(|l| l.secagg.as_mut()) {
+                        for node in gone {
+                            run.drop_out(&node, "disconnected");
+                        }
+                    }
+                    self.spawn_round_timer(job_id, round, timeout);
+                }
+                Ok(Advance::Finish(server)) => {
+                    let inner = Arc::clone(self);
+                    let id = job_id.to_string();
+                    tokio::spawn(async move {
+                        let sum = tokio::task::spawn_blocking(move || server.finish()).await;
+                        let out = {
+                            let mut st = inner.lock();
+                            let (state, note, result) = match sum {
+                                Ok(Ok(sum)) => {
+                                    let result = st
+                                        .live
+                                        .get(&id)
+                                        .and_then(|l| l.secagg.as_ref())
+                                        .map(|run| run.result(&sum));
+                                    (JobState::Succeeded, String::new(), result)
+                                }
+                                Ok(Err(e)) => (
+                                    JobState::Failed,
+                                    format!("secure aggregation stopped: {e}; no sum was computed"),
+                                    None,
+                                ),
+                                Err(_) => (
+                                    JobState::Failed,
+                                    "internal error: the unmasking task panicked".to_string(),
+                                    None,
+                                ),
+                            };
+                            inner.end_job(&mut st, &id, state, &note, result, None)
+                        };
+                        Self::send_all(out).await;
+                    });
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// After `timeout`, treats the nodes silent in `round` as dropped and moves on.
+    fn spawn_round_timer(self: &Arc<Self>, job_id: &str, round: u32, timeout: Duration) {
+        let inner = Arc::clone(self);
+        let id = job_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let out = {
+                let mut st = inner.lock();
+                let expired = st
+                    .live
+                    .get_mut(&id)
+                    .and_then(|l| l.secagg.as_mut())
+                    .is_some_and(|run| run.timeout(round));
+                if expired {
+                    inner.secagg_step(&mut st, &id)
+                } else {
+                    Vec::new()
+                }
+            };
+            Self::send_all(out).await;
+        });
     }
 
     /// Handles one node link until it ends.
@@ -533,6 +703,7 @@ impl Inner {
                     Vec::new()
                 }
                 Some(node_message::Body::Outcome(o)) => self.on_outcome(&node, o),
+                Some(node_message::Body::Secagg(up)) => self.on_secagg(&node, up),
                 Some(node_message::Body::LedgerHead(h)) => {
                     self.on_ledger_head(&node, h);
                     Vec::new()

@@ -1,6 +1,7 @@
 //! Running one job at a node: the receiver or sender role of `parley_crypto::psi` (match,
 //! cardinality) or `parley_crypto::psi_sum` (sum), driven over sealed envelopes relayed by the
-//! coordinator, or a local `dp_stats` release.
+//! coordinator, a local `dp_stats` release, or this node's part of a `secure_sum`
+//! (see [`crate::secure_sum`]).
 //!
 //! # Budget
 //! Every DP release is charged to this node's dataset ledger before it leaves the node: the
@@ -33,7 +34,7 @@ use parley_crypto::ledger::{Charge, LedgerRow};
 use parley_crypto::psi::{Mode, POINT_LEN, Receiver, ReceiverOutcome, Sender};
 use parley_proto::{
     Envelope, JobProgress, JobResult, JobSpec, LedgerHead, NodeMessage, PointBatch, PsiHeader,
-    PsiMessage, PsiResult, PsiStream, node_message, psi_message,
+    PsiMessage, PsiResult, PsiStream, SecAggRound, node_message, psi_message,
 };
 use prost::Message;
 use tokio::runtime::Handle;
@@ -83,6 +84,9 @@ pub struct JobRun {
     pub cost: Option<Cost>,
     /// This node's budget ledger.
     pub ledger: Arc<Ledger>,
+    /// `secure_sum` jobs: every participant's verified Ed25519 key, by secure-aggregation
+    /// index (1-based position in the job's participants). Empty for other jobs.
+    pub peer_keys: parley_crypto::secagg::PeerKeys,
 }
 
 impl JobRun {
@@ -170,6 +174,8 @@ pub fn head_message(row: &LedgerRow) -> NodeMessage {
 pub struct JobIo {
     /// Envelopes for this job, in arrival order.
     pub inbox: mpsc::Receiver<Envelope>,
+    /// Secure-aggregation rounds for this job (`secure_sum` jobs), in arrival order.
+    pub secagg: mpsc::Receiver<SecAggRound>,
     /// The node link's outbound queue.
     pub outbox: mpsc::Sender<NodeMessage>,
     /// Cancelled when the job is aborted or the link is lost.
@@ -184,6 +190,9 @@ pub fn run_blocking(
     rt: Handle,
 ) -> Result<Option<JobResult>, NodeError> {
     let started = Instant::now();
+    if run.spec.kind() == parley_proto::JobKind::SecureSum {
+        return crate::secure_sum::run(run, io, rt);
+    }
     if run.spec.kind() == parley_proto::JobKind::DpStats {
         let params = run.spec.dp_stats.as_ref().ok_or_else(|| {
             NodeError::protocol(&run.job_id, "the job has no dp_stats parameters")

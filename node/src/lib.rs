@@ -10,6 +10,7 @@ mod job_sum;
 pub mod ledger;
 pub mod policy;
 pub mod runtime;
+pub mod secure_sum;
 pub mod stats;
 
 pub use error::NodeError;

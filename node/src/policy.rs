@@ -19,10 +19,17 @@ use crate::NodeError;
 pub const WILDCARD: &str = "*";
 
 /// Job kinds a rule may name.
-pub const KINDS: &[&str] = &["psi_match", "psi_cardinality", "psi_sum", "dp_stats"];
+pub const KINDS: &[&str] = &[
+    "psi_match",
+    "psi_cardinality",
+    "psi_sum",
+    "dp_stats",
+    "secure_sum",
+];
 
 /// Roles a rule may name. A `dp_stats` job gives its one node the role `receiver` (it
-/// releases the result).
+/// releases the result); a `secure_sum` job gives every participant the role `sender` (the
+/// coordinator learns only the sum).
 pub const ROLES: &[&str] = &["receiver", "sender"];
 
 /// The privacy cost a job charges to this node's dataset, if it releases anything with DP.
@@ -82,7 +89,8 @@ pub fn release_cost(spec: &parley_proto::JobSpec) -> Option<Cost> {
                 mechanism: label("dp_stats", d.mechanism()),
             })
         }
-        JobKind::Unspecified => None,
+        // Exact sums; distributed DP (`secure_sum.dp`) is refused by this node version.
+        JobKind::SecureSum | JobKind::Unspecified => None,
     }
 }
 
@@ -99,7 +107,7 @@ pub struct Rule {
     /// Node names of the other participants this rule allows (`"*"` = any). Every other
     /// participant of a job must be listed.
     pub partners: Vec<String>,
-    /// Job kinds allowed: `psi_match`, `psi_cardinality`.
+    /// Job kinds allowed: `psi_match`, `psi_cardinality`, `psi_sum`, `dp_stats`, `secure_sum`.
     pub kinds: Vec<String>,
     /// This node's datasets the rule covers (`"*"` = any).
     pub datasets: Vec<String>,
@@ -124,6 +132,11 @@ pub struct Rule {
     /// (`[psi.dp]`); sum and dp_stats jobs always do. Absent = false.
     #[serde(default)]
     pub require_dp: Option<bool>,
+    /// Smallest number of contributors a `secure_sum` job may release a sum of: the job's
+    /// `min_contributors` (or, when 0, its Shamir threshold) must be at least this. Absent = no
+    /// requirement. Other job kinds ignore it.
+    #[serde(default)]
+    pub min_contributors: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +154,8 @@ struct Request<'a> {
     dataset: &'a str,
     columns: Vec<String>,
     min_intersection: u64,
+    /// The fewest contributors the job releases a sum of (`secure_sum` jobs only).
+    min_contributors: Option<u32>,
     analyst: &'a str,
     cost: Option<Cost>,
 }
@@ -208,6 +223,13 @@ impl Rule {
                 req.min_intersection
             ));
         }
+        if let (Some(min), Some(job)) = (self.min_contributors, req.min_contributors)
+            && job < min
+        {
+            gaps.push(format!(
+                "requires min_contributors ≥ {min}, job releases sums of {job} contributors or more"
+            ));
+        }
         if let Some(analysts) = &self.analysts
             && !allows(analysts, req.analyst)
         {
@@ -246,7 +268,7 @@ impl Rule {
         nonempty(
             "kinds",
             &self.kinds,
-            "list psi_match, psi_cardinality, psi_sum and/or dp_stats",
+            "list psi_match, psi_cardinality, psi_sum, dp_stats and/or secure_sum",
         )?;
         nonempty("datasets", &self.datasets, "list dataset names or \"*\"")?;
         for k in &self.kinds {
@@ -288,6 +310,12 @@ impl Rule {
             && !(max.is_finite() && max > 0.0)
         {
             return Err(format!("max_epsilon must be a positive number, got {max}"));
+        }
+        if self.min_contributors == Some(0) {
+            return Err(
+                "min_contributors = 0 requires nothing; use at least 2, or remove the field"
+                    .to_owned(),
+            );
         }
         Ok(())
     }
@@ -363,9 +391,11 @@ impl Policy {
                 }
             },
             JobKind::DpStats => "dp_stats",
+            JobKind::SecureSum => "secure_sum",
             JobKind::Unspecified => return refuse("the job has no kind".to_owned()),
         };
         let role = match (spec.kind(), p.psi_role()) {
+            (JobKind::SecureSum, _) => "sender",
             (JobKind::DpStats, _) | (_, PsiRole::Receiver) => "receiver",
             (_, PsiRole::Sender) => "sender",
             (_, PsiRole::Unspecified) => {
@@ -384,6 +414,16 @@ impl Policy {
                     if !m.column.is_empty() && !c.contains(&m.column) {
                         c.push(m.column.clone());
                     }
+                }
+            }
+            c
+        } else if spec.kind() == JobKind::SecureSum {
+            // secure_sum reads the segment column and its value column.
+            let mut c = Vec::new();
+            if let Some(s) = &spec.secure_sum {
+                c.push(s.segment_column.clone());
+                if !s.value_column.is_empty() && s.value_column != s.segment_column {
+                    c.push(s.value_column.clone());
                 }
             }
             c
@@ -414,6 +454,12 @@ impl Policy {
             dataset: &p.dataset,
             columns,
             min_intersection: spec.psi.as_ref().map_or(0, |psi| psi.min_intersection),
+            min_contributors: (spec.kind() == JobKind::SecureSum).then(|| {
+                let n = u32::try_from(spec.participants.len()).unwrap_or(u32::MAX);
+                spec.secure_sum
+                    .as_ref()
+                    .map_or(0, |s| crate::secure_sum::min_contributors(s, n))
+            }),
             analyst: &offer.submitted_by,
             cost: release_cost(spec),
         };
@@ -596,6 +642,77 @@ analysts = ["alice"]
         assert!(e.contains("'amount'"), "{e}");
         let e = Policy::from_toml_str("[[rule]]\npartners = [\"*\"]\nkinds = [\"dp_stats\"]\ndatasets = [\"*\"]\nmax_epsilon = -1.0\n").unwrap_err();
         assert!(e.to_string().contains("max_epsilon"), "{e}");
+    }
+
+    /// brand, publisher (me, subscribers) and retailer pool per-region counts and sums.
+    fn secure_sum_offer(threshold: u32, min_contributors: u32) -> JobOffer {
+        let participant = |node: &str, dataset: &str| Participant {
+            node: node.to_owned(),
+            dataset: dataset.to_owned(),
+            ..Default::default()
+        };
+        let mut spec = JobSpec {
+            participants: vec![
+                participant("brand", "crm"),
+                participant("publisher", "subscribers"),
+                participant("retailer", "sales"),
+            ],
+            secure_sum: Some(parley_proto::SecureSumParams {
+                segment_column: "region".into(),
+                categories: vec!["north".into(), "south".into()],
+                count: true,
+                value_column: "amount".into(),
+                upper: 100.0,
+                threshold,
+                min_contributors,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        spec.set_kind(JobKind::SecureSum);
+        JobOffer {
+            job_id: "j3".into(),
+            spec: Some(spec),
+            submitted_by: "alice".into(),
+            participants: vec![],
+        }
+    }
+
+    #[test]
+    fn secure_sum_rules() {
+        let policy = "[[rule]]\npartners = [\"brand\", \"retailer\"]\nkinds = [\"secure_sum\"]\ndatasets = [\"subscribers\"]\nroles = [\"sender\"]\ncolumns = [\"region\", \"amount\"]\nmin_contributors = 3\n";
+        // Default threshold for 3 participants: 2*3/3 + 1 = 3.
+        assert_eq!(check(policy, "publisher", &secure_sum_offer(0, 0)), Ok(()));
+        assert_eq!(check(policy, "publisher", &secure_sum_offer(2, 3)), Ok(()));
+        let e = check(policy, "publisher", &secure_sum_offer(2, 0)).unwrap_err();
+        assert!(
+            e.contains(
+                "run secure_sum on dataset 'subscribers' (closest rule #1 requires min_contributors ≥ 3, job releases sums of 2 contributors or more)"
+            ),
+            "{e}"
+        );
+        // Every participant is a sender; the columns read are the segment and value columns.
+        let receivers = policy.replace("\"sender\"", "\"receiver\"");
+        let e = check(&receivers, "publisher", &secure_sum_offer(0, 0)).unwrap_err();
+        assert!(
+            e.contains("allows role receiver only, this node would be sender"),
+            "{e}"
+        );
+        let narrow = policy.replace(", \"amount\"", "");
+        let e = check(&narrow, "publisher", &secure_sum_offer(0, 0)).unwrap_err();
+        assert!(e.contains("does not allow column 'amount'"), "{e}");
+        // Other kinds ignore min_contributors.
+        let psi = "[[rule]]\npartners = [\"*\"]\nkinds = [\"psi_match\"]\ndatasets = [\"*\"]\nmin_contributors = 5\n";
+        assert_eq!(check(psi, "publisher", &offer(0)), Ok(()));
+        assert_eq!(
+            release_cost(secure_sum_offer(0, 0).spec.as_ref().unwrap()),
+            None
+        );
+        let e = Policy::from_toml_str(&policy.replace("= 3", "= 0")).unwrap_err();
+        assert!(
+            e.to_string().contains("rule #1: min_contributors = 0"),
+            "{e}"
+        );
     }
 
     #[test]

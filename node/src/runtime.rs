@@ -20,7 +20,7 @@ use parley_net::binding::{VerifiedKeys, verify_key_binding};
 use parley_proto::node_link_client::NodeLinkClient;
 use parley_proto::{
     CoordinatorMessage, Envelope, Hello, JobDecision, JobKind, JobOffer, JobOutcome, KeyBinding,
-    NodeMessage, PsiMode, PsiRole, coordinator_message, job_outcome, node_message,
+    NodeMessage, PsiMode, PsiRole, SecAggRound, coordinator_message, job_outcome, node_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,6 +37,9 @@ use crate::policy::{Policy, release_cost};
 const OUTBOX_DEPTH: usize = 16;
 /// Depth of each job's inbox.
 const INBOX_DEPTH: usize = 16;
+/// Depth of each job's secure-aggregation queue: a run has three coordinator rounds, so a
+/// fuller queue means the coordinator sent more than the protocol allows.
+const SECAGG_DEPTH: usize = 4;
 /// Name of the file holding the node's long-term secrets inside `state_dir`.
 pub const SECRETS_FILE: &str = "node.secrets";
 
@@ -197,6 +200,7 @@ enum Slot {
     },
     Running {
         inbox: mpsc::Sender<Envelope>,
+        secagg: mpsc::Sender<SecAggRound>,
         cancel: CancellationToken,
     },
 }
@@ -341,11 +345,13 @@ async fn handle(
                 return;
             };
             let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_DEPTH);
+            let (secagg_tx, secagg_rx) = mpsc::channel(SECAGG_DEPTH);
             let cancel = link_cancel.child_token();
             jobs.insert(
                 start.job_id.clone(),
                 Slot::Running {
                     inbox: inbox_tx,
+                    secagg: secagg_tx,
                     cancel: cancel.clone(),
                 },
             );
@@ -353,7 +359,7 @@ async fn handle(
                 node,
                 *offer,
                 peers,
-                inbox_rx,
+                (inbox_rx, secagg_rx),
                 cancel,
                 out.clone(),
                 done.clone(),
@@ -368,12 +374,29 @@ async fn handle(
                 tracing::debug!(job = %env.job_id, "envelope for a job that is not running dropped")
             }
         },
-        coordinator_message::Body::Abort(a) => {
-            if let Some(Slot::Running { cancel, .. }) = jobs.remove(&a.job_id) {
-                cancel.cancel();
+        coordinator_message::Body::Secagg(r) => match jobs.get(&r.job_id) {
+            Some(Slot::Running { secagg, .. }) => {
+                // Never waits: the job thread may be busy masking. A full queue means the
+                // coordinator sent more rounds than the protocol has; the job already fails on
+                // the first extra one, so the rest can go.
+                if let Err(mpsc::error::TrySendError::Full(r)) = secagg.try_send(r) {
+                    tracing::warn!(job = %r.job_id, round = r.round, "secure aggregation round dropped: too many rounds queued");
+                }
             }
-            tracing::info!(job = %a.job_id, reason = %a.reason, "job aborted by coordinator");
-        }
+            _ => {
+                tracing::debug!(job = %r.job_id, round = r.round, "secure aggregation round for a job that is not running dropped")
+            }
+        },
+        coordinator_message::Body::Abort(a) => match jobs.remove(&a.job_id) {
+            Some(slot) => {
+                if let Slot::Running { cancel, .. } = slot {
+                    cancel.cancel();
+                }
+                tracing::info!(job = %a.job_id, reason = %a.reason, "job aborted by coordinator");
+            }
+            // A job that already ended here (e.g. a secure_sum after its last round).
+            None => tracing::debug!(job = %a.job_id, "abort for a job that is not running"),
+        },
         coordinator_message::Body::Welcome(_) => {}
     }
 }
@@ -383,11 +406,17 @@ async fn handle(
 fn consider(node: &Node, offer: &JobOffer) -> Result<HashMap<String, VerifiedKeys>, String> {
     let me = &node.config.name;
     let spec = offer.spec.as_ref().ok_or("the offer carries no job spec")?;
-    if !matches!(spec.kind(), JobKind::Psi | JobKind::DpStats) {
+    if !matches!(
+        spec.kind(),
+        JobKind::Psi | JobKind::DpStats | JobKind::SecureSum
+    ) {
         return Err(format!(
             "node '{me}' does not support job kind {:?}",
             spec.kind()
         ));
+    }
+    if spec.kind() == JobKind::SecureSum {
+        check_secure_sum(me, offer)?;
     }
     let mut peers = HashMap::new();
     for p in &spec.participants {
@@ -401,7 +430,8 @@ fn consider(node: &Node, offer: &JobOffer) -> Result<HashMap<String, VerifiedKey
         peers.insert(p.node.clone(), keys);
     }
     if let Some(mine) = peers.get(me)
-        && (mine.x25519_public != node.secrets.x25519_public())
+        && (mine.x25519_public != node.secrets.x25519_public()
+            || mine.ed25519_public != node.secrets.ed25519_public())
     {
         return Err(format!(
             "the offer carries keys for '{me}' that are not this node's keys"
@@ -429,6 +459,38 @@ fn consider(node: &Node, offer: &JobOffer) -> Result<HashMap<String, VerifiedKey
             .map_err(|e| format!("node '{me}' refuses: {e}"))?;
     }
     Ok(peers)
+}
+
+/// Checks the shape of a `secure_sum` offer before anything else: parameters present, no
+/// distributed DP, every participant listed once (this node included), and parameters the
+/// secure aggregation accepts.
+fn check_secure_sum(me: &str, offer: &JobOffer) -> Result<(), String> {
+    let spec = offer.spec.as_ref().ok_or("the offer carries no job spec")?;
+    let p = spec
+        .secure_sum
+        .as_ref()
+        .ok_or_else(|| format!("node '{me}' refuses: the secure_sum job has no parameters"))?;
+    if p.dp.is_some() {
+        return Err(format!(
+            "node '{me}' refuses: {}",
+            crate::secure_sum::DP_UNAVAILABLE
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = spec.participants.iter().find(|q| !seen.insert(&q.node)) {
+        return Err(format!(
+            "node '{me}' refuses: participant '{}' is listed more than once",
+            dup.node
+        ));
+    }
+    if !spec.participants.iter().any(|q| q.node == me) {
+        return Err(format!("node '{me}' is not a participant"));
+    }
+    let n = u32::try_from(spec.participants.len())
+        .map_err(|_| format!("node '{me}' refuses: too many participants"))?;
+    crate::secure_sum::secagg_params(&offer.job_id, p, n)
+        .map(|_| ())
+        .map_err(|e| format!("node '{me}' refuses: {e}"))
 }
 
 /// Checks that the value and segment columns a job reads exist in this node's dataset with
@@ -469,6 +531,21 @@ fn check_columns(node: &Node, spec: &parley_proto::JobSpec) -> Result<(), String
             need_value(&m.column)?;
         }
     }
+    if let Some(s) = spec
+        .secure_sum
+        .as_ref()
+        .filter(|_| spec.kind() == JobKind::SecureSum)
+    {
+        if ds.segments(&s.segment_column).is_none() {
+            return Err(format!(
+                "node '{me}': dataset '{}' has no segment column '{}'",
+                mine.dataset, s.segment_column
+            ));
+        }
+        if !s.value_column.is_empty() {
+            need_value(&s.value_column)?;
+        }
+    }
     Ok(())
 }
 
@@ -476,7 +553,7 @@ fn start_job(
     node: &Arc<Node>,
     offer: JobOffer,
     peers: HashMap<String, VerifiedKeys>,
-    inbox: mpsc::Receiver<Envelope>,
+    (inbox, secagg): (mpsc::Receiver<Envelope>, mpsc::Receiver<SecAggRound>),
     cancel: CancellationToken,
     out: mpsc::Sender<NodeMessage>,
     done: mpsc::UnboundedSender<String>,
@@ -486,6 +563,7 @@ fn start_job(
     let rt = tokio::runtime::Handle::current();
     let io = JobIo {
         inbox,
+        secagg,
         outbox: out.clone(),
         cancel: cancel.clone(),
     };
@@ -547,7 +625,8 @@ fn prepare(
         .get(&mine.dataset)
         .cloned()
         .ok_or_else(|| format!("node '{me}' has no dataset '{}'", mine.dataset))?;
-    let local = spec.kind() == JobKind::DpStats;
+    // Only PSI jobs have one peer; dp_stats is local, secure_sum talks to the coordinator.
+    let local = spec.kind() != JobKind::Psi;
     let (peer, peer_x25519) = if local {
         (String::new(), [0u8; 32])
     } else {
@@ -561,6 +640,16 @@ fn prepare(
             .ok_or_else(|| format!("no verified keys for '{}'", other.node))?;
         (other.node.clone(), peer_keys.x25519_public)
     };
+    let mut peer_keys = parley_crypto::secagg::PeerKeys::new();
+    if spec.kind() == JobKind::SecureSum {
+        for (i, p) in spec.participants.iter().enumerate() {
+            let keys = peers
+                .get(&p.node)
+                .ok_or_else(|| format!("no verified keys for '{}'", p.node))?;
+            let index = u32::try_from(i + 1).map_err(|_| "too many participants".to_string())?;
+            peer_keys.insert(index, keys.ed25519_public);
+        }
+    }
     let psi = spec.psi.unwrap_or_default();
     let mode = match psi.mode() {
         PsiMode::Cardinality => Mode::Cardinality,
@@ -588,5 +677,6 @@ fn prepare(
         analyst: offer.submitted_by.clone(),
         cost: release_cost(spec),
         ledger: Arc::clone(&node.ledger),
+        peer_keys,
     })
 }

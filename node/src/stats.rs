@@ -29,7 +29,7 @@ use parley_proto::{
 };
 
 use crate::NodeError;
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, SegmentColumn};
 
 /// Name of the bucket for rows outside the declared categories.
 pub const OTHER: &str = "other";
@@ -64,6 +64,42 @@ pub fn noise_info(c: &Calibrated, unit: f64) -> NoiseInfo {
         scale: c.scale * unit,
         accuracy95: c.accuracy95() * unit,
     }
+}
+
+/// The output categories of a grouping: the declared ones in order, then [`OTHER`] when rows
+/// outside them are bucketed.
+pub fn output_categories(categories: &[String], bucket: bool) -> Vec<String> {
+    let mut names = categories.to_vec();
+    if bucket {
+        names.push(OTHER.to_string());
+    }
+    names
+}
+
+/// Per row of `segments`, the index of its output category (see [`output_categories`]): the
+/// position of its label among the declared `categories`, `categories.len()` (the [`OTHER`]
+/// bucket) for any other label when `bucket`, or `None` when the row is dropped.
+pub fn row_categories(
+    segments: &SegmentColumn,
+    categories: &[String],
+    bucket: bool,
+) -> Vec<Option<usize>> {
+    // Data category code → output index (None = dropped).
+    let map: Vec<Option<usize>> = segments
+        .categories()
+        .iter()
+        .map(|c| {
+            categories
+                .iter()
+                .position(|d| d == c)
+                .or(bucket.then_some(categories.len()))
+        })
+        .collect();
+    segments
+        .codes()
+        .iter()
+        .map(|&c| map.get(c as usize).copied().flatten())
+        .collect()
 }
 
 /// Converts a clamped value to integer units of 10^-decimals.
@@ -122,27 +158,9 @@ pub fn compute(
             ),
         )
     })?;
-    let mut names: Vec<String> = p.categories.clone();
     let bucket = p.other() == OtherRows::Bucket;
-    if bucket {
-        names.push(OTHER.to_string());
-    }
-    // Data category code → output index (None = dropped).
-    let map: Vec<Option<usize>> = segments
-        .categories()
-        .iter()
-        .map(|c| {
-            p.categories
-                .iter()
-                .position(|d| d == c)
-                .or(bucket.then_some(p.categories.len()))
-        })
-        .collect();
-    let rows: Vec<Option<usize>> = segments
-        .codes()
-        .iter()
-        .map(|&c| map.get(c as usize).copied().flatten())
-        .collect();
+    let names = output_categories(&p.categories, bucket);
+    let rows = row_categories(segments, &p.categories, bucket);
     let k = names.len();
     let count_truth = || {
         let mut v = vec![0i64; k];

@@ -5,7 +5,9 @@
 //! match and cardinality jobs between pairs and prints each result next to the ground truth.
 //! Then the differentially private side: a conversion measurement (publisher exposure list ×
 //! brand purchases → noisy revenue of exposed users, intersection-sum), a DP segment report of
-//! the brand's customers, and every dataset's privacy budget left afterwards.
+//! the brand's customers, and every dataset's privacy budget left afterwards. Finally a
+//! secure aggregation across eight retailers, two of which crash mid-protocol: the brand's
+//! analyst still gets the exact per-region totals of the retailers whose inputs arrived.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -152,6 +154,7 @@ pub async fn run_demo(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<Demo
     }
     dp_scenarios(&fed, &g).await?;
     fed.shutdown().await?;
+    secure_sum_scenario(&dir.join("secure-sum"), opts.records).await?;
     println!("\ntotal demo time {:.1} s", t0.elapsed().as_secs_f64());
     if rows
         .iter()
@@ -169,6 +172,139 @@ fn node(g: &Generated, name: &str, partners: &[&str], dataset: &str) -> NodeSetu
         g.dataset_toml(name) + &budget_toml(DEMO_BUDGET),
         open_policy(partners, &[dataset]),
     )
+}
+
+/// Retailers of the secure-aggregation scenario.
+const RETAILERS: usize = 8;
+
+/// Eight retailers (six nodes plus two driven from here so they can crash at chosen points)
+/// sum their per-region sales; retailer-7 crashes after sending its key shares (round 1),
+/// retailer-8 after sending its masked input (round 2).
+async fn secure_sum_scenario(dir: &Path, records: usize) -> anyhow::Result<()> {
+    use crate::rogue::{Rogue, SecAggPlan};
+    println!("\nsecure aggregation: per-region sales across {RETAILERS} retailers");
+    println!("  (Bonawitz et al.; the coordinator learns only the sum; retailer-7 crashes after");
+    println!("   round 1, retailer-8 after round 2)");
+    let names: Vec<String> = (1..=RETAILERS).map(|i| format!("retailer-{i}")).collect();
+    let spec = crate::r#gen::FederationSpec {
+        seed: 0x5345_4341,
+        parties: names
+            .iter()
+            .map(|n| crate::r#gen::PartySpec {
+                node: n.clone(),
+                dataset: "sales".into(),
+                records: (records / 20).max(500),
+                style: crate::r#gen::IdStyle::EmailAndPhone,
+            })
+            .collect(),
+        overlaps: vec![],
+    };
+    std::fs::create_dir_all(dir)?;
+    let g = {
+        let data = dir.join("data");
+        tokio::task::spawn_blocking(move || generate(&data, &spec))
+            .await
+            .context("data generator panicked")??
+    };
+    let setups = names
+        .iter()
+        .take(RETAILERS - 2)
+        .map(|n| {
+            let others: Vec<String> = names.iter().filter(|o| *o != n).cloned().collect();
+            NodeSetup::new(
+                n,
+                g.dataset_toml(n),
+                crate::harness::secure_sum_policy(&others, "sales"),
+            )
+        })
+        .collect();
+    let fed = Federation::start(dir, setups).await?;
+    let cats = ["north", "south", "east", "west"];
+    let vector = |node: &str| -> Vec<u64> {
+        let t = g.truth_segments(node);
+        cats.iter()
+            .flat_map(|c| {
+                let s = t.get(*c).copied().unwrap_or_default();
+                [s.rows, s.sum_cents as u64]
+            })
+            .collect()
+    };
+    let mut crashers = Vec::new();
+    for (name, plan) in [
+        ("retailer-7", SecAggPlan::DropAfter(1)),
+        ("retailer-8", SecAggPlan::DropAfter(2)),
+    ] {
+        crashers.push((Rogue::connect(&fed, name).await?, plan, vector(name)));
+    }
+    let parts: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "sales")).collect();
+    let t = Instant::now();
+    let job = fed
+        .submit(crate::harness::secure_sum_spec(&parts, &cats))
+        .await?;
+    let mut runs = Vec::new();
+    for (mut rogue, plan, input) in crashers {
+        let id = job.id.clone();
+        runs.push(tokio::spawn(async move {
+            let offer = rogue.accept_next_offer().await?;
+            rogue.wait_start(&id).await?;
+            rogue.run_secagg(&offer, &input, plan).await?;
+            // Keep the connection object until the job ends, so the last message already
+            // queued is delivered before the link closes.
+            anyhow::Ok(rogue)
+        }));
+    }
+    let mut keep = Vec::new();
+    for r in runs {
+        keep.push(r.await.context("crashing retailer task")??);
+    }
+    let job = fed.wait(&job.id, Duration::from_secs(120)).await?;
+    drop(keep);
+    if job.state() != JobState::Succeeded {
+        bail!("secure aggregation ended {:?}: {}", job.state(), job.reason);
+    }
+    let r = job
+        .result
+        .and_then(|r| r.secure_sum)
+        .context("succeeded secure_sum job without a result")?;
+    println!("  contributors: {}", r.contributors.join(", "));
+    for d in &r.dropped {
+        println!("  dropped out:  {d}");
+    }
+    println!(
+        "  (a retailer that crashed after sending its masked input is still in the sum: the\n   \
+         survivors reveal its self-mask seed; one that crashed earlier is left out)"
+    );
+    let contributed: Vec<Vec<u64>> = r.contributors.iter().map(|n| vector(n)).collect();
+    println!(
+        "  {:<10} {:>10} {:>10} {:>16} {:>16}",
+        "region", "rows", "truth", "sales", "truth"
+    );
+    for (c, cat) in r.categories.iter().enumerate() {
+        let rows: u64 = contributed.iter().map(|v| v[2 * c]).sum();
+        let cents: u64 = contributed.iter().map(|v| v[2 * c + 1]).sum();
+        let (got_rows, got_sales) = (
+            cat.values.first().copied().unwrap_or(0.0),
+            cat.values.get(1).copied().unwrap_or(0.0),
+        );
+        println!(
+            "  {:<10} {:>10.0} {:>10} {:>16.2} {:>16.2}",
+            cat.category,
+            got_rows,
+            rows,
+            got_sales,
+            cents as f64 / 100.0
+        );
+        if got_rows != rows as f64 || (got_sales - cents as f64 / 100.0).abs() > 1e-6 {
+            bail!("secure sum of {} differs from the truth", cat.category);
+        }
+    }
+    println!(
+        "  exact totals of the {} retailers whose inputs arrived ({:.2} s)",
+        r.contributors.len(),
+        t.elapsed().as_secs_f64()
+    );
+    fed.shutdown().await?;
+    Ok(())
 }
 
 /// Fails if a released value is further than 6 × its 95% bound from the truth: noise that

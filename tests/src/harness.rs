@@ -388,6 +388,7 @@ pub fn psi_spec(
             ..Default::default()
         }),
         dp_stats: None,
+        ..Default::default()
     }
 }
 
@@ -440,6 +441,7 @@ pub fn sum_spec(
             ..Default::default()
         }),
         dp_stats: None,
+        ..Default::default()
     }
 }
 
@@ -493,7 +495,49 @@ pub fn dp_stats_spec(
             min_count: 0,
             decimals: 2,
         }),
+        ..Default::default()
     }
+}
+
+/// A secure_sum job over `nodes` (node, dataset): per `region` category, the row count and
+/// the sum of `amount` clamped to [0, 1000] (cents), with a 10 s round deadline.
+pub fn secure_sum_spec(nodes: &[(&str, &str)], categories: &[&str]) -> JobSpec {
+    use parley_proto::{JobKind, OtherRows, Participant, SecureSumParams};
+    JobSpec {
+        label: format!("secure sum over {} nodes", nodes.len()),
+        kind: JobKind::SecureSum as i32,
+        participants: nodes
+            .iter()
+            .map(|(n, d)| Participant {
+                node: n.to_string(),
+                dataset: d.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        secure_sum: Some(SecureSumParams {
+            segment_column: "region".into(),
+            categories: categories.iter().map(|c| c.to_string()).collect(),
+            other: OtherRows::Drop as i32,
+            count: true,
+            value_column: "amount".into(),
+            lower: 0.0,
+            upper: 1000.0,
+            decimals: 2,
+            round_timeout_secs: 10,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A policy letting every node in `partners` run secure_sum on `dataset`.
+pub fn secure_sum_policy(partners: &[String], dataset: &str) -> String {
+    let q = partners
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("[[rule]]\npartners = [{q}]\nkinds = [\"secure_sum\"]\ndatasets = [\"{dataset}\"]\n")
 }
 
 /// A `[datasets.budget]` table to append after a dataset's TOML block.

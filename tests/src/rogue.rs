@@ -8,13 +8,15 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use parley_coordinator::jobfile::{secure_sum_threshold, secure_sum_vector_len};
 use parley_crypto::envelope::{EnvelopeKey, derive_envelope_key};
 use parley_crypto::keys::NodeSecrets;
+use parley_crypto::secagg::{AdvertiseKeys, Client, EncryptedShare, Params, PeerKeys, Signer};
 use parley_net::Role;
 use parley_proto::node_link_client::NodeLinkClient;
 use parley_proto::{
-    CoordinatorMessage, Envelope, Hello, JobDecision, JobOffer, NodeMessage, coordinator_message,
-    node_message,
+    CoordinatorMessage, Envelope, Hello, JobDecision, JobOffer, NodeMessage, SecAggRound,
+    SecAggUpload, coordinator_message, node_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -166,4 +168,138 @@ impl Rogue {
     pub fn disconnect(&mut self) {
         self.tx = None;
     }
+
+    /// The next secure-aggregation round message for `job_id`.
+    pub async fn next_secagg(&mut self, job_id: &str) -> anyhow::Result<SecAggRound> {
+        loop {
+            match self.next().await? {
+                coordinator_message::Body::Secagg(r) if r.job_id == job_id => return Ok(r),
+                coordinator_message::Body::Abort(a) if a.job_id == job_id => {
+                    bail!("job aborted: {}", a.reason)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn upload(&self, job_id: &str, round: u32, messages: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        self.send(node_message::Body::Secagg(SecAggUpload {
+            job_id: job_id.to_string(),
+            round,
+            messages,
+        }))
+        .await
+    }
+
+    /// Takes part in the secure_sum job of `offer` (already accepted and started) with the real
+    /// protocol and `input`, misbehaving as `plan` says. Returns its round-0 message (for
+    /// replay tests).
+    pub async fn run_secagg(
+        &mut self,
+        offer: &JobOffer,
+        input: &[u64],
+        plan: SecAggPlan,
+    ) -> anyhow::Result<Vec<u8>> {
+        let spec = offer.spec.as_ref().context("offer without spec")?;
+        let p = spec.secure_sum.as_ref().context("not a secure_sum job")?;
+        let n = spec.participants.len();
+        let index = spec
+            .participants
+            .iter()
+            .position(|q| q.node == self.name)
+            .context("not a participant")? as u32
+            + 1;
+        let mut peer_keys = PeerKeys::new();
+        for (i, q) in spec.participants.iter().enumerate() {
+            let b = offer
+                .participants
+                .iter()
+                .find(|b| b.node_name == q.node)
+                .context("binding missing")?;
+            peer_keys.insert(i as u32 + 1, b.ed25519_public.as_slice().try_into()?);
+        }
+        let mut vector_len = secure_sum_vector_len(p);
+        if plan == SecAggPlan::WrongLength {
+            vector_len -= 1;
+        }
+        let params = Params {
+            job_id: offer.job_id.clone(),
+            n: n as u32,
+            threshold: secure_sum_threshold(p, n),
+            vector_len,
+            max_vector_len: vector_len,
+        };
+        let secrets = std::sync::Arc::new(NodeSecrets::from_bytes(&self.secrets.to_bytes())?);
+        let signer: Signer = std::sync::Arc::new(move |m: &[u8]| secrets.sign_ed25519(m));
+        let client = Client::new(params, index, signer, peer_keys, &mut rand::rng())?;
+        let job = offer.job_id.clone();
+        let (st, adv) = client.round0();
+        let adv_bytes = adv.to_bytes();
+        let round0 = match &plan {
+            SecAggPlan::Replay(old) => old.clone(),
+            _ => adv_bytes.clone(),
+        };
+        self.upload(&job, 0, vec![round0]).await?;
+        if plan == SecAggPlan::DropAfter(0) {
+            self.disconnect();
+            return Ok(adv_bytes);
+        }
+        let r1 = self.next_secagg(&job).await?;
+        let ads = r1
+            .messages
+            .iter()
+            .map(|b| AdvertiseKeys::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (st, shares) = st.round1(&ads)?;
+        self.upload(
+            &job,
+            1,
+            shares.iter().map(EncryptedShare::to_bytes).collect(),
+        )
+        .await?;
+        if plan == SecAggPlan::DropAfter(1) {
+            self.disconnect();
+            return Ok(adv_bytes);
+        }
+        let r2 = self.next_secagg(&job).await?;
+        let mine = r2
+            .messages
+            .iter()
+            .map(|b| EncryptedShare::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let input = &input[..vector_len.min(input.len())];
+        let (st, masked) = st.round2(&mine, input)?;
+        let mut bytes = masked.to_bytes();
+        if plan == SecAggPlan::AlterMaskedInput {
+            let i = bytes.len() - 64 - 3; // inside the last vector word
+            bytes[i] ^= 0x01;
+        }
+        self.upload(&job, 2, vec![bytes]).await?;
+        if plan == SecAggPlan::DropAfter(2) {
+            self.disconnect();
+            return Ok(adv_bytes);
+        }
+        if matches!(plan, SecAggPlan::AlterMaskedInput | SecAggPlan::WrongLength) {
+            return Ok(adv_bytes);
+        }
+        let r3 = self.next_secagg(&job).await?;
+        let unmask = st.round3(&r3.survivors)?;
+        self.upload(&job, 3, vec![unmask.to_bytes()]).await?;
+        Ok(adv_bytes)
+    }
+}
+
+/// How a test-driven secure-aggregation participant behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecAggPlan {
+    /// Follows the protocol to the end.
+    Honest,
+    /// Sends its message of this round (0, 1 or 2), then its link drops.
+    DropAfter(u32),
+    /// Flips one bit of its (signed) masked input.
+    AlterMaskedInput,
+    /// Sends a correctly signed masked input one word short.
+    WrongLength,
+    /// Sends these bytes (e.g. an advertisement from an earlier job) as its round-0 message.
+    Replay(Vec<u8>),
 }

@@ -1,0 +1,403 @@
+//! The coordinator as the server of secure aggregation (`secure_sum` jobs).
+//!
+//! Drives `parley_crypto::secagg`'s server rounds over the node links: collects each round's
+//! messages, decides who dropped out (disconnected, or silent until the round deadline, or
+//! sent a message the server rejects), broadcasts the next round to the survivors and finally
+//! unmasks the sum. See the crypto module for the protocol and its guarantees.
+//!
+//! # What the coordinator learns
+//! Who took part in each round, message sizes, and the sum of the vectors of the nodes whose
+//! masked inputs arrived (`U3`) — nothing about any single node's vector, as long as fewer than
+//! `t` nodes collude with it. Fewer than `t` survivors at any round, or fewer than
+//! `min_contributors` inputs, fail the job without computing any sum.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use parley_crypto::secagg::{
+    AdvertiseKeys, EncryptedShare, MaskedInput, Params, PeerKeys, Server, ServerAwaitingInputs,
+    ServerAwaitingShares, ServerAwaitingUnmask, UnmaskShares,
+};
+use parley_proto::{
+    CategoryStats, JobResult, JobSpec, OtherRows, SecAggRound, SecAggUpload, SecureSumParams,
+    SecureSumResult,
+};
+
+use crate::jobfile::{
+    DEFAULT_ROUND_TIMEOUT_SECS, OTHER_CATEGORY, secure_sum_threshold, secure_sum_vector_len,
+};
+
+/// Where the server is in the protocol.
+enum Stage {
+    Round0(Server),
+    Round1(ServerAwaitingShares),
+    Round2(ServerAwaitingInputs),
+    Round3(ServerAwaitingUnmask),
+    /// The unmasking runs (or ran) elsewhere.
+    Finishing,
+}
+
+/// What to do after a round ended.
+pub(crate) enum Advance {
+    /// Send these round messages (node name, message).
+    Send(Vec<(String, SecAggRound)>),
+    /// Every unmasking share is in: compute the sum (CPU-heavy, off the async runtime).
+    Finish(Box<ServerAwaitingUnmask>),
+}
+
+/// One running secure aggregation.
+pub(crate) struct SecAggRun {
+    params: SecureSumParams,
+    /// Node name of participant index i + 1.
+    names: Vec<String>,
+    stage: Stage,
+    round: u32,
+    /// Who must answer the current round.
+    expected: BTreeSet<u32>,
+    answered: BTreeSet<u32>,
+    /// Participants that dropped out, with the round they missed and why.
+    dropped: BTreeMap<u32, String>,
+    min_contributors: u32,
+    /// U3, once known.
+    contributors: Vec<u32>,
+    round_timeout: Duration,
+}
+
+impl SecAggRun {
+    /// Sets up the server for `spec`; `keys` are the participants' Ed25519 ledger/signing keys
+    /// from their certificate-bound key bindings.
+    pub(crate) fn new(
+        job_id: &str,
+        spec: &JobSpec,
+        keys: &HashMap<String, [u8; 32]>,
+    ) -> Result<SecAggRun, String> {
+        let p = spec
+            .secure_sum
+            .clone()
+            .ok_or("the job has no [secure_sum] parameters")?;
+        let names: Vec<String> = spec.participants.iter().map(|q| q.node.clone()).collect();
+        let n = names.len();
+        let threshold = secure_sum_threshold(&p, n);
+        let vector_len = secure_sum_vector_len(&p);
+        let mut peer_keys = PeerKeys::new();
+        for (i, name) in names.iter().enumerate() {
+            let key = keys
+                .get(name)
+                .ok_or_else(|| format!("no verified key binding for node '{name}'"))?;
+            peer_keys.insert(i as u32 + 1, *key);
+        }
+        let params = Params {
+            job_id: job_id.to_string(),
+            n: n as u32,
+            threshold,
+            vector_len,
+            max_vector_len: vector_len,
+        };
+        let server = Server::new(params, peer_keys).map_err(|e| e.to_string())?;
+        let min_contributors = if p.min_contributors > 0 {
+            p.min_contributors
+        } else {
+            threshold
+        };
+        let secs = if p.round_timeout_secs > 0 {
+            p.round_timeout_secs
+        } else {
+            DEFAULT_ROUND_TIMEOUT_SECS
+        };
+        Ok(SecAggRun {
+            params: p,
+            expected: (1..=n as u32).collect(),
+            names,
+            stage: Stage::Round0(server),
+            round: 0,
+            answered: BTreeSet::new(),
+            dropped: BTreeMap::new(),
+            min_contributors,
+            contributors: Vec::new(),
+            round_timeout: Duration::from_secs(u64::from(secs)),
+        })
+    }
+
+    /// The current round (0..=3; 4 once unmasking started).
+    pub(crate) fn round(&self) -> u32 {
+        self.round
+    }
+
+    /// The per-round deadline.
+    pub(crate) fn round_timeout(&self) -> Duration {
+        self.round_timeout
+    }
+
+    fn index_of(&self, node: &str) -> Option<u32> {
+        self.names
+            .iter()
+            .position(|n| n == node)
+            .map(|i| i as u32 + 1)
+    }
+
+    fn name(&self, i: u32) -> &str {
+        self.names.get(i as usize - 1).map_or("?", String::as_str)
+    }
+
+    /// Marks `node` as dropped out (disconnected, failed, or rejected) in the current round.
+    pub(crate) fn drop_out(&mut self, node: &str, why: &str) {
+        if let Some(i) = self.index_of(node)
+            && !self.dropped.contains_key(&i)
+        {
+            tracing::info!(
+                node,
+                round = self.round,
+                why,
+                "secure aggregation: node dropped out"
+            );
+            self.dropped
+                .insert(i, format!("{node} (round {}: {why})", self.round));
+            self.expected.remove(&i);
+        }
+    }
+
+    /// True when every node expected in this round answered or dropped out.
+    pub(crate) fn round_complete(&self) -> bool {
+        self.expected.iter().all(|i| self.answered.contains(i))
+    }
+
+    /// Treats every node that has not answered round `round` as dropped. Returns false if the
+    /// run has already moved past that round.
+    pub(crate) fn timeout(&mut self, round: u32) -> bool {
+        if round != self.round || matches!(self.stage, Stage::Finishing) {
+            return false;
+        }
+        let silent: Vec<u32> = self
+            .expected
+            .iter()
+            .copied()
+            .filter(|i| !self.answered.contains(i))
+            .collect();
+        for i in silent {
+            let name = self.name(i).to_string();
+            self.drop_out(&name, "no answer before the round deadline");
+        }
+        true
+    }
+
+    /// Takes a node's upload. A message the server rejects (wrong round, undecodable, bad
+    /// signature, replayed from another job, wrong vector length...) drops that node out and
+    /// returns the reason; the run goes on without it.
+    pub(crate) fn on_upload(&mut self, node: &str, up: SecAggUpload) -> Result<(), String> {
+        let Some(i) = self.index_of(node) else {
+            return Err(format!("node '{node}' is not a participant"));
+        };
+        if !self.expected.contains(&i) || self.answered.contains(&i) {
+            return Err(format!(
+                "node '{node}' sent a round-{} message it was not asked for",
+                up.round
+            ));
+        }
+        if up.round != self.round {
+            let why = format!(
+                "sent a round-{} message during round {}",
+                up.round, self.round
+            );
+            self.drop_out(node, &why);
+            return Err(format!("node '{node}' {why}"));
+        }
+        let vector_len = secure_sum_vector_len(&self.params);
+        let result = (|| -> Result<(), String> {
+            let one = |m: &[Vec<u8>]| -> Result<Vec<u8>, String> {
+                match m {
+                    [x] => Ok(x.clone()),
+                    _ => Err(format!("expected one message, got {}", m.len())),
+                }
+            };
+            match &mut self.stage {
+                Stage::Round0(s) => {
+                    let m = AdvertiseKeys::from_bytes(&one(&up.messages)?)
+                        .map_err(|e| e.to_string())?;
+                    check_sender(m.sender(), i)?;
+                    s.add_advertisement(m).map_err(|e| e.to_string())
+                }
+                Stage::Round1(s) => {
+                    let shares = up
+                        .messages
+                        .iter()
+                        .map(|b| EncryptedShare::from_bytes(b).map_err(|e| e.to_string()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    s.add_shares(i, shares).map_err(|e| e.to_string())
+                }
+                Stage::Round2(s) => {
+                    let m = MaskedInput::from_bytes(&one(&up.messages)?, vector_len)
+                        .map_err(|e| e.to_string())?;
+                    check_sender(m.sender(), i)?;
+                    s.add_masked_input(m).map_err(|e| e.to_string())
+                }
+                Stage::Round3(s) => {
+                    let m =
+                        UnmaskShares::from_bytes(&one(&up.messages)?).map_err(|e| e.to_string())?;
+                    check_sender(m.sender(), i)?;
+                    s.add_unmask(m).map_err(|e| e.to_string())
+                }
+                Stage::Finishing => Err("the aggregation is already being unmasked".into()),
+            }
+        })();
+        match result {
+            Ok(()) => {
+                self.answered.insert(i);
+                Ok(())
+            }
+            Err(why) => {
+                let why = format!("its round-{} message was rejected: {why}", self.round);
+                self.drop_out(node, &why);
+                Err(format!("node '{node}': {why}"))
+            }
+        }
+    }
+
+    /// Ends the current round: the next round's messages, or the unmasking work. An error
+    /// fails the job (too few survivors); no sum is computed then.
+    pub(crate) fn advance(&mut self) -> Result<Advance, String> {
+        let stage = std::mem::replace(&mut self.stage, Stage::Finishing);
+        let fail = |e: parley_crypto::secagg::SecAggError| {
+            format!("secure aggregation stopped: {e}; no sum was computed")
+        };
+        let alive = |set: &[u32], dropped: &BTreeMap<u32, String>| -> Vec<u32> {
+            set.iter()
+                .copied()
+                .filter(|i| !dropped.contains_key(i))
+                .collect()
+        };
+        let out = match stage {
+            Stage::Round0(s) => {
+                let (next, ads) = s.finish_round0().map_err(fail)?;
+                let u1: Vec<u32> = ads.iter().map(AdvertiseKeys::sender).collect();
+                let bytes: Vec<Vec<u8>> = ads.iter().map(AdvertiseKeys::to_bytes).collect();
+                self.stage = Stage::Round1(next);
+                self.next_round(&alive(&u1, &self.dropped), |_| (bytes.clone(), Vec::new()))
+            }
+            Stage::Round1(s) => {
+                let (next, mut routed) = s.finish_round1().map_err(fail)?;
+                let u2: Vec<u32> = routed.keys().copied().collect();
+                self.stage = Stage::Round2(next);
+                self.next_round(&alive(&u2, &self.dropped), |v| {
+                    let shares = routed.remove(&v).unwrap_or_default();
+                    (
+                        shares.iter().map(EncryptedShare::to_bytes).collect(),
+                        Vec::new(),
+                    )
+                })
+            }
+            Stage::Round2(s) => {
+                let (next, u3) = s.finish_round2().map_err(fail)?;
+                if (u3.len() as u32) < self.min_contributors {
+                    return Err(format!(
+                        "only {} node(s) delivered their masked input; the job requires at least \
+                         {} (min_contributors); no sum was computed",
+                        u3.len(),
+                        self.min_contributors
+                    ));
+                }
+                self.contributors = u3.clone();
+                self.stage = Stage::Round3(next);
+                let survivors = u3.clone();
+                self.next_round(&alive(&u3, &self.dropped), |_| {
+                    (Vec::new(), survivors.clone())
+                })
+            }
+            Stage::Round3(s) => {
+                self.round = 4;
+                return Ok(Advance::Finish(Box::new(s)));
+            }
+            Stage::Finishing => return Err("secure aggregation already finished".into()),
+        };
+        Ok(out)
+    }
+
+    /// Moves to the next round with `recipients`; `payload(v)` gives (messages, survivors).
+    fn next_round(
+        &mut self,
+        recipients: &[u32],
+        mut payload: impl FnMut(u32) -> (Vec<Vec<u8>>, Vec<u32>),
+    ) -> Advance {
+        self.round += 1;
+        self.expected = recipients.iter().copied().collect();
+        self.answered.clear();
+        let msgs = recipients
+            .iter()
+            .map(|&v| {
+                let (messages, survivors) = payload(v);
+                (
+                    self.name(v).to_string(),
+                    SecAggRound {
+                        job_id: String::new(),
+                        round: self.round,
+                        messages,
+                        survivors,
+                    },
+                )
+            })
+            .collect();
+        Advance::Send(msgs)
+    }
+
+    /// The released result for the unmasked `sum`.
+    pub(crate) fn result(&self, sum: &[u64]) -> JobResult {
+        let p = &self.params;
+        let mut names = p.categories.clone();
+        if p.other() == OtherRows::Bucket {
+            names.push(OTHER_CATEGORY.to_string());
+        }
+        let mut columns = Vec::new();
+        if p.count {
+            columns.push("count".to_string());
+        }
+        if !p.value_column.is_empty() {
+            columns.push(format!("sum({})", p.value_column));
+        }
+        let unit = 10f64.powi(-(p.decimals as i32));
+        let per = columns.len().max(1);
+        let categories = names
+            .into_iter()
+            .enumerate()
+            .map(|(c, category)| {
+                let values = (0..columns.len())
+                    .map(|k| {
+                        let word = sum.get(c * per + k).copied().unwrap_or(0) as i64;
+                        if p.count && k == 0 {
+                            word as f64
+                        } else {
+                            word as f64 * unit
+                        }
+                    })
+                    .collect();
+                CategoryStats {
+                    category,
+                    values,
+                    suppressed: false,
+                }
+            })
+            .collect();
+        JobResult {
+            secure_sum: Some(SecureSumResult {
+                contributors: self
+                    .contributors
+                    .iter()
+                    .map(|&i| self.name(i).to_string())
+                    .collect(),
+                dropped: self.dropped.values().cloned().collect(),
+                categories,
+                columns,
+                noise: None,
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+fn check_sender(claimed: u32, actual: u32) -> Result<(), String> {
+    if claimed == actual {
+        Ok(())
+    } else {
+        Err(format!(
+            "the message says it is from participant {claimed}, but it came from participant {actual}"
+        ))
+    }
+}

@@ -1,0 +1,211 @@
+//! End-to-end secure aggregation through the in-process federation: real nodes compute their
+//! per-region vectors, the coordinator runs the server rounds, and test-driven participants
+//! (running the real protocol code) drop out after each round or misbehave.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use parley_proto::{JobOffer, JobState};
+use parley_tests::r#gen::{FederationSpec, Generated, IdStyle, PartySpec, generate};
+use parley_tests::harness::{Federation, NodeSetup, secure_sum_policy, secure_sum_spec};
+use parley_tests::rogue::{Rogue, SecAggPlan};
+
+const CATS: [&str; 4] = ["north", "south", "east", "west"];
+
+/// `honest` real retailer nodes plus room for test-driven ones named in `rogues`.
+async fn federation(dir: &Path, honest: usize, rogues: &[&str]) -> (Federation, Generated) {
+    parley_net::init_tracing("warn");
+    let parties: Vec<PartySpec> = (1..=honest)
+        .map(|i| PartySpec {
+            node: format!("retailer-{i}"),
+            dataset: "sales".into(),
+            records: 300 + 50 * i,
+            style: IdStyle::EmailAndPhone,
+        })
+        .collect();
+    let g = generate(
+        &dir.join("data"),
+        &FederationSpec {
+            seed: 7,
+            parties,
+            overlaps: vec![],
+        },
+    )
+    .unwrap();
+    let mut all: Vec<String> = (1..=honest).map(|i| format!("retailer-{i}")).collect();
+    all.extend(rogues.iter().map(|r| r.to_string()));
+    let setups = (1..=honest)
+        .map(|i| {
+            let name = format!("retailer-{i}");
+            let others: Vec<String> = all.iter().filter(|n| **n != name).cloned().collect();
+            NodeSetup::new(
+                &name,
+                g.dataset_toml(&name),
+                secure_sum_policy(&others, "sales"),
+            )
+        })
+        .collect();
+    (Federation::start(dir, setups).await.unwrap(), g)
+}
+
+/// Per category (count, sum in cents) over the given generated nodes.
+fn truth(g: &Generated, nodes: &[String]) -> BTreeMap<String, (i128, i128)> {
+    let mut t = BTreeMap::new();
+    for n in nodes {
+        for (cat, s) in g.truth_segments(n) {
+            let e = t.entry(cat).or_insert((0, 0));
+            e.0 += s.rows as i128;
+            e.1 += s.sum_cents;
+        }
+    }
+    t
+}
+
+/// The vector a test-driven participant contributes: per category, count then cents.
+fn rogue_input() -> Vec<u64> {
+    (0..CATS.len())
+        .flat_map(|c| [10 + c as u64, 100_000 * (c as u64 + 1)])
+        .collect()
+}
+
+fn assert_sum(job: &parley_proto::Job, expected: &BTreeMap<String, (i128, i128)>, extra: bool) {
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    let r = job.result.clone().unwrap().secure_sum.unwrap();
+    let rogue = rogue_input();
+    for (c, cat) in r.categories.iter().enumerate() {
+        assert_eq!(cat.category, CATS[c]);
+        let (mut count, mut cents) = expected.get(&cat.category).copied().unwrap_or((0, 0));
+        if extra {
+            count += rogue[2 * c] as i128;
+            cents += rogue[2 * c + 1] as i128;
+        }
+        assert_eq!(cat.values[0], count as f64, "count of {}", cat.category);
+        assert!(
+            (cat.values[1] - cents as f64 / 100.0).abs() < 1e-6,
+            "sum of {}: {} vs {}",
+            cat.category,
+            cat.values[1],
+            cents as f64 / 100.0
+        );
+    }
+}
+
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("retailer-{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_sum_without_dropouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fed, g) = federation(tmp.path(), 5, &[]).await;
+    let nodes = names(5);
+    let parts: Vec<(&str, &str)> = nodes.iter().map(|n| (n.as_str(), "sales")).collect();
+    let job = fed.run_job(secure_sum_spec(&parts, &CATS)).await.unwrap();
+    assert_sum(&job, &truth(&g, &nodes), false);
+    let r = job.result.unwrap().secure_sum.unwrap();
+    assert_eq!(r.contributors.len(), 5);
+    assert!(r.dropped.is_empty());
+    fed.shutdown().await.unwrap();
+}
+
+/// Submits a job over 4 real nodes + the rogue, runs the rogue with `plan`, returns the job.
+async fn with_rogue(fed: &Federation, plan: SecAggPlan) -> (parley_proto::Job, Vec<u8>) {
+    let mut rogue = Rogue::connect(fed, "mallory").await.unwrap();
+    let nodes = names(4);
+    let mut parts: Vec<(&str, &str)> = nodes.iter().map(|n| (n.as_str(), "sales")).collect();
+    parts.push(("mallory", "sales"));
+    let job = fed.submit(secure_sum_spec(&parts, &CATS)).await.unwrap();
+    let offer: JobOffer = rogue.accept_next_offer().await.unwrap();
+    rogue.wait_start(&job.id).await.unwrap();
+    // A rejected or dropped participant is never sent the next round; its run ends when the
+    // coordinator aborts it at the end of the job.
+    let adv = rogue
+        .run_secagg(&offer, &rogue_input(), plan)
+        .await
+        .unwrap_or_default();
+    let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
+    (done, adv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropouts_after_each_round_still_give_the_exact_sum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fed, g) = federation(tmp.path(), 4, &["mallory"]).await;
+    let expected = truth(&g, &names(4));
+    // n = 5, t = 4: one dropout at any round is survivable.
+    for round in 0..=2 {
+        let (job, _) = with_rogue(&fed, SecAggPlan::DropAfter(round)).await;
+        // A node that dropped after sending its masked input (round 2) is in the sum: the
+        // others reveal its self-mask seed.
+        assert_sum(&job, &expected, round == 2);
+        let r = job.result.unwrap().secure_sum.unwrap();
+        if round < 2 {
+            assert_eq!(r.contributors.len(), 4, "round {round}");
+            assert!(r.dropped.iter().any(|d| d.contains("mallory")), "{r:?}");
+        } else {
+            assert_eq!(r.contributors.len(), 5);
+        }
+    }
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_dropouts_fail_cleanly_without_a_sum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut fed, _) = federation(tmp.path(), 3, &["mallory"]).await;
+    // n = 4, t = 3: with mallory silent and one real node gone, only 2 remain.
+    let mut rogue = Rogue::connect(&fed, "mallory").await.unwrap();
+    fed.stop_node("retailer-3").await.unwrap();
+    let nodes = names(3);
+    let mut parts: Vec<(&str, &str)> = nodes.iter().map(|n| (n.as_str(), "sales")).collect();
+    parts.push(("mallory", "sales"));
+    let mut spec = secure_sum_spec(&parts, &CATS);
+    spec.secure_sum.as_mut().unwrap().round_timeout_secs = 2;
+    // retailer-3 is down: the job cannot even start.
+    let job = fed.run_job(spec.clone()).await.unwrap();
+    assert_eq!(job.state(), JobState::Failed);
+    assert!(job.reason.contains("retailer-3"), "{}", job.reason);
+    fed.start_node("retailer-3").unwrap();
+    fed.wait_connected(&["retailer-3".into()], Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Now everyone accepts, mallory never sends anything and retailer-3 is stopped mid-job.
+    let job = fed.submit(spec).await.unwrap();
+    rogue.accept_next_offer().await.unwrap();
+    rogue.wait_start(&job.id).await.unwrap();
+    fed.stop_node("retailer-3").await.unwrap();
+    let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.state(), JobState::Failed, "{}", done.reason);
+    assert!(done.reason.contains("no sum"), "{}", done.reason);
+    assert!(done.result.is_none());
+    fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_replayed_and_wrong_length_messages_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fed, g) = federation(tmp.path(), 4, &["mallory"]).await;
+    let expected = truth(&g, &names(4));
+    let (job, old_adv) = with_rogue(&fed, SecAggPlan::Honest).await;
+    assert_sum(&job, &expected, true);
+    for plan in [
+        SecAggPlan::AlterMaskedInput,
+        SecAggPlan::WrongLength,
+        SecAggPlan::Replay(old_adv.clone()),
+    ] {
+        let (job, _) = with_rogue(&fed, plan.clone()).await;
+        // The rejected participant is excluded; the others' sum is exact.
+        assert_sum(&job, &expected, false);
+        let r = job.result.unwrap().secure_sum.unwrap();
+        let why = r
+            .dropped
+            .iter()
+            .find(|d| d.contains("mallory"))
+            .unwrap_or_else(|| panic!("{plan:?}: mallory not rejected: {r:?}"));
+        assert!(why.contains("rejected"), "{plan:?}: {why}");
+    }
+    fed.shutdown().await.unwrap();
+}
