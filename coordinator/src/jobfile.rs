@@ -849,8 +849,12 @@ fn validate_secure_sum(spec: &JobSpec) -> Result<(), String> {
     }
     if let Some(dp) = &p.dp {
         validate_dp(dp, "secure_sum.dp")?;
-        if dp.mechanism() != DpMechanism::Laplace {
-            return Err("secure_sum.dp.mechanism: distributed DP supports laplace only".into());
+        if dp.mechanism() != DpMechanism::Gaussian {
+            return Err(
+                "secure_sum.dp.mechanism: distributed DP uses the distributed discrete \
+                        Gaussian; set mechanism = \"gaussian\" and a delta"
+                    .into(),
+            );
         }
     }
     Ok(())

@@ -203,7 +203,10 @@ pub fn write_secure_sum(s: &mut String, r: &SecureSumResult) {
         let _ = writeln!(s, "  dropped out:          {}", r.dropped.join("; "));
     }
     if let Some(n) = &r.noise {
-        let _ = writeln!(s, "  noise:                {}", noise_text(n));
+        let _ = writeln!(s, "  count noise:          {}", noise_text(n));
+    }
+    if let Some(n) = &r.sum_noise {
+        let _ = writeln!(s, "  sum noise:            {}", noise_text(n));
     }
     let mut header = format!("  {:<16}", "CATEGORY");
     for c in &r.columns {
@@ -226,6 +229,7 @@ pub fn secure_sum_json(r: &SecureSumResult) -> Value {
         "dropped": r.dropped,
         "columns": r.columns,
         "noise": r.noise.as_ref().map_or(Value::Null, noise_json),
+        "sum_noise": r.sum_noise.as_ref().map_or(Value::Null, noise_json),
         "categories": r.categories.iter().map(|c| json!({
             "category": c.category,
             "values": c.values,

@@ -19,8 +19,8 @@ use parley_crypto::secagg::{
     ServerAwaitingShares, ServerAwaitingUnmask, UnmaskShares,
 };
 use parley_proto::{
-    CategoryStats, JobResult, JobSpec, OtherRows, SecAggRound, SecAggUpload, SecureSumParams,
-    SecureSumResult,
+    CategoryStats, DpMechanism, JobResult, JobSpec, NoiseInfo, OtherRows, SecAggRound,
+    SecAggUpload, SecureSumParams, SecureSumResult,
 };
 
 use crate::jobfile::{
@@ -375,6 +375,7 @@ impl SecAggRun {
                 }
             })
             .collect();
+        let (noise, sum_noise) = self.noise_infos(unit);
         JobResult {
             secure_sum: Some(SecureSumResult {
                 contributors: self
@@ -385,10 +386,61 @@ impl SecAggRun {
                 dropped: self.dropped.values().cloned().collect(),
                 categories,
                 columns,
-                noise: None,
+                noise,
+                sum_noise,
             }),
             ..Default::default()
         }
+    }
+}
+
+impl SecAggRun {
+    /// Distributed DP: how the released counts and sums were noised, given the contributors.
+    fn noise_infos(&self, unit: f64) -> (Option<NoiseInfo>, Option<NoiseInfo>) {
+        let p = &self.params;
+        let Some(dp) = &p.dp else {
+            return (None, None);
+        };
+        let mut sens = Vec::new();
+        if p.count {
+            sens.push(1);
+        }
+        if !p.value_column.is_empty() {
+            sens.push(parley_crypto::dp::clamped_sum_sensitivity(
+                p.lower, p.upper, p.decimals,
+            ));
+        }
+        let n = self.names.len() as u32;
+        let Ok(plan) = parley_crypto::dp::distributed_plan(
+            dp.epsilon,
+            dp.delta,
+            &sens,
+            self.min_contributors,
+            n,
+        ) else {
+            return (None, None);
+        };
+        let k = self.contributors.len() as u32;
+        let info = |g: &parley_crypto::dp::DistributedGaussian, unit: f64| NoiseInfo {
+            mechanism: DpMechanism::Gaussian as i32,
+            // The whole release (counts and sums together) costs the job's (ε, δ).
+            epsilon: dp.epsilon,
+            delta: dp.delta,
+            scale: g.total_scale(k) * unit,
+            accuracy95: g.accuracy95(k) * unit,
+        };
+        let mut it = plan.iter();
+        let count = if p.count {
+            it.next().map(|g| info(g, 1.0))
+        } else {
+            None
+        };
+        let sum = if p.value_column.is_empty() {
+            None
+        } else {
+            it.next().map(|g| info(g, unit))
+        };
+        (count, sum)
     }
 }
 

@@ -474,6 +474,164 @@ pub fn mean_accuracy95(sum: f64, sum_acc: f64, count: f64, count_acc: f64) -> Op
     Some(half)
 }
 
+// ───────────────────────── distributed discrete Gaussian ─────────────────────────
+
+/// Noise shares for a sum computed by secure aggregation: each of up to `max_parties` nodes adds
+/// independent discrete Gaussian noise of scale `node_scale` (sampled by OpenDP's
+/// `make_gaussian`) to its own vector before masking, so that the sum over any `k >= min_parties`
+/// contributors carries noise of variance ≈ `k · node_scale²` and nobody ever sees an un-noised
+/// total.
+///
+/// # Accounting
+/// A sum of `k` independent discrete Gaussians `N_Z(0, σ²)` is not itself a discrete Gaussian,
+/// but Kairouz, Liu and Steinke ("The Distributed Discrete Gaussian Mechanism for Federated
+/// Learning with Secure Aggregation", ICML 2021, Theorem 1) show that releasing
+/// `x + Σ noise` satisfies ½ε̃²-zCDP for L2 sensitivity `Δ` with
+/// `ε̃ = sqrt(Δ² / (k σ²) + ½ τ_k)`, `τ_k = 10 Σ_{j=1}^{k−1} exp(−2π² σ² j / (j + 1))`.
+/// [`distributed_gaussian`] picks `σ = node_scale` so that this ρ = ½ε̃² is at most the target
+/// for every `k` between `min_parties` and `max_parties` (the first term shrinks with `k`, the
+/// slack `τ_k` grows with it, so both ends are checked). Noise of contributors beyond
+/// `min_parties` only adds privacy. Dropouts are provisioned for: a node whose masked input does
+/// not arrive contributes neither data nor noise, and the job fails below `min_parties`.
+/// ρ-zCDP converts to (ε, δ)-DP by `ε = ρ + 2 sqrt(ρ ln(1/δ))` (Bun and Steinke, TCC 2016,
+/// Proposition 1.3); [`rho_for`] inverts it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DistributedGaussian {
+    /// Scale σ of each node's discrete Gaussian share.
+    pub node_scale: f64,
+    /// L2 sensitivity of the summed vector (per record).
+    pub sensitivity: u64,
+    /// Target zCDP parameter of the released sum.
+    pub rho: f64,
+    /// Fewest contributors whose noise is in the sum.
+    pub min_parties: u32,
+    /// Most contributors.
+    pub max_parties: u32,
+}
+
+/// Sensitivity, in integer units of 10^-`decimals`, of a sum whose values are clamped to
+/// `[lower, upper]`: the most one record can change it.
+pub fn clamped_sum_sensitivity(lower: f64, upper: f64, decimals: u32) -> u64 {
+    let scale = 10f64.powi(decimals as i32);
+    (lower.abs().max(upper.abs()) * scale).ceil().max(1.0) as u64
+}
+
+/// The largest ρ such that ρ-zCDP implies (ε, δ)-DP by Bun and Steinke's conversion.
+pub fn rho_for(epsilon: f64, delta: f64) -> Result<f64, DpError> {
+    if !(epsilon.is_finite() && epsilon > 0.0) {
+        return Err(DpError::InvalidEpsilon);
+    }
+    if !(delta > 0.0 && delta < 1.0) {
+        return Err(DpError::InvalidGaussianDelta);
+    }
+    let l = (1.0 / delta).ln();
+    let r = ((l + epsilon).sqrt() - l.sqrt()).powi(2);
+    Ok(r)
+}
+
+/// The zCDP ρ that a sum of `k` shares of scale `sigma` gives for L2 sensitivity `delta_2`
+/// (Kairouz, Liu and Steinke 2021, Theorem 1; see [`DistributedGaussian`]).
+pub fn distributed_rho(delta_2: f64, sigma: f64, k: u32) -> f64 {
+    let s2 = sigma * sigma;
+    let tau: f64 = (1..k)
+        .map(|j| {
+            let j = f64::from(j);
+            10.0 * (-2.0 * std::f64::consts::PI.powi(2) * s2 * j / (j + 1.0)).exp()
+        })
+        .sum();
+    0.5 * (delta_2 * delta_2 / (f64::from(k) * s2) + 0.5 * tau)
+}
+
+/// Calibrates per-node shares so that the sum over any `min_parties..=max_parties` contributors
+/// is `rho`-zCDP for L2 `sensitivity`.
+pub fn distributed_gaussian(
+    sensitivity: u64,
+    rho: f64,
+    min_parties: u32,
+    max_parties: u32,
+) -> Result<DistributedGaussian, DpError> {
+    if sensitivity == 0 {
+        return Err(DpError::ZeroSensitivity);
+    }
+    if !(rho.is_finite() && rho > 0.0) || min_parties == 0 || max_parties < min_parties {
+        return Err(DpError::CalibrationFailed);
+    }
+    let d = sensitivity as f64;
+    let worst = |sigma: f64| {
+        distributed_rho(d, sigma, min_parties).max(distributed_rho(d, sigma, max_parties))
+    };
+    // Start from the slack-free answer and grow until the bound holds at both ends.
+    let mut sigma = (d * d / (2.0 * rho * f64::from(min_parties)))
+        .sqrt()
+        .max(1.0);
+    let mut steps = 0;
+    while worst(sigma) > rho {
+        sigma *= 1.01;
+        steps += 1;
+        if steps > 10_000 || !sigma.is_finite() {
+            return Err(DpError::CalibrationFailed);
+        }
+    }
+    Ok(DistributedGaussian {
+        node_scale: sigma,
+        sensitivity,
+        rho,
+        min_parties,
+        max_parties,
+    })
+}
+
+/// Splits an (ε, δ) target evenly (in zCDP) across sub-vectors with the given L2
+/// sensitivities and calibrates each one's shares (see [`distributed_gaussian`]).
+pub fn distributed_plan(
+    epsilon: f64,
+    delta: f64,
+    sensitivities: &[u64],
+    min_parties: u32,
+    max_parties: u32,
+) -> Result<Vec<DistributedGaussian>, DpError> {
+    if sensitivities.is_empty() {
+        return Err(DpError::CalibrationFailed);
+    }
+    let rho = rho_for(epsilon, delta)? / sensitivities.len() as f64;
+    sensitivities
+        .iter()
+        .map(|&s| distributed_gaussian(s, rho, min_parties, max_parties))
+        .collect()
+}
+
+impl DistributedGaussian {
+    /// This node's noise share: `len` independent discrete Gaussian samples of scale
+    /// `node_scale`, drawn by OpenDP's `make_gaussian` (invoked on a zero vector).
+    pub fn share(&self, len: usize) -> Result<Vec<i64>, DpError> {
+        let m = make_gaussian::<_, _, ZeroConcentratedDivergence>(
+            VectorDomain::new(AtomDomain::<i64>::default()),
+            L2Distance::<i64>::default(),
+            self.node_scale,
+            None,
+        )
+        .map_err(opendp_err("building make_gaussian"))?;
+        let out = m
+            .invoke(&vec![0i64; len])
+            .map_err(opendp_err("sampling discrete Gaussian noise"))?;
+        if out.len() != len {
+            return Err(DpError::OutputLength);
+        }
+        Ok(out)
+    }
+
+    /// Scale (standard deviation) of the total noise when `k` nodes contribute.
+    pub fn total_scale(&self, k: u32) -> f64 {
+        self.node_scale * f64::from(k).sqrt()
+    }
+
+    /// 95% accuracy half-width of the total noise with `k` contributors (normal approximation
+    /// of a sum of discrete Gaussians, 1.96 standard deviations).
+    pub fn accuracy95(&self, k: u32) -> f64 {
+        1.96 * self.total_scale(k)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -834,5 +992,33 @@ mod tests {
                 proptest::prop_assert!(count - count_acc <= 0.0);
             }
         }
+    }
+    #[test]
+    fn distributed_gaussian_meets_its_target_at_every_survivor_count() {
+        let rho = rho_for(1.0, 1e-6).unwrap();
+        // Bun–Steinke: rho + 2 sqrt(rho ln(1/delta)) = epsilon.
+        let back = rho + 2.0 * (rho * (1e6f64).ln()).sqrt();
+        assert!((back - 1.0).abs() < 1e-9, "{back}");
+        let d = distributed_gaussian(5, rho, 4, 8).unwrap();
+        for k in 4..=8 {
+            assert!(
+                distributed_rho(5.0, d.node_scale, k) <= rho * (1.0 + 1e-12),
+                "k {k}"
+            );
+        }
+        // Fewer survivors than provisioned would not be private enough.
+        assert!(distributed_rho(5.0, d.node_scale, 2) > rho);
+        let shares = d.share(20_000).unwrap();
+        let n = shares.len() as f64;
+        let mean = shares.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = shares
+            .iter()
+            .map(|&x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0);
+        let expected = d.node_scale * d.node_scale;
+        assert!((var / expected - 1.0).abs() < 0.06, "{var} vs {expected}");
+        assert!(distributed_gaussian(0, rho, 4, 8).is_err());
+        assert!(distributed_gaussian(1, rho, 5, 4).is_err());
     }
 }

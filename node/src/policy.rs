@@ -90,7 +90,15 @@ pub fn release_cost(spec: &parley_proto::JobSpec) -> Option<Cost> {
             })
         }
         // Exact sums; distributed DP (`secure_sum.dp`) is refused by this node version.
-        JobKind::SecureSum | JobKind::Unspecified => None,
+        JobKind::SecureSum => {
+            let dp = spec.secure_sum.as_ref()?.dp.as_ref()?;
+            Some(Cost {
+                epsilon: dp.epsilon,
+                delta: dp.delta,
+                mechanism: "secure_sum/distributed_gaussian".to_owned(),
+            })
+        }
+        JobKind::Unspecified => None,
     }
 }
 

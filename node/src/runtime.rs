@@ -470,12 +470,6 @@ fn check_secure_sum(me: &str, offer: &JobOffer) -> Result<(), String> {
         .secure_sum
         .as_ref()
         .ok_or_else(|| format!("node '{me}' refuses: the secure_sum job has no parameters"))?;
-    if p.dp.is_some() {
-        return Err(format!(
-            "node '{me}' refuses: {}",
-            crate::secure_sum::DP_UNAVAILABLE
-        ));
-    }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = spec.participants.iter().find(|q| !seen.insert(&q.node)) {
         return Err(format!(

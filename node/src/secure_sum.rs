@@ -55,9 +55,53 @@ use crate::dataset::Dataset;
 use crate::job::{JobIo, JobRun};
 use crate::stats::{row_categories, to_units};
 
-/// Refusal reason for a job that asks for distributed DP.
+/// Refusal reason for a job that asks for distributed DP with another mechanism.
 pub const DP_UNAVAILABLE: &str =
-    "distributed DP for secure_sum is not available in this node version";
+    "distributed DP for secure_sum supports mechanism = \"gaussian\" (with a delta) only";
+
+/// The distributed-DP shares of a job: for the count words (sensitivity 1) and the sum words
+/// (sensitivity = the clamping bound in units), in that order, whichever the job releases;
+/// the (ε, δ) budget is split evenly between them in zCDP and provisioned for any number of
+/// contributors from `min_contributors` to `n` (see `parley_crypto::dp::DistributedGaussian`).
+pub fn dp_plan(
+    p: &SecureSumParams,
+    n: u32,
+    epsilon: f64,
+    delta: f64,
+) -> Result<Vec<parley_crypto::dp::DistributedGaussian>, String> {
+    if p.dp
+        .is_some_and(|d| d.mechanism() != parley_proto::DpMechanism::Gaussian)
+    {
+        return Err(DP_UNAVAILABLE.to_owned());
+    }
+    let mut sens = Vec::new();
+    if p.count {
+        sens.push(1);
+    }
+    if !p.value_column.is_empty() {
+        sens.push(crate::stats::sum_sensitivity(p.lower, p.upper, p.decimals));
+    }
+    parley_crypto::dp::distributed_plan(epsilon, delta, &sens, min_contributors(p, n), n)
+        .map_err(|e| format!("secure_sum.dp: {e}"))
+}
+
+/// Adds this node's noise shares to its vector (count words and sum words per category).
+pub fn add_noise(p: &SecureSumParams, n: u32, input: &mut [u64]) -> Result<(), NodeError> {
+    let Some(dp) = &p.dp else { return Ok(()) };
+    let plan = dp_plan(p, n, dp.epsilon, dp.delta).map_err(|e| NodeError::protocol("", &e))?;
+    let words = words_per_category(p);
+    let categories = input.len() / words.max(1);
+    for (w, share) in plan.iter().enumerate() {
+        let noise = share
+            .share(categories)
+            .map_err(|e| NodeError::protocol("", &format!("DP noise share: {e}")))?;
+        for (c, z) in noise.into_iter().enumerate() {
+            let slot = &mut input[c * words + w];
+            *slot = slot.wrapping_add(z as u64);
+        }
+    }
+    Ok(())
+}
 
 /// The job's Shamir threshold `t` for `n` participants: `params.threshold` if set, else
 /// `⌊2n/3⌋ + 1`.
@@ -176,8 +220,8 @@ fn largest_message(job_id: &str, n: usize, vector_len: usize) -> usize {
 /// threshold, and that every message of the run fits in one link message. `Err` is a refusal
 /// reason naming the setting at fault.
 pub fn secagg_params(job_id: &str, p: &SecureSumParams, n: u32) -> Result<Params, String> {
-    if p.dp.is_some() {
-        return Err(DP_UNAVAILABLE.to_owned());
+    if let Some(dp) = &p.dp {
+        dp_plan(p, n, dp.epsilon, dp.delta)?;
     }
     let len = vector_len(p);
     if len == 0 {
@@ -419,7 +463,12 @@ pub(crate) fn run(run: JobRun, mut io: JobIo, rt: Handle) -> Result<Option<JobRe
         .ok_or_else(|| {
             NodeError::protocol(&job, &format!("node '{}' is not a participant", run.me))
         })?;
-    let input = local_vector(&run.dataset, p).map_err(|e| e.for_job(&job))?;
+    let mut input = local_vector(&run.dataset, p).map_err(|e| e.for_job(&job))?;
+    if p.dp.is_some() {
+        // Each node pays for the release of the noisy total before anything leaves it.
+        run.charge(&io, &rt)?;
+        add_noise(p, n, &mut input).map_err(|e| e.for_job(&job))?;
+    }
     let secrets = Arc::clone(&run.secrets);
     let signer: Signer = Arc::new(move |m: &[u8]| secrets.sign_ed25519(m));
     let mut rng = StdRng::try_from_rng(&mut SysRng).map_err(|_| {

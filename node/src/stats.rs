@@ -111,8 +111,7 @@ pub fn to_units(v: f64, lower: f64, upper: f64, decimals: u32) -> i64 {
 
 /// Sensitivity of a clamped sum, in units: the largest change one row can make.
 pub fn sum_sensitivity(lower: f64, upper: f64, decimals: u32) -> u64 {
-    let scale = 10f64.powi(decimals as i32);
-    (lower.abs().max(upper.abs()) * scale).ceil().max(1.0) as u64
+    parley_crypto::dp::clamped_sum_sensitivity(lower, upper, decimals)
 }
 
 fn dp_err(job: &str, e: impl std::fmt::Display) -> NodeError {

@@ -1,5 +1,5 @@
-//! `parley-bench psi`: end-to-end PSI through a real in-process federation, compared with the
-//! raw elliptic-curve work the protocol cannot avoid, on the same inputs and the same cores.
+//! `parley-bench psi` / `sum`: end-to-end PSI through a real in-process federation, compared
+//! with the raw elliptic-curve work the protocol cannot avoid, on the same inputs and cores.
 //!
 //! For each size `n`:
 //!
@@ -16,6 +16,14 @@
 //!    multiplications (plus hash-to-group / (de)compression) every ECDH-PSI run needs. That is
 //!    the *raw EC* time.
 //!
+//! `parley-bench sum` does the same for PSI `sum` mode (intersection-sum): P2 (node `a`, the
+//! receiver) holds `n` emails with an `amount` value column, P1 (node `b`, the sender) `n`
+//! emails; one sum job with clamping `[0, 500]`, cents and a large epsilon must release a sum
+//! within 6 × its 95 % bound of the exact clamped sum; then the raw group operations the
+//! protocol cannot avoid run back to back on the same inputs ([`raw_sum_ec`]): P1 blind, P2
+//! reblind, P2 blind, P2 ElGamal-encrypt, P1 reblind, P1 decode + add of the `k` matching
+//! ciphertexts, re-randomise + decrypt.
+//!
 //! Peak RSS is the process's `VmHWM` (reset per phase through `/proc/self/clear_refs` when the
 //! kernel allows it). The federation runs in this process, so the end-to-end figure covers the
 //! coordinator **and** both nodes: an upper bound on any single node.
@@ -30,11 +38,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use parley_crypto::dp;
+use parley_crypto::elgamal::{self, CIPHERTEXT_LEN, Ciphertext, DlogTable};
 use parley_crypto::normalize::{IdHash, IdKind, Normalizer, Profile};
 use parley_crypto::psi::{POINT_LEN, PsiKey, blind_ids, reblind};
 use parley_proto::{GetJobRequest, Job, JobSpec, JobState, PsiMode, SubmitJobRequest};
 
-use crate::harness::{Federation, NodeSetup, open_policy, psi_spec, read_match_keys};
+use crate::harness::{
+    Federation, NodeSetup, budget_toml, open_policy, psi_spec, read_match_keys, sum_spec,
+};
 
 /// Receiver node name.
 pub const RECEIVER: &str = "a";
@@ -877,6 +889,654 @@ pub fn table(rows: &[PsiBenchRow]) -> String {
     s
 }
 
+// ───────────────────────────── PSI sum ─────────────────────────────
+
+/// Lower clamping bound of the sum bench, in currency units.
+pub const SUM_LOWER: f64 = 0.0;
+/// Upper clamping bound of the sum bench, in currency units.
+pub const SUM_UPPER: f64 = 500.0;
+/// [`SUM_UPPER`] in cents (the job uses `decimals = 2`).
+const SUM_UPPER_CENTS: u64 = 50_000;
+/// Privacy budget of both datasets: large enough for any number of bench jobs.
+const SUM_BUDGET: f64 = 1e9;
+/// Released values must be within this many 95 % accuracy bounds of the truth.
+const SUM_TOLERANCE: f64 = 6.0;
+
+/// Options of `parley-bench sum`.
+#[derive(Clone, Debug)]
+pub struct SumBenchOptions {
+    /// Records (= identifiers) per party, one run each.
+    pub sizes: Vec<usize>,
+    /// Fraction of each party's identifiers the other party also holds (0..=1).
+    pub overlap: f64,
+    /// Laplace epsilon of the sum and, separately, of the count (large: tiny noise).
+    pub epsilon: f64,
+    /// `[limits] batch_points` for both nodes (`None`: the node default).
+    pub batch_points: Option<u32>,
+    /// Also time building a fresh discrete-log table like the one P2 builds once per process
+    /// (informational, not part of the raw total).
+    pub table_build: bool,
+}
+
+/// Wall times of the raw group operations of one intersection-sum, in protocol order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SumEcTimes {
+    /// P1 `blind_ids(X)`: hash + mul + compress, `n` ops.
+    pub p1_blind: Duration,
+    /// P2 `reblind(X^a)`: decompress + mul + compress, `n` ops.
+    pub p2_reblind: Duration,
+    /// P2 `blind_ids(Y)`, `n` ops.
+    pub p2_blind: Duration,
+    /// P2 `encrypt_batch` of its `n` values (fixed-base multiplications).
+    pub p2_encrypt: Duration,
+    /// P1 `reblind(Y^b)`, `n` ops.
+    pub p1_reblind: Duration,
+    /// P1: decode the `k` matching ciphertexts and add them up.
+    pub p1_sum: Duration,
+    /// P1 noise + re-randomisation of the sum, then P2's decryption (table already built).
+    pub rerandomize_decrypt: Duration,
+}
+
+impl SumEcTimes {
+    /// Sum of all passes.
+    pub fn total(&self) -> Duration {
+        self.p1_blind
+            + self.p2_reblind
+            + self.p2_blind
+            + self.p2_encrypt
+            + self.p1_reblind
+            + self.p1_sum
+            + self.rerandomize_decrypt
+    }
+}
+
+/// What [`raw_sum_ec`] measured and computed.
+#[derive(Clone, Copy, Debug)]
+pub struct SumRaw {
+    /// Times of the unavoidable passes.
+    pub times: SumEcTimes,
+    /// Pairs whose double-blinded point matched (must be `k`).
+    pub hits: usize,
+    /// Decrypted sum including `noise` (cents).
+    pub decrypted: i64,
+    /// Noise P1 added inside the ciphertext (cents).
+    pub noise: i64,
+    /// Process CPU seconds (all threads) during the timed passes.
+    pub cpu: Option<f64>,
+    /// Not in the total: decoding every re-blinded point and every ciphertext once (`3n`
+    /// decompressions), which the node does to validate what its peer sent.
+    pub validation_decode: Duration,
+}
+
+/// Measurements of one size of `parley-bench sum`.
+#[derive(Clone, Debug)]
+pub struct SumBenchRow {
+    /// Records per party.
+    pub n: usize,
+    /// True intersection (records = identifiers).
+    pub overlap: usize,
+    /// `Federation::start`.
+    pub federation_start: Duration,
+    /// Submit → terminal job event.
+    pub e2e: Duration,
+    /// P2's (the receiver's) reported protocol time.
+    pub receiver_elapsed: Duration,
+    /// Process CPU seconds during the job.
+    pub e2e_cpu: Option<f64>,
+    /// Exact clamped sum over the intersection, in currency units.
+    pub truth: f64,
+    /// Released noisy sum.
+    pub noisy_sum: f64,
+    /// Released 95 % accuracy bound of the sum.
+    pub sum_accuracy95: f64,
+    /// Released noisy count.
+    pub noisy_count: i64,
+    /// Raw passes.
+    pub raw: SumRaw,
+    /// Building a fresh `2^22`-step discrete-log table, if measured: wall time and process CPU
+    /// seconds.
+    pub table_build: Option<(Duration, Option<f64>)>,
+    /// Peak RSS (KiB) from before `Federation::start` to the end of the job.
+    pub e2e_peak_rss_kib: Option<u64>,
+    /// Load averages before the job.
+    pub load_before: String,
+    /// Load averages after the raw passes.
+    pub load_after: String,
+    /// Job state changes and progress stage boundaries.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl SumBenchRow {
+    /// End-to-end time over raw total.
+    pub fn ratio(&self) -> f64 {
+        self.e2e.as_secs_f64() / self.raw.times.total().as_secs_f64().max(1e-9)
+    }
+
+    /// Process CPU seconds during the job over those of the raw passes.
+    pub fn cpu_ratio(&self) -> Option<f64> {
+        self.e2e_cpu.zip(self.raw.cpu).map(|(e, r)| e / r.max(1e-9))
+    }
+}
+
+/// Amount of person `p` in P2's file, in cents: deterministic, in [1.00, 550.00], so about one
+/// value in eleven is above [`SUM_UPPER`] and gets clamped.
+pub fn bench_amount_cents(p: u64) -> u64 {
+    100 + (p.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % 54_901
+}
+
+/// P2's value of person `p` after clamping to [`SUM_LOWER`, `SUM_UPPER`], in cents.
+fn clamped_cents(p: u64) -> u64 {
+    bench_amount_cents(p).min(SUM_UPPER_CENTS)
+}
+
+/// P2's file: `customer_id,email,amount`.
+fn write_sum_csv(path: &Path, persons: std::ops::Range<u64>) -> anyhow::Result<()> {
+    let f = File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 16, f);
+    w.write_all(b"customer_id,email,amount\n")?;
+    for p in persons {
+        let c = bench_amount_cents(p);
+        writeln!(w, "A{p:010},{},{}.{:02}", bench_email(p), c / 100, c % 100)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// P2's dataset: the email column, the `amount` value column and a budget.
+fn sum_values_toml(csv: &Path) -> String {
+    dataset_toml(csv)
+        + "\n[[datasets.columns]]\nname = \"amount\"\nkind = \"value\"\n"
+        + &budget_toml(SUM_BUDGET)
+}
+
+/// Decodes 64-byte ciphertexts on all cores (scoped threads, one contiguous slice each; as
+/// many as the rayon pool has threads).
+fn decode_ciphertexts(cts: &[&[u8; CIPHERTEXT_LEN]]) -> anyhow::Result<Vec<Ciphertext>> {
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let per = cts.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cts
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|c| Ciphertext::from_bytes(&c[..]))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(cts.len());
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a decoding thread panicked"))?;
+            out.extend(part.context("decoding a ciphertext")?);
+        }
+        Ok(out)
+    })
+}
+
+/// Decodes 32-byte points on all cores, two at a time through the ciphertext decoder (the
+/// crypto crate exposes no bare point decoder; a ciphertext is two points); an odd last point
+/// is paired with itself.
+fn decode_points(points: &[u8]) -> anyhow::Result<()> {
+    let pairs: Vec<[u8; CIPHERTEXT_LEN]> = points
+        .chunks(CIPHERTEXT_LEN)
+        .map(|c| {
+            let mut buf = [0u8; CIPHERTEXT_LEN];
+            buf[..c.len()].copy_from_slice(c);
+            if c.len() == POINT_LEN {
+                buf[POINT_LEN..].copy_from_slice(c);
+            }
+            buf
+        })
+        .collect();
+    let refs: Vec<&[u8; CIPHERTEXT_LEN]> = pairs.iter().collect();
+    decode_ciphertexts(&refs).map(|_| ())
+}
+
+/// The raw group operations of one intersection-sum on `x` (P1's identifiers) and `y` with
+/// `values` (P2's, clamped, in cents), back to back on the global rayon pool, in protocol
+/// order; see [`SumEcTimes`]. The matching pairs are found untimed (sorted double-blinded set),
+/// and the decrypted sum is returned as a check.
+pub fn raw_sum_ec(
+    x: &[IdHash],
+    y: &[IdHash],
+    values: &[u64],
+    epsilon: f64,
+) -> anyhow::Result<SumRaw> {
+    if y.len() != values.len() {
+        bail!("{} identifiers but {} values", y.len(), values.len());
+    }
+    let a = PsiKey::random()?;
+    let b = PsiKey::random()?;
+    let sk = elgamal::SecretKey::random()?;
+    let pk = sk.public_key();
+    let cal = dp::calibrate(dp::Mechanism::Laplace, SUM_UPPER_CENTS, epsilon, 0.0)?;
+    let noise = cal.noise()?;
+    // The node's decryption range: [-bound, |Y| * upper + bound].
+    let bound = cal.accuracy(1e-9)?.ceil() as i64 + 1;
+    let max = (y.len() as i64)
+        .saturating_mul(SUM_UPPER_CENTS as i64)
+        .saturating_add(bound);
+    // The table exists already when a federation ran in this process; wait for it untimed.
+    let table = DlogTable::global();
+
+    let mut times = SumEcTimes::default();
+    let cpu0 = cpu_secs();
+    let t = Instant::now();
+    let xa = blind_ids(&a, x);
+    times.p1_blind = t.elapsed();
+    let t = Instant::now();
+    let xab = reblind(&b, &xa)?;
+    times.p2_reblind = t.elapsed();
+    let t = Instant::now();
+    let yb = blind_ids(&b, y);
+    times.p2_blind = t.elapsed();
+    let t = Instant::now();
+    let cts = elgamal::encrypt_batch(&pk, values)?;
+    times.p2_encrypt = t.elapsed();
+    let t = Instant::now();
+    let yba = reblind(&a, &yb)?;
+    times.p1_reblind = t.elapsed();
+    let cpu1 = cpu_secs();
+
+    let mut set: Vec<&[u8]> = xab.chunks_exact(POINT_LEN).collect();
+    set.sort_unstable();
+    let matched: Vec<&[u8; CIPHERTEXT_LEN]> = yba
+        .chunks_exact(POINT_LEN)
+        .zip(&cts)
+        .filter(|(p, _)| set.binary_search(p).is_ok())
+        .map(|(_, c)| c)
+        .collect();
+    drop(set);
+
+    let cpu2 = cpu_secs();
+    let t = Instant::now();
+    let decoded = decode_ciphertexts(&matched)?;
+    let sum = elgamal::sum(&decoded);
+    times.p1_sum = t.elapsed();
+    let t = Instant::now();
+    let answer = sum.add_plain(noise).rerandomize(&pk)?;
+    let decrypted = sk.vartime_decrypt(&answer, -bound, max, table)?;
+    times.rerandomize_decrypt = t.elapsed();
+    let cpu3 = cpu_secs();
+    let cpu = match (cpu0, cpu1, cpu2, cpu3) {
+        (Some(c0), Some(c1), Some(c2), Some(c3)) => Some((c1 - c0) + (c3 - c2)),
+        _ => None,
+    };
+
+    // Informational: what the node additionally decodes to validate its peer's streams.
+    let t = Instant::now();
+    decode_points(&xab)?;
+    let all: Vec<&[u8; CIPHERTEXT_LEN]> = cts.iter().collect();
+    decode_ciphertexts(&all)?;
+    let validation_decode = t.elapsed();
+    Ok(SumRaw {
+        times,
+        hits: matched.len(),
+        decrypted,
+        noise,
+        cpu,
+        validation_decode,
+    })
+}
+
+/// Checks a released sum job against the truth; returns (noisy sum, its accuracy95, noisy
+/// count, receiver elapsed).
+fn check_sum_result(
+    job: &Job,
+    n: usize,
+    k: usize,
+    truth: f64,
+) -> anyhow::Result<(f64, f64, i64, Duration)> {
+    if job.state() != JobState::Succeeded {
+        bail!("sum job at n = {n} ended {:?}: {}", job.state(), job.reason);
+    }
+    let psi = job
+        .result
+        .as_ref()
+        .and_then(|r| r.psi.as_ref())
+        .context("succeeded job without a PSI result")?;
+    let sum = psi
+        .sum
+        .as_ref()
+        .context("sum job released no sum (suppressed?)")?;
+    let acc = |i: &Option<parley_proto::NoiseInfo>| i.as_ref().map_or(0.0, |i| i.accuracy95);
+    let (sum_acc, count_acc) = (acc(&sum.sum_noise), acc(&sum.count_noise));
+    if (sum.noisy_sum - truth).abs() > SUM_TOLERANCE * sum_acc + 1e-6 {
+        bail!(
+            "WRONG SUM at n = {n}: released {:.2}, true clamped sum {truth:.2}, 95% bound {sum_acc:.2} (allowed {SUM_TOLERANCE} x)",
+            sum.noisy_sum
+        );
+    }
+    if (sum.noisy_count as f64 - k as f64).abs() > SUM_TOLERANCE * count_acc + 1e-6 {
+        bail!(
+            "WRONG COUNT at n = {n}: released {}, true intersection {k}, 95% bound {count_acc:.3}",
+            sum.noisy_count
+        );
+    }
+    let n64 = n as u64;
+    if psi.receiver_records != n64
+        || psi.receiver_identifiers != n64
+        || psi.sender_identifiers != n64
+    {
+        bail!(
+            "receiver reported {} records / {} identifiers and {} sender identifiers, expected {n} each",
+            psi.receiver_records,
+            psi.receiver_identifiers,
+            psi.sender_identifiers
+        );
+    }
+    Ok((
+        sum.noisy_sum,
+        sum_acc,
+        sum.noisy_count,
+        Duration::from_millis(psi.elapsed_ms),
+    ))
+}
+
+/// Runs one size of `parley-bench sum` in `dir`; prints progress.
+pub async fn bench_sum_one(
+    dir: &Path,
+    n: usize,
+    opts: &SumBenchOptions,
+) -> anyhow::Result<SumBenchRow> {
+    if n == 0 {
+        bail!("sizes must be positive");
+    }
+    let k = ((n as f64) * opts.overlap).round() as usize;
+    // P2 (values, receiver) holds persons 0..n, P1 (sender) n-k..2n-k.
+    let (p2_persons, p1_persons) = persons(n, k);
+    let shared = p1_persons.start..p2_persons.end;
+    let truth_cents: u64 = shared.clone().map(clamped_cents).sum();
+    let truth = truth_cents as f64 / 100.0;
+    println!(
+        "── n = {n}: {k} shared identifiers, true clamped sum {truth:.2} ({} of them clamped)",
+        shared
+            .clone()
+            .filter(|&p| bench_amount_cents(p) > SUM_UPPER_CENTS)
+            .count()
+    );
+
+    let data: PathBuf = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let (p2_csv, p1_csv) = (data.join("a.csv"), data.join("b.csv"));
+    {
+        let (p2_csv, p1_csv, p2p, p1p) = (
+            p2_csv.clone(),
+            p1_csv.clone(),
+            p2_persons.clone(),
+            p1_persons.clone(),
+        );
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            write_sum_csv(&p2_csv, p2p)?;
+            write_csv(&p1_csv, 'B', p1p)
+        })
+        .await
+        .context("CSV writer panicked")??;
+    }
+    let extra = opts
+        .batch_points
+        .map(|b| format!("[limits]\nbatch_points = {b}\n"))
+        .unwrap_or_default();
+    let mut setups = vec![
+        NodeSetup::new(
+            RECEIVER,
+            sum_values_toml(&p2_csv),
+            open_policy(&[SENDER], &[DATASET]),
+        ),
+        NodeSetup::new(
+            SENDER,
+            dataset_toml(&p1_csv) + &budget_toml(SUM_BUDGET),
+            open_policy(&[RECEIVER], &[DATASET]),
+        ),
+    ];
+    for s in &mut setups {
+        s.extra_toml = extra.clone();
+    }
+
+    reset_peak_rss();
+    let t = Instant::now();
+    let fed = Federation::start(dir, setups).await?;
+    let federation_start = t.elapsed();
+    println!(
+        "   federation up in {:.2} s",
+        federation_start.as_secs_f64()
+    );
+    let load_before = loadavg();
+    let cpu0 = cpu_secs();
+    let spec = sum_spec(
+        (RECEIVER, DATASET),
+        "email",
+        (SENDER, DATASET),
+        SUM_LOWER,
+        SUM_UPPER,
+        opts.epsilon,
+    );
+    let run = run_job_timed(&fed, spec).await;
+    let cpu1 = cpu_secs();
+    let e2e_peak_rss_kib = peak_rss_kib();
+    let (job, e2e, timeline) = match run {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fed.shutdown().await;
+            return Err(e);
+        }
+    };
+    fed.shutdown().await?;
+    let (noisy_sum, sum_accuracy95, noisy_count, receiver_elapsed) =
+        check_sum_result(&job, n, k, truth)?;
+    println!(
+        "   e2e {:.2} s (receiver elapsed {:.2} s); released sum {noisy_sum:.2} vs truth {truth:.2} (diff {:+.2}, 95% bound {sum_accuracy95:.2}), count {noisy_count} vs {k} ✓",
+        e2e.as_secs_f64(),
+        receiver_elapsed.as_secs_f64(),
+        noisy_sum - truth,
+    );
+    for e in &timeline {
+        println!("     +{:>7.2} s  {}", e.at, e.what);
+    }
+
+    // Raw group operations on the same identifiers and values, federation stopped.
+    let epsilon = opts.epsilon;
+    let table_build = opts.table_build;
+    let (raw, build) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let x = id_hashes(p1_persons)?;
+        let y = id_hashes(p2_persons.clone())?;
+        let values: Vec<u64> = p2_persons.map(clamped_cents).collect();
+        let raw = raw_sum_ec(&x, &y, &values, epsilon)?;
+        let build = if table_build {
+            let c = cpu_secs();
+            let t = Instant::now();
+            let table = DlogTable::new(elgamal::DEFAULT_BABY_BITS)?;
+            let d = t.elapsed();
+            let c = cpu_secs().zip(c).map(|(b, a)| b - a);
+            drop(table);
+            Some((d, c))
+        } else {
+            None
+        };
+        Ok((raw, build))
+    })
+    .await
+    .context("raw sum passes panicked")??;
+    let load_after = loadavg();
+    if raw.hits != k {
+        bail!(
+            "raw sum check: {} double-blinded matches, expected {k}",
+            raw.hits
+        );
+    }
+    if raw.decrypted != truth_cents as i64 + raw.noise {
+        bail!(
+            "raw sum check: decrypted {} but the truth plus noise is {}",
+            raw.decrypted,
+            truth_cents as i64 + raw.noise
+        );
+    }
+    let row = SumBenchRow {
+        n,
+        overlap: k,
+        federation_start,
+        e2e,
+        receiver_elapsed,
+        e2e_cpu: cpu0.zip(cpu1).map(|(a, b)| b - a),
+        truth,
+        noisy_sum,
+        sum_accuracy95,
+        noisy_count,
+        raw,
+        table_build: build,
+        e2e_peak_rss_kib,
+        load_before,
+        load_after,
+        timeline,
+    };
+    let r = &raw.times;
+    let per = |d: Duration, ops: usize| d.as_secs_f64() * 1e6 / ops.max(1) as f64;
+    println!(
+        "   raw {:.2} s: P1 blind {:.2} s ({:.1} µs/op), P2 reblind {:.2} s ({:.1}), P2 blind {:.2} s ({:.1}), P2 encrypt {:.2} s ({:.1}), P1 reblind {:.2} s ({:.1}), P1 sum of {k} {:.3} s ({:.2}), rerandomise + decrypt {:.3} s [wall µs per op, all cores]",
+        r.total().as_secs_f64(),
+        r.p1_blind.as_secs_f64(),
+        per(r.p1_blind, n),
+        r.p2_reblind.as_secs_f64(),
+        per(r.p2_reblind, n),
+        r.p2_blind.as_secs_f64(),
+        per(r.p2_blind, n),
+        r.p2_encrypt.as_secs_f64(),
+        per(r.p2_encrypt, n),
+        r.p1_reblind.as_secs_f64(),
+        per(r.p1_reblind, n),
+        r.p1_sum.as_secs_f64(),
+        per(r.p1_sum, k),
+        r.rerandomize_decrypt.as_secs_f64(),
+    );
+    println!(
+        "   not in raw: validation decodes (n points + n ciphertexts = 3n decompressions) {:.2} s; fresh 2^{} dlog table build {}",
+        raw.validation_decode.as_secs_f64(),
+        elgamal::DEFAULT_BABY_BITS,
+        build.map_or_else(
+            || "not measured".to_string(),
+            |(d, c)| format!("{:.2} s ({} CPU s)", d.as_secs_f64(), fmt_opt(c))
+        )
+    );
+    println!(
+        "   ratio e2e/raw {:.2} (CPU-time ratio {}); CPU s during e2e {}, during the raw passes {}; load avg {} -> {}",
+        row.ratio(),
+        row.cpu_ratio()
+            .map_or_else(|| "?".to_string(), |c| format!("{c:.2}")),
+        fmt_opt(row.e2e_cpu),
+        fmt_opt(row.raw.cpu),
+        row.load_before,
+        row.load_after
+    );
+    Ok(row)
+}
+
+/// Runs every size of `parley-bench sum` (each in its own temporary directory) and prints the
+/// summary tables.
+pub async fn run_sum_bench(opts: &SumBenchOptions) -> anyhow::Result<Vec<SumBenchRow>> {
+    if !(0.0..=1.0).contains(&opts.overlap) {
+        bail!("--overlap must be within 0..=1");
+    }
+    if !(opts.epsilon.is_finite() && opts.epsilon > 0.0) {
+        bail!("--epsilon must be positive");
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "parley-bench sum: overlap {}, clamp [{SUM_LOWER}, {SUM_UPPER}], decimals 2, epsilon {} (sum) + {} (count)",
+        opts.overlap, opts.epsilon, opts.epsilon
+    );
+    println!(
+        "cores: {cores}; curve25519-dalek backend: {}",
+        dalek_backend()
+    );
+    let mut rows = Vec::new();
+    for &n in &opts.sizes {
+        let tmp = tempfile::Builder::new().prefix("parley-bench-").tempdir()?;
+        let row = bench_sum_one(tmp.path(), n, opts).await;
+        drop(tmp);
+        rows.push(row?);
+    }
+    print!("\n{}\n{}", sum_table(&rows), sum_components_table(&rows));
+    Ok(rows)
+}
+
+/// The summary table of `parley-bench sum` (Markdown).
+pub fn sum_table(rows: &[SumBenchRow]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| n | k | e2e s | receiver elapsed s | raw total s | ratio e2e/raw | e2e CPU s | raw CPU s | CPU ratio | released − true sum | 95% bound | peak RSS MiB (coord + 2 nodes) | fed. start s | load avg before -> after |"
+    );
+    let _ = writeln!(
+        s,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:+.2} | {:.2} | {} | {:.2} | {} -> {} |",
+            r.n,
+            r.overlap,
+            r.e2e.as_secs_f64(),
+            r.receiver_elapsed.as_secs_f64(),
+            r.raw.times.total().as_secs_f64(),
+            r.ratio(),
+            fmt_opt(r.e2e_cpu),
+            fmt_opt(r.raw.cpu),
+            r.cpu_ratio()
+                .map_or_else(|| "?".to_string(), |c| format!("{c:.2}")),
+            r.noisy_sum - r.truth,
+            r.sum_accuracy95,
+            mib(r.e2e_peak_rss_kib),
+            r.federation_start.as_secs_f64(),
+            r.load_before,
+            r.load_after,
+        );
+    }
+    s
+}
+
+/// Per-component raw times of `parley-bench sum` (Markdown, seconds wall).
+pub fn sum_components_table(rows: &[SumBenchRow]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| n | P1 blind X | P2 reblind X^a | P2 blind Y | P2 encrypt n | P1 reblind Y^b | P1 sum k | rerand. + decrypt | raw total | (validation decodes) | (dlog table build s / CPU s) |"
+    );
+    let _ = writeln!(
+        s,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let t = &r.raw.times;
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.2} | {:.2} | {} |",
+            r.n,
+            t.p1_blind.as_secs_f64(),
+            t.p2_reblind.as_secs_f64(),
+            t.p2_blind.as_secs_f64(),
+            t.p2_encrypt.as_secs_f64(),
+            t.p1_reblind.as_secs_f64(),
+            t.p1_sum.as_secs_f64(),
+            t.rerandomize_decrypt.as_secs_f64(),
+            t.total().as_secs_f64(),
+            r.raw.validation_decode.as_secs_f64(),
+            r.table_build.map_or_else(
+                || "-".to_string(),
+                |(d, c)| format!("{:.2} / {}", d.as_secs_f64(), fmt_opt(c))
+            ),
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -921,6 +1581,56 @@ mod tests {
             assert_eq!(row.overlap, 150);
             assert!(row.ec.total() > Duration::ZERO);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn sum_data_and_raw_passes_agree_with_the_truth() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let csv = tmp.path().join("a.csv");
+        write_sum_csv(&csv, 0..300)?;
+        let text = std::fs::read_to_string(&csv)?;
+        let mut clamped = 0;
+        for (p, line) in text.lines().skip(1).enumerate() {
+            let amount = line.rsplit(',').next().unwrap_or_default();
+            let cents = bench_amount_cents(p as u64);
+            assert!((100..=55_000).contains(&cents));
+            assert_eq!(amount, format!("{}.{:02}", cents / 100, cents % 100));
+            clamped += usize::from(cents > SUM_UPPER_CENTS);
+        }
+        assert!(clamped > 0, "no value above the clamping bound");
+        let x = id_hashes(200..500)?;
+        let y = id_hashes(0..300)?;
+        let values: Vec<u64> = (0..300).map(clamped_cents).collect();
+        let raw = raw_sum_ec(&x, &y, &values, 1000.0)?;
+        assert_eq!(raw.hits, 100);
+        let truth: u64 = (200..300).map(clamped_cents).sum();
+        assert_eq!(raw.decrypted, truth as i64 + raw.noise);
+        assert!(raw.times.total() > Duration::ZERO);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_sum_run_matches_the_truth_within_the_noise() -> anyhow::Result<()> {
+        parley_net::install_crypto_provider();
+        let tmp = tempfile::tempdir()?;
+        let opts = SumBenchOptions {
+            sizes: vec![2000],
+            overlap: 0.5,
+            epsilon: 1000.0,
+            batch_points: Some(512),
+            table_build: false,
+        };
+        // bench_sum_one fails unless the released sum and count are within 6 x their 95 %
+        // bounds of the truth and the raw passes reproduce the truth exactly.
+        let row = bench_sum_one(tmp.path(), 2000, &opts).await?;
+        assert_eq!(row.overlap, 1000);
+        assert_eq!(row.noisy_count, 1000);
+        assert!((row.noisy_sum - row.truth).abs() <= 6.0 * row.sum_accuracy95);
+        assert!(row.sum_accuracy95 > 0.0 && row.sum_accuracy95 < 5.0);
+        assert!(row.raw.times.total() > Duration::ZERO && row.ratio() > 0.0);
+        assert!(sum_table(std::slice::from_ref(&row)).contains("| 2000 | 1000 |"));
+        assert!(sum_components_table(&[row]).starts_with("| n | P1 blind X"));
         Ok(())
     }
 

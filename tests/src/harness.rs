@@ -545,6 +545,11 @@ pub fn budget_toml(epsilon: f64) -> String {
     format!("\n[datasets.budget]\nepsilon = {epsilon:?}\n")
 }
 
+/// A `[datasets.budget]` table with a delta too (for Gaussian releases).
+pub fn budget_toml_with_delta(epsilon: f64, delta: f64) -> String {
+    format!("\n[datasets.budget]\nepsilon = {epsilon:?}\ndelta = {delta:?}\n")
+}
+
 /// A policy letting `partners` run every job kind on `datasets` in either role (a dp_stats
 /// job has no partner, so any rule covers it).
 pub fn open_policy(partners: &[&str], datasets: &[&str]) -> String {

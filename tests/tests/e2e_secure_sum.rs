@@ -209,3 +209,81 @@ async fn tampered_replayed_and_wrong_length_messages_are_rejected() {
     }
     fed.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_dp_noise_has_the_declared_total_variance_and_is_charged_at_every_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    parley_net::init_tracing("warn");
+    let g = generate(
+        &dir.join("data"),
+        &FederationSpec {
+            seed: 11,
+            parties: (1..=3)
+                .map(|i| PartySpec {
+                    node: format!("retailer-{i}"),
+                    dataset: "sales".into(),
+                    records: 300,
+                    style: IdStyle::EmailAndPhone,
+                })
+                .collect(),
+            overlaps: vec![],
+        },
+    )
+    .unwrap();
+    let nodes = names(3);
+    let setups = nodes
+        .iter()
+        .map(|n| {
+            let others: Vec<String> = nodes.iter().filter(|o| *o != n).cloned().collect();
+            NodeSetup::new(
+                n,
+                g.dataset_toml(n) + &parley_tests::harness::budget_toml_with_delta(1000.0, 0.001),
+                secure_sum_policy(&others, "sales"),
+            )
+        })
+        .collect();
+    let fed = Federation::start(dir, setups).await.unwrap();
+    let expected = truth(&g, &nodes);
+    let parts: Vec<(&str, &str)> = nodes.iter().map(|n| (n.as_str(), "sales")).collect();
+    let mut spec = secure_sum_spec(&parts, &CATS);
+    spec.secure_sum.as_mut().unwrap().dp = Some(parley_proto::DpParams {
+        epsilon: 1.0,
+        mechanism: parley_proto::DpMechanism::Gaussian as i32,
+        delta: 1e-6,
+    });
+    let mut errors = Vec::new();
+    let mut scale = 0.0;
+    for _ in 0..25 {
+        let job = fed.run_job(spec.clone()).await.unwrap();
+        assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+        let r = job.result.unwrap().secure_sum.unwrap();
+        let noise = r.noise.unwrap();
+        assert!(r.sum_noise.is_some());
+        scale = noise.scale;
+        for cat in &r.categories {
+            errors.push(cat.values[0] - expected[&cat.category].0 as f64);
+        }
+    }
+    let n = errors.len() as f64;
+    let mean = errors.iter().sum::<f64>() / n;
+    let var = errors.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let declared = scale * scale;
+    assert!(declared > 1.0, "noise scale {scale}");
+    // 100 draws: relative standard error of a Gaussian variance ≈ sqrt(2/100) = 0.14.
+    assert!(
+        (var / declared - 1.0).abs() < 0.5,
+        "empirical variance {var}, declared {declared}"
+    );
+    assert!(mean.abs() < 5.0 * (declared / n).sqrt(), "mean {mean}");
+    // Every node charged its own ledger for every release.
+    for node in &nodes {
+        let cfg = parley_node::config::NodeConfig::load(&fed.node_config_path(node)).unwrap();
+        let l = parley_node::ledger::Ledger::open(&cfg.ledger_path(), node, None, cfg.budgets())
+            .unwrap();
+        let s = l.status().unwrap().into_iter().next().unwrap();
+        assert_eq!(s.rows, 25, "{node}");
+        assert!((s.spent_epsilon - 25.0).abs() < 1e-9, "{node}");
+    }
+    fed.shutdown().await.unwrap();
+}

@@ -3,13 +3,21 @@
 //! `parley-bench psi --sizes 10000,100000,1000000 [--mode match|cardinality] [--overlap 0.5]`
 //! runs one PSI job per size between two nodes (each with exactly `n` emails), checks the
 //! result against the known overlap, then times the raw elliptic-curve work on the same inputs
-//! and prints end-to-end / raw ratios and peak RSS. See `BENCHMARKS.md`.
+//! and prints end-to-end / raw ratios and peak RSS.
+//!
+//! `parley-bench sum --sizes 100000,1000000 [--overlap 0.5] [--epsilon 1000]` runs one
+//! intersection-sum job per size (P2 = node `a` with an `amount` column, P1 = node `b`),
+//! checks the noisy sum against the known clamped truth, then times the raw group operations
+//! (blinding, ElGamal encryption, homomorphic sum, decryption) on the same inputs. See
+//! `BENCHMARKS.md`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use parley_proto::PsiMode;
-use parley_tests::bench::{ProbeRole, PsiBenchOptions, probe_role, run_psi_bench};
+use parley_tests::bench::{
+    ProbeRole, PsiBenchOptions, SumBenchOptions, probe_role, run_psi_bench, run_sum_bench,
+};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +49,24 @@ enum Command {
         #[arg(long)]
         no_node_memory: bool,
     },
+    /// Intersection-sum (PSI `sum` mode): end-to-end time vs. the raw group operations.
+    Sum {
+        /// Records (= identifiers) per party, comma-separated; one run each.
+        #[arg(long, value_delimiter = ',', required = true)]
+        sizes: Vec<usize>,
+        /// Fraction of each party's identifiers the other also holds (0..=1).
+        #[arg(long, default_value_t = 0.5)]
+        overlap: f64,
+        /// Laplace epsilon of the sum and, separately, of the count (large: tiny noise).
+        #[arg(long, default_value_t = 1000.0)]
+        epsilon: f64,
+        /// `[limits] batch_points` for both nodes (default: the node default).
+        #[arg(long)]
+        batch_points: Option<u32>,
+        /// Skip timing a fresh discrete-log table build (informational, ~64 MiB).
+        #[arg(long)]
+        no_table_build: bool,
+    },
     /// Internal: one node's PSI memory, measured in its own process (used by `psi`).
     #[command(hide = true)]
     ProbeRole {
@@ -65,6 +91,12 @@ enum Mode {
     Cardinality,
 }
 
+/// The benchmark to run.
+enum Bench {
+    Psi(PsiBenchOptions),
+    Sum(SumBenchOptions),
+}
+
 fn main() -> ExitCode {
     parley_net::install_crypto_provider();
     parley_net::init_tracing("warn");
@@ -73,20 +105,33 @@ fn main() -> ExitCode {
         Mode::Match => PsiMode::Match,
         Mode::Cardinality => PsiMode::Cardinality,
     };
-    let opts = match cli.command {
+    let bench = match cli.command {
         Command::Psi {
             sizes,
             mode,
             overlap,
             batch_points,
             no_node_memory,
-        } => PsiBenchOptions {
+        } => Bench::Psi(PsiBenchOptions {
             sizes,
             mode: psi_mode(mode),
             overlap,
             batch_points,
             node_memory: !no_node_memory,
-        },
+        }),
+        Command::Sum {
+            sizes,
+            overlap,
+            epsilon,
+            batch_points,
+            no_table_build,
+        } => Bench::Sum(SumBenchOptions {
+            sizes,
+            overlap,
+            epsilon,
+            batch_points,
+            table_build: !no_table_build,
+        }),
         Command::ProbeRole { csv, role, mode } => {
             let role = match role {
                 Role::Receiver => ProbeRole::Receiver,
@@ -111,8 +156,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run_psi_bench(&opts)) {
-        Ok(_) => ExitCode::SUCCESS,
+    let done = match &bench {
+        Bench::Psi(opts) => rt.block_on(run_psi_bench(opts)).map(|_| ()),
+        Bench::Sum(opts) => rt.block_on(run_sum_bench(opts)).map(|_| ()),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!(
                 "parley-bench: error: {}",
