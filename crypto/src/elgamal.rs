@@ -479,6 +479,41 @@ impl DlogTable {
         GLOBAL.get_or_init(|| Self::build(DEFAULT_BABY_BITS))
     }
 
+    /// A process-wide table sized for decrypting values in a range `width` wide: about
+    /// `sqrt(width)` baby steps (so building it and the giant steps cost about the same),
+    /// at most `2^DEFAULT_BABY_BITS`, and enough for `width` within [`MAX_GIANT_STEPS`]. Tables
+    /// are built once per size and kept. Same caveat as [`DlogTable::global`] about rayon.
+    pub fn for_width(width: u128) -> std::sync::Arc<DlogTable> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        static TABLES: OnceLock<Mutex<HashMap<u32, Arc<DlogTable>>>> = OnceLock::new();
+        let log2 = 128 - width.max(1).leading_zeros();
+        let giant_bits = MAX_GIANT_STEPS.trailing_zeros();
+        let bits = log2.div_ceil(2).max(log2.saturating_sub(giant_bits)).clamp(
+            8,
+            DEFAULT_BABY_BITS
+                .max(log2.saturating_sub(giant_bits))
+                .min(MAX_BABY_BITS),
+        );
+        let tables = TABLES.get_or_init(|| Mutex::new(HashMap::new()));
+        let cached = tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&bits)
+            .cloned();
+        if let Some(t) = cached {
+            return t;
+        }
+        // Built outside the lock; two racing builders of one size waste work, not correctness.
+        let table = Arc::new(Self::build(bits));
+        tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(bits)
+            .or_insert(table)
+            .clone()
+    }
+
     fn build(baby_bits: u32) -> Self {
         let n: u64 = 1 << baby_bits;
         let chunk = BABY_CHUNK.min(n);
@@ -850,5 +885,24 @@ mod tests {
             let _ = Ciphertext::from_bytes(&bytes);
             let _ = PublicKey::from_bytes(&bytes);
         }
+    }
+
+    #[test]
+    fn tables_are_sized_to_the_range() {
+        let small = DlogTable::for_width(1 << 20);
+        assert!(small.baby_steps() <= 1 << 11, "{}", small.baby_steps());
+        assert!(std::sync::Arc::ptr_eq(
+            &small,
+            &DlogTable::for_width(1 << 20)
+        ));
+        let sk = SecretKey::random().unwrap();
+        let ct = encrypt(&sk.public_key(), 999_999).unwrap();
+        assert_eq!(
+            sk.vartime_decrypt(&ct, -5, 1 << 20, &small).unwrap(),
+            999_999
+        );
+        // Wide ranges still fit the giant-step limit.
+        let wide = DlogTable::for_width(1 << 44);
+        assert!(wide.max_width() >= 1 << 44);
     }
 }

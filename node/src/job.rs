@@ -328,14 +328,14 @@ fn run_sum_job(
         .collect();
     let n = items.len() as u64;
     let p2 = SumP2::new(items, run.max_set_size)?;
-    let mut party = SumReceiverParty::new(p2, run.batch_points);
-    Wire::new(&run, &mut io, rt.clone())?.drive(&mut party)?;
     // The noisy sum lies in [-bound, n * upper + bound] except with probability ~1e-9.
     let bound = sum_cal.accuracy(1e-9).map_err(dp_err)?.ceil() as i64 + 1;
     let max = i64::try_from(n)
         .unwrap_or(i64::MAX)
         .saturating_mul(upper_units.max(0))
         .saturating_add(bound);
+    let mut party = SumReceiverParty::new(p2, run.batch_points, (-bound, max));
+    Wire::new(&run, &mut io, rt.clone())?.drive(&mut party)?;
     let got = party.finish(-bound, max).map_err(|e| e.for_job(&job))?;
     // P2's dataset pays for the released sum before it leaves.
     run.charge(&io, &rt)?;

@@ -216,6 +216,10 @@ pub(crate) struct SumReceiverParty {
     /// P1's stream is complete and every re-blinded point is queued.
     ids_finished: bool,
     outcome: Option<SumOutcome>,
+    /// The discrete-log table for the declared range, being built in the background.
+    table: Option<std::thread::JoinHandle<std::sync::Arc<DlogTable>>>,
+    /// Width of the declared range of the noisy sum.
+    width: u128,
 }
 
 impl SumReceiverParty {
@@ -224,16 +228,18 @@ impl SumReceiverParty {
     ///
     /// Starts building the process-wide discrete-log table in the background (once per process),
     /// so that it is usually ready by the time P1's answer arrives.
-    pub(crate) fn new(p2: SumP2, batch_points: usize) -> Self {
+    pub(crate) fn new(p2: SumP2, batch_points: usize, range: (i64, i64)) -> Self {
+        let width = (i128::from(range.1) - i128::from(range.0)).max(1) as u128;
         // A plain thread, not a rayon task: a rayon worker waiting inside the table's parallel
-        // build could pick up another task that also waits for the table. Best effort: if the
-        // thread cannot start, the table is built on first decryption instead.
-        let _ = std::thread::Builder::new()
+        // build could pick up another task that also waits for the table. If the thread cannot
+        // start, the table is built at decryption instead.
+        let table = std::thread::Builder::new()
             .name("dlog-table".into())
-            .spawn(|| {
-                DlogTable::global();
-            });
+            .spawn(move || DlogTable::for_width(width))
+            .ok();
         SumReceiverParty {
+            table,
+            width,
             pairs_total: p2.pairs_count(),
             p2,
             point_batch: batch_points.clamp(1, MAX_POINTS_PER_BATCH),
@@ -271,7 +277,12 @@ impl SumReceiverParty {
         let o = self
             .outcome
             .ok_or_else(|| NodeError::protocol("", "intersection-sum answer from P1 missing"))?;
-        let noisy_sum = self.p2.decrypt_sum(&o.ciphertext, min, max)?;
+        let width = self.width;
+        let table = match self.table.map(std::thread::JoinHandle::join) {
+            Some(Ok(t)) => t,
+            _ => DlogTable::for_width(width),
+        };
+        let noisy_sum = self.p2.decrypt_sum_with(&o.ciphertext, min, max, &table)?;
         Ok(SumReceived {
             noisy_sum,
             noisy_count: o.noisy_count,
@@ -453,7 +464,11 @@ mod tests {
             batch_points,
             release(sum_noise, count_noise, calls.clone()),
         );
-        let mut p2 = SumReceiverParty::new(SumP2::new(y, 10_000).unwrap(), batch_points);
+        let mut p2 = SumReceiverParty::new(
+            SumP2::new(y, 10_000).unwrap(),
+            batch_points,
+            (-(1 << 20), 1 << 40),
+        );
         pump(&mut p1, &mut p2).unwrap();
         assert_eq!(p1.progress(), ("sum", 1, 1));
         assert_eq!(p2.progress(), ("sum", 1, 1));
@@ -496,7 +511,8 @@ mod tests {
             8,
             release(5, 1, calls.clone()),
         );
-        let mut p2 = SumReceiverParty::new(SumP2::new(vec![], 10).unwrap(), 8);
+        let mut p2 =
+            SumReceiverParty::new(SumP2::new(vec![], 10).unwrap(), 8, (-(1 << 20), 1 << 40));
         pump(&mut p1, &mut p2).unwrap();
         let got = p2.finish(-10, 10).unwrap();
         assert_eq!((got.noisy_sum, got.noisy_count), (5, 1));
@@ -511,7 +527,8 @@ mod tests {
             64,
             Box::new(|_| Err(NodeError::protocol("", "privacy budget exhausted"))),
         );
-        let mut p2 = SumReceiverParty::new(SumP2::new(y, 10_000).unwrap(), 64);
+        let mut p2 =
+            SumReceiverParty::new(SumP2::new(y, 10_000).unwrap(), 64, (-(1 << 20), 1 << 40));
         let err = pump(&mut p1, &mut p2).unwrap_err();
         assert!(
             err.to_string().contains("privacy budget exhausted"),
@@ -533,12 +550,20 @@ mod tests {
                 count_noise: Some(info(1.0)),
             })),
         };
-        let mut p2 = SumReceiverParty::new(SumP2::new(vec![(id(1), 1)], 10).unwrap(), 8);
+        let mut p2 = SumReceiverParty::new(
+            SumP2::new(vec![(id(1), 1)], 10).unwrap(),
+            8,
+            (-(1 << 20), 1 << 40),
+        );
         let err = p2.on_incoming(outcome(vec![0; 64])).unwrap_err();
         assert!(err.to_string().contains("arrived before"), "{err}");
 
         // Complete P2's side, then send a short ciphertext.
-        let mut p2 = SumReceiverParty::new(SumP2::new(vec![(id(1), 1)], 10).unwrap(), 8);
+        let mut p2 = SumReceiverParty::new(
+            SumP2::new(vec![(id(1), 1)], 10).unwrap(),
+            8,
+            (-(1 << 20), 1 << 40),
+        );
         p2.on_incoming(header(PsiStream::SumIds, 0, 1)).unwrap();
         while p2.next_outgoing().unwrap().is_some() {}
         let err = p2.on_incoming(outcome(vec![0; 63])).unwrap_err();
@@ -550,7 +575,8 @@ mod tests {
 
     #[test]
     fn unexpected_streams_are_rejected() {
-        let mut p2 = SumReceiverParty::new(SumP2::new(vec![], 10).unwrap(), 8);
+        let mut p2 =
+            SumReceiverParty::new(SumP2::new(vec![], 10).unwrap(), 8, (-(1 << 20), 1 << 40));
         assert!(
             p2.on_incoming(header(PsiStream::ReceiverBlinded, 1, 1))
                 .is_err()
@@ -575,7 +601,11 @@ mod tests {
 
     #[test]
     fn batches_fit_one_chunk() {
-        let p2 = SumReceiverParty::new(SumP2::new(vec![], 10).unwrap(), 1 << 30);
+        let p2 = SumReceiverParty::new(
+            SumP2::new(vec![], 10).unwrap(),
+            1 << 30,
+            (-(1 << 20), 1 << 40),
+        );
         assert_eq!(p2.pair_batch, parley_proto::MAX_CHUNK_BYTES / 96);
         assert_eq!(p2.point_batch, parley_proto::MAX_CHUNK_BYTES / 32);
     }

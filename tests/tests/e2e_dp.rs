@@ -464,3 +464,78 @@ async fn auditors_verify_exports_against_the_coordinators_heads() {
     assert!(out.contains(&key_hex), "{out}");
     fed.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_sum_ciphertext_fails_the_job_cleanly_and_charges_nothing() {
+    use parley_proto::{PsiStream, psi_message};
+    use parley_tests::rogue::Rogue;
+    use prost::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    parley_net::init_tracing("warn");
+    let g = generate(&tmp.path().join("data"), &FederationSpec::demo(500)).unwrap();
+    let fed = Federation::start(
+        tmp.path(),
+        vec![NodeSetup::new(
+            "brand",
+            g.dataset_toml("brand") + &budget_toml(10.0),
+            open_policy(&["mallory"], &["crm"]),
+        )],
+    )
+    .await
+    .unwrap();
+    let mut mallory = Rogue::connect(&fed, "mallory").await.unwrap();
+    let job = fed
+        .submit(sum_spec(
+            ("brand", "crm"),
+            "email",
+            ("mallory", "any"),
+            0.0,
+            100.0,
+            1.0,
+        ))
+        .await
+        .unwrap();
+    let offer = mallory.accept_next_offer().await.unwrap();
+    mallory.wait_start(&job.id).await.unwrap();
+    let msg = |body| parley_proto::PsiMessage { body: Some(body) }.encode_to_vec();
+    // P1 with no identifiers, then — once P2 has sent its streams — an answer whose ciphertext
+    // is not a valid pair of points.
+    let header = msg(psi_message::Body::Header(parley_proto::PsiHeader {
+        stream: PsiStream::SumIds as i32,
+        count: 0,
+        group_size: 1,
+        public_key: Vec::new(),
+    }));
+    mallory
+        .send_sealed(&offer, "brand", 0, &header)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let info = parley_proto::NoiseInfo {
+        epsilon: 1.0,
+        scale: 1.0,
+        ..Default::default()
+    };
+    let answer = msg(psi_message::Body::SumOutcome(parley_proto::SumOutcome {
+        ciphertext: vec![0xff; 64],
+        noisy_count: 3,
+        sum_noise: Some(info),
+        count_noise: Some(info),
+    }));
+    mallory
+        .send_sealed(&offer, "brand", 1, &answer)
+        .await
+        .unwrap();
+    let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.state(), JobState::Failed, "{}", done.reason);
+    assert!(done.reason.contains("brand"), "{}", done.reason);
+    assert!(
+        done.reason.to_lowercase().contains("ciphertext"),
+        "{}",
+        done.reason
+    );
+    assert!(done.result.is_none());
+    // P2 charges only what it releases: nothing was released.
+    assert_eq!(spent(&fed, "brand"), (0.0, 0));
+    fed.shutdown().await.unwrap();
+}

@@ -253,29 +253,37 @@ async fn distributed_dp_noise_has_the_declared_total_variance_and_is_charged_at_
         delta: 1e-6,
     });
     let mut errors = Vec::new();
-    let mut scale = 0.0;
+    let mut sum_errors = Vec::new();
+    let (mut scale, mut sum_scale) = (0.0, 0.0);
     for _ in 0..25 {
         let job = fed.run_job(spec.clone()).await.unwrap();
         assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
         let r = job.result.unwrap().secure_sum.unwrap();
         let noise = r.noise.unwrap();
-        assert!(r.sum_noise.is_some());
         scale = noise.scale;
+        sum_scale = r.sum_noise.unwrap().scale;
         for cat in &r.categories {
-            errors.push(cat.values[0] - expected[&cat.category].0 as f64);
+            let (count, cents) = expected[&cat.category];
+            errors.push(cat.values[0] - count as f64);
+            sum_errors.push(cat.values[1] - cents as f64 / 100.0);
         }
     }
-    let n = errors.len() as f64;
-    let mean = errors.iter().sum::<f64>() / n;
-    let var = errors.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    let declared = scale * scale;
-    assert!(declared > 1.0, "noise scale {scale}");
-    // 100 draws: relative standard error of a Gaussian variance ≈ sqrt(2/100) = 0.14.
-    assert!(
-        (var / declared - 1.0).abs() < 0.5,
-        "empirical variance {var}, declared {declared}"
-    );
-    assert!(mean.abs() < 5.0 * (declared / n).sqrt(), "mean {mean}");
+    for (what, errors, scale) in [("count", &errors, scale), ("sum", &sum_errors, sum_scale)] {
+        let n = errors.len() as f64;
+        let mean = errors.iter().sum::<f64>() / n;
+        let var = errors.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let declared = scale * scale;
+        assert!(declared > 1.0, "{what}: noise scale {scale}");
+        // 100 draws: relative standard error of a Gaussian variance ≈ sqrt(2/100) = 0.14.
+        assert!(
+            (var / declared - 1.0).abs() < 0.5,
+            "{what}: empirical variance {var}, declared {declared}"
+        );
+        assert!(
+            mean.abs() < 5.0 * (declared / n).sqrt(),
+            "{what}: mean {mean}"
+        );
+    }
     // Every node charged its own ledger for every release.
     for node in &nodes {
         let cfg = parley_node::config::NodeConfig::load(&fed.node_config_path(node)).unwrap();
