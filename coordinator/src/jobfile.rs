@@ -890,34 +890,7 @@ fn validate_dp_stats(spec: &JobSpec) -> Result<(), String> {
     if d.segment_column.trim().is_empty() || d.segment_column.len() > MAX_COLUMN_BYTES {
         return Err("dp_stats.segment_column: name the segment column to group by".into());
     }
-    if d.categories.is_empty() || d.categories.len() > MAX_CATEGORIES {
-        return Err(format!(
-            "dp_stats.categories: declare between 1 and {MAX_CATEGORIES} categories, got {}",
-            d.categories.len()
-        ));
-    }
-    let mut seen = HashSet::new();
-    for c in &d.categories {
-        if c.is_empty() || c.len() > MAX_COLUMN_BYTES || c.chars().any(char::is_control) {
-            return Err(format!(
-                "dp_stats.categories: '{}' is not a valid category name (1 to {MAX_COLUMN_BYTES} \
-                 printable bytes)",
-                c.escape_debug()
-            ));
-        }
-        if !seen.insert(c.as_str()) {
-            return Err(format!("dp_stats.categories: '{c}' is listed twice"));
-        }
-    }
-    if d.other() == OtherRows::Bucket && seen.contains(OTHER_CATEGORY) {
-        return Err(format!(
-            "dp_stats.categories: '{OTHER_CATEGORY}' is the name of the bucket for rows outside \
-             the categories; rename the category or set other = \"drop\""
-        ));
-    }
-    if OtherRows::try_from(d.other).is_err() {
-        return Err(format!("dp_stats.other: unknown value number {}", d.other));
-    }
+    validate_categories(&d.categories, d.other, "dp_stats")?;
     if d.measures.is_empty() || d.measures.len() > MAX_MEASURES {
         return Err(format!(
             "dp_stats.measures: declare between 1 and {MAX_MEASURES} [[dp_stats.measures]], got {}",

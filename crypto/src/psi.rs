@@ -271,22 +271,25 @@ fn outgoing_slice<T>(ids: &[T], offset: u64, len: usize) -> Result<&[T], CryptoE
     ids.get(start..end).ok_or_else(range_err)
 }
 
-/// Bookkeeping for one inbound stream of points: declared count and contiguous progress.
+/// Bookkeeping for one inbound stream of fixed-size items: declared count and contiguous
+/// progress.
 ///
 /// Invariants: (1) `received <= declared` once a header arrived; (2) `received` only grows, by
 /// exactly the size of each accepted batch.
 #[derive(Debug)]
-struct Inbound {
+pub(crate) struct Inbound {
     stream: Stream,
-    declared: Option<u64>,
-    received: u64,
-    finished: bool,
+    item_len: usize,
+    pub(crate) declared: Option<u64>,
+    pub(crate) received: u64,
+    pub(crate) finished: bool,
 }
 
 impl Inbound {
-    fn new(stream: Stream) -> Self {
+    pub(crate) fn new(stream: Stream, item_len: usize) -> Self {
         Inbound {
             stream,
+            item_len,
             declared: None,
             received: 0,
             finished: false,
@@ -294,7 +297,7 @@ impl Inbound {
     }
 
     /// Records the declared count; a second header is an error.
-    fn header(&mut self, count: u64) -> Result<(), CryptoError> {
+    pub(crate) fn header(&mut self, count: u64) -> Result<(), CryptoError> {
         if self.declared.is_some() {
             return Err(CryptoError::HeaderRepeated {
                 stream: self.stream,
@@ -304,15 +307,31 @@ impl Inbound {
         Ok(())
     }
 
-    /// Checks that a batch of `bytes` at `offset` may be accepted next; returns its point count.
-    /// The caller validates the points, then calls [`Inbound::advance`].
-    fn check(&self, offset: u64, bytes: &[u8]) -> Result<u64, CryptoError> {
+    /// Checks that a batch of `bytes` at `offset` may be accepted next; returns its item count.
+    /// The caller validates the items, then calls [`Inbound::advance`].
+    pub(crate) fn check(&self, offset: u64, bytes: &[u8]) -> Result<u64, CryptoError> {
         let stream = self.stream;
         if self.finished {
             return Err(CryptoError::AlreadyFinished { stream });
         }
         let declared = self.declared.ok_or(CryptoError::HeaderMissing { stream })?;
-        let points = check_batch_length(stream, offset, bytes)?;
+        if !bytes.len().is_multiple_of(self.item_len) {
+            let len = bytes.len();
+            return Err(if self.item_len == crate::psi_sum::PAIR_LEN {
+                CryptoError::PairBatchLength {
+                    stream,
+                    offset,
+                    len,
+                }
+            } else {
+                CryptoError::BatchLength {
+                    stream,
+                    offset,
+                    len,
+                }
+            });
+        }
+        let items = u64::try_from(bytes.len() / self.item_len).unwrap_or(u64::MAX);
         if offset > self.received {
             return Err(CryptoError::BatchOffsetGap {
                 stream,
@@ -327,23 +346,28 @@ impl Inbound {
                 got: offset,
             });
         }
-        match offset.checked_add(points) {
-            Some(end) if end <= declared => Ok(points),
+        match offset.checked_add(items) {
+            Some(end) if end <= declared => Ok(items),
             _ => Err(CryptoError::BatchBeyondDeclared {
                 stream,
                 offset,
-                points,
+                points: items,
                 declared,
             }),
         }
     }
 
-    fn advance(&mut self, points: u64) {
-        self.received += points;
+    pub(crate) fn advance(&mut self, items: u64) {
+        self.received += items;
     }
 
-    /// Checks that every declared point arrived.
-    fn complete(&self) -> Result<(), CryptoError> {
+    /// True once the header arrived and every declared item arrived.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.declared == Some(self.received)
+    }
+
+    /// Checks that every declared item arrived.
+    pub(crate) fn complete(&self) -> Result<(), CryptoError> {
         let stream = self.stream;
         let declared = self.declared.ok_or(CryptoError::HeaderMissing { stream })?;
         if self.received != declared {
@@ -354,6 +378,11 @@ impl Inbound {
             });
         }
         Ok(())
+    }
+
+    /// (received, declared) for progress reports.
+    pub(crate) fn progress(&self) -> (u64, Option<u64>) {
+        (self.received, self.declared)
     }
 }
 
@@ -524,9 +553,9 @@ impl Receiver {
             record_index,
             record_start,
             record_ids,
-            sender: Inbound::new(Stream::SenderBlinded),
+            sender: Inbound::new(Stream::SenderBlinded, POINT_LEN),
             sender_points: Vec::new(),
-            double: Inbound::new(Stream::DoubleBlinded),
+            double: Inbound::new(Stream::DoubleBlinded, POINT_LEN),
             double_points: Vec::new(),
         })
     }
@@ -772,7 +801,7 @@ impl Sender {
             ids,
             max_points,
             group_size: 1,
-            receiver: Inbound::new(Stream::ReceiverBlinded),
+            receiver: Inbound::new(Stream::ReceiverBlinded, POINT_LEN),
             held: Vec::new(),
         })
     }

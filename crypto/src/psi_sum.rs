@@ -76,7 +76,7 @@ use crate::CryptoError;
 use crate::elgamal::{CIPHERTEXT_LEN, Ciphertext, DlogTable, PublicKey, SecretKey, encrypt_batch};
 use crate::error::Stream;
 use crate::normalize::IdHash;
-use crate::psi::{POINT_LEN, PsiKey, blind_ids, reblind};
+use crate::psi::{Inbound, POINT_LEN, PsiKey, blind_ids, reblind};
 
 /// Length in bytes of one item of the pairs stream: a point `H(y)^b` then a ciphertext.
 pub const PAIR_LEN: usize = POINT_LEN + CIPHERTEXT_LEN;
@@ -158,121 +158,6 @@ fn decode_point(
         });
     }
     Ok(point)
-}
-
-/// Bookkeeping for one inbound stream of fixed-size items: declared count and contiguous
-/// progress.
-///
-/// Invariants: (1) `received <= declared` once a header arrived; (2) `received` only grows, by
-/// exactly the size of each accepted batch.
-#[derive(Debug)]
-struct Inbound {
-    stream: Stream,
-    item_len: usize,
-    declared: Option<u64>,
-    received: u64,
-    finished: bool,
-}
-
-impl Inbound {
-    fn new(stream: Stream, item_len: usize) -> Self {
-        Inbound {
-            stream,
-            item_len,
-            declared: None,
-            received: 0,
-            finished: false,
-        }
-    }
-
-    /// Records the declared count; a second header is an error.
-    fn header(&mut self, count: u64) -> Result<(), CryptoError> {
-        if self.declared.is_some() {
-            return Err(CryptoError::HeaderRepeated {
-                stream: self.stream,
-            });
-        }
-        self.declared = Some(count);
-        Ok(())
-    }
-
-    /// Checks that a batch of `bytes` at `offset` may be accepted next; returns its item count.
-    /// The caller validates the items, then calls [`Inbound::advance`].
-    fn check(&self, offset: u64, bytes: &[u8]) -> Result<u64, CryptoError> {
-        let stream = self.stream;
-        if self.finished {
-            return Err(CryptoError::AlreadyFinished { stream });
-        }
-        let declared = self.declared.ok_or(CryptoError::HeaderMissing { stream })?;
-        if !bytes.len().is_multiple_of(self.item_len) {
-            let len = bytes.len();
-            return Err(if self.item_len == PAIR_LEN {
-                CryptoError::PairBatchLength {
-                    stream,
-                    offset,
-                    len,
-                }
-            } else {
-                CryptoError::BatchLength {
-                    stream,
-                    offset,
-                    len,
-                }
-            });
-        }
-        let items = len_u64(bytes.len() / self.item_len);
-        if offset > self.received {
-            return Err(CryptoError::BatchOffsetGap {
-                stream,
-                expected: self.received,
-                got: offset,
-            });
-        }
-        if offset < self.received {
-            return Err(CryptoError::BatchOffsetOverlap {
-                stream,
-                expected: self.received,
-                got: offset,
-            });
-        }
-        match offset.checked_add(items) {
-            Some(end) if end <= declared => Ok(items),
-            _ => Err(CryptoError::BatchBeyondDeclared {
-                stream,
-                offset,
-                points: items,
-                declared,
-            }),
-        }
-    }
-
-    fn advance(&mut self, items: u64) {
-        self.received += items;
-    }
-
-    /// True once the header arrived and every declared item arrived.
-    fn is_complete(&self) -> bool {
-        self.declared == Some(self.received)
-    }
-
-    /// Checks that every declared item arrived.
-    fn complete(&self) -> Result<(), CryptoError> {
-        let stream = self.stream;
-        let declared = self.declared.ok_or(CryptoError::HeaderMissing { stream })?;
-        if self.received != declared {
-            return Err(CryptoError::StreamIncomplete {
-                stream,
-                received: self.received,
-                declared,
-            });
-        }
-        Ok(())
-    }
-
-    /// (received, declared) for progress reports.
-    fn progress(&self) -> (u64, Option<u64>) {
-        (self.received, self.declared)
-    }
 }
 
 /// P1: holds identifiers only; learns the intersection size and returns the noisy encrypted sum.
