@@ -87,6 +87,7 @@
 //! threshold = 6                      # Shamir t (default floor(2n/3) + 1)
 //! min_contributors = 6               # fewer surviving inputs fail the job (default t)
 //! round_timeout_secs = 30            # nodes silent for a round count as dropped
+//! receiver = "retailer-1"            # optional: a participant that also receives the result
 //! [[participants]]
 //! node = "retailer-1"
 //! dataset = "sales"
@@ -174,6 +175,8 @@ struct SecureSumToml {
     #[serde(default)]
     round_timeout_secs: u32,
     dp: Option<DpToml>,
+    #[serde(default)]
+    receiver: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -401,6 +404,7 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, CoordError> {
             min_contributors: d.min_contributors,
             round_timeout_secs: d.round_timeout_secs,
             dp: d.dp.as_ref().map(DpToml::proto),
+            receiver: d.receiver,
         }),
     };
     validate_spec(&spec).map_err(|reason| CoordError::JobFileInvalid {
@@ -731,10 +735,15 @@ pub fn secure_sum_vector_len(p: &SecureSumParams) -> usize {
 }
 
 /// Checks categories: 1..=MAX_CATEGORIES distinct printable names, no clash with "other".
-fn validate_categories(categories: &[String], other: i32, field: &str) -> Result<(), String> {
-    if categories.is_empty() || categories.len() > MAX_CATEGORIES {
+fn validate_categories(
+    categories: &[String],
+    other: i32,
+    field: &str,
+    max: usize,
+) -> Result<(), String> {
+    if categories.is_empty() || categories.len() > max {
         return Err(format!(
-            "{field}.categories: declare between 1 and {MAX_CATEGORIES} categories, got {}",
+            "{field}.categories: declare between 1 and {max} categories, got {}",
             categories.len()
         ));
     }
@@ -803,7 +812,8 @@ fn validate_secure_sum(spec: &JobSpec) -> Result<(), String> {
     if p.segment_column.trim().is_empty() || p.segment_column.len() > MAX_COLUMN_BYTES {
         return Err("secure_sum.segment_column: name the segment column to group by".into());
     }
-    validate_categories(&p.categories, p.other, "secure_sum")?;
+    // Secure sums are bounded by the vector length (checked below), not by the DP table size.
+    validate_categories(&p.categories, p.other, "secure_sum", MAX_SECURE_SUM_VECTOR)?;
     if !p.count && p.value_column.is_empty() {
         return Err(
             "secure_sum: set count = true and/or value_column; otherwise there is \
@@ -845,6 +855,13 @@ fn validate_secure_sum(spec: &JobSpec) -> Result<(), String> {
         return Err(format!(
             "secure_sum.round_timeout_secs: at most {MAX_ROUND_TIMEOUT_SECS}, got {}",
             p.round_timeout_secs
+        ));
+    }
+    if !p.receiver.is_empty() && !nodes.contains(p.receiver.as_str()) {
+        return Err(format!(
+            "secure_sum.receiver: '{}' is not a participant; name one of the participating \
+             nodes or leave receiver out",
+            p.receiver
         ));
     }
     if let Some(dp) = &p.dp {
@@ -890,7 +907,7 @@ fn validate_dp_stats(spec: &JobSpec) -> Result<(), String> {
     if d.segment_column.trim().is_empty() || d.segment_column.len() > MAX_COLUMN_BYTES {
         return Err("dp_stats.segment_column: name the segment column to group by".into());
     }
-    validate_categories(&d.categories, d.other, "dp_stats")?;
+    validate_categories(&d.categories, d.other, "dp_stats", MAX_CATEGORIES)?;
     if d.measures.is_empty() || d.measures.len() > MAX_MEASURES {
         return Err(format!(
             "dp_stats.measures: declare between 1 and {MAX_MEASURES} [[dp_stats.measures]], got {}",
@@ -1038,6 +1055,9 @@ role = "sender"
             .join("[[participants]]");
         let e = invalid(&two);
         assert!(e.contains("between 3"), "{e}");
+        let e = invalid(&text.replace("receiver = \"retailer-1\"", "receiver = \"brand\""));
+        assert!(e.contains("not a participant"), "{e}");
+        assert_eq!(p.receiver, "retailer-1");
         let dup = text.replace("retailer-5", "retailer-4");
         assert!(invalid(&dup).contains("listed twice"));
     }

@@ -24,8 +24,8 @@ use parley_proto::{
     CancelJobRequest, CoordinatorMessage, Envelope, GetJobRequest, Hello, Job, JobAbort,
     JobDecision, JobEvent, JobOffer, JobOutcome, JobProgress, JobResult, JobStart, JobState,
     LedgerHead, LedgerHeadsRequest, LedgerHeadsResponse, ListJobsRequest, ListJobsResponse,
-    ListNodesRequest, ListNodesResponse, NodeInfo, NodeMessage, RecordedHead, SecAggUpload,
-    SubmitJobRequest, Welcome, coordinator_message, job_outcome, node_message,
+    ListNodesRequest, ListNodesResponse, NodeInfo, NodeMessage, RecordedHead, ResultDelivery,
+    SecAggUpload, SubmitJobRequest, Welcome, coordinator_message, job_outcome, node_message,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
@@ -164,6 +164,26 @@ impl Inner {
         Self::publish(state, &live.job);
         tracing::info!(job = %job_id, state = ?final_state, reason = note, "job ended");
         let mut out = Vec::new();
+        // Secure aggregation: the designated receiver node gets the result too.
+        let receiver = live
+            .job
+            .spec
+            .as_ref()
+            .and_then(|s| s.secure_sum.as_ref())
+            .map(|p| p.receiver.clone())
+            .unwrap_or_default();
+        if final_state == JobState::Succeeded
+            && !receiver.is_empty()
+            && let Some(tx) = Self::node_tx(state, &receiver)
+        {
+            out.push((
+                tx,
+                coord_msg(coordinator_message::Body::Result(ResultDelivery {
+                    job_id: job_id.to_string(),
+                    result: live.job.result.clone(),
+                })),
+            ));
+        }
         // Secure aggregation: nodes that dropped out may still wait for a round; tell everyone
         // the job is over, whatever its outcome.
         if final_state != JobState::Succeeded || live.secagg.is_some() {

@@ -397,8 +397,72 @@ async fn handle(
             // A job that already ended here (e.g. a secure_sum after its last round).
             None => tracing::debug!(job = %a.job_id, "abort for a job that is not running"),
         },
+        coordinator_message::Body::Result(d) => {
+            let node = Arc::clone(node);
+            let written = tokio::task::spawn_blocking(move || write_result(&node, &d)).await;
+            match written {
+                Ok(Ok(path)) => tracing::info!(path = %path.display(), "job result received"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot write a delivered job result"),
+                Err(_) => tracing::warn!("result writer panicked"),
+            }
+        }
         coordinator_message::Body::Welcome(_) => {}
     }
+}
+
+/// Writes a job result this node was named to receive to `<outputs>/<job>-result.json`
+/// (atomically: a temporary file, then a rename).
+fn write_result(
+    node: &Node,
+    d: &parley_proto::ResultDelivery,
+) -> Result<std::path::PathBuf, NodeError> {
+    if d.job_id.is_empty()
+        || d.job_id.len() > 64
+        || !d
+            .job_id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(NodeError::protocol(
+            "",
+            "a delivered result has an invalid job id",
+        ));
+    }
+    let Some(r) = d.result.as_ref().and_then(|r| r.secure_sum.as_ref()) else {
+        return Err(NodeError::protocol(
+            &d.job_id,
+            "a delivered result is empty",
+        ));
+    };
+    let noise = |n: &Option<parley_proto::NoiseInfo>| {
+        n.as_ref().map_or(serde_json::Value::Null, |n| {
+            serde_json::json!({"epsilon": n.epsilon, "delta": n.delta, "scale": n.scale, "accuracy95": n.accuracy95})
+        })
+    };
+    let value = serde_json::json!({
+        "job_id": d.job_id,
+        "kind": "secure_sum",
+        "contributors": r.contributors,
+        "dropped": r.dropped,
+        "columns": r.columns,
+        "count_noise": noise(&r.noise),
+        "sum_noise": noise(&r.sum_noise),
+        "categories": r.categories.iter().map(|c| serde_json::json!({
+            "category": c.category,
+            "values": c.values,
+        })).collect::<Vec<_>>(),
+    });
+    let dir = node.config.output_dir();
+    let path = dir.join(format!("{}-result.json", d.job_id));
+    let tmp = path.with_extension("json.tmp");
+    let io = |e: std::io::Error| NodeError::Output {
+        path: path.clone(),
+        source: e,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&value).unwrap_or_default()).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(path)
 }
 
 /// Decides on an offer: verifies every participant's key binding against the CA, then asks

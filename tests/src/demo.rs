@@ -162,7 +162,9 @@ pub async fn run_demo(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<Demo
     {
         bail!("a released result differs from the ground truth");
     }
-    println!("every exact result equals the ground truth; every noisy one is within its noise bound");
+    println!(
+        "every exact result equals the ground truth; every noisy one is within its noise bound"
+    );
     Ok(rows)
 }
 
@@ -334,10 +336,7 @@ type RegionRow = (String, (f64, f64), (f64, f64));
 
 /// Prints one line per released region — (rows, sales) released next to the truth summed from
 /// `vectors` (per category: rows, then cents) — and returns them.
-fn region_rows(
-    categories: &[parley_proto::CategoryStats],
-    vectors: &[Vec<u64>],
-) -> Vec<RegionRow> {
+fn region_rows(categories: &[parley_proto::CategoryStats], vectors: &[Vec<u64>]) -> Vec<RegionRow> {
     categories
         .iter()
         .enumerate()

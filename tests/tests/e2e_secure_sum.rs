@@ -103,11 +103,35 @@ async fn exact_sum_without_dropouts() {
     let (fed, g) = federation(tmp.path(), 5, &[]).await;
     let nodes = names(5);
     let parts: Vec<(&str, &str)> = nodes.iter().map(|n| (n.as_str(), "sales")).collect();
-    let job = fed.run_job(secure_sum_spec(&parts, &CATS)).await.unwrap();
+    let mut spec = secure_sum_spec(&parts, &CATS);
+    spec.secure_sum.as_mut().unwrap().receiver = "retailer-2".into();
+    let job = fed.run_job(spec).await.unwrap();
     assert_sum(&job, &truth(&g, &nodes), false);
-    let r = job.result.unwrap().secure_sum.unwrap();
+    let r = job.result.clone().unwrap().secure_sum.unwrap();
     assert_eq!(r.contributors.len(), 5);
     assert!(r.dropped.is_empty());
+    // The designated receiver node gets the same result in its outputs directory.
+    let file = tmp
+        .path()
+        .join("retailer-2/state/outputs")
+        .join(format!("{}-result.json", job.id));
+    let mut text = String::new();
+    for _ in 0..100 {
+        if let Ok(t) = std::fs::read_to_string(&file) {
+            text = t;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["categories"][0]["values"][0], r.categories[0].values[0]);
+    assert_eq!(v["contributors"].as_array().unwrap().len(), 5);
+    assert!(
+        !tmp.path()
+            .join("retailer-1/state/outputs")
+            .join(format!("{}-result.json", job.id))
+            .exists()
+    );
     fed.shutdown().await.unwrap();
 }
 

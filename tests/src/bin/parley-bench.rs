@@ -10,6 +10,10 @@
 //! checks the noisy sum against the known clamped truth, then times the raw group operations
 //! (blinding, ElGamal encryption, homomorphic sum, decryption) on the same inputs. See
 //! `BENCHMARKS.md`.
+//!
+//! `parley-bench secagg --nodes 10,50,100 --len 10000,100000 [--seed 1]` runs one secure_sum
+//! job per (n, m) over `n` test-driven participants with `m`-word vectors, checks the exact
+//! sum, then times the same protocol in-process and the PRG mask expansion it requires.
 
 use std::process::ExitCode;
 
@@ -18,6 +22,7 @@ use parley_proto::PsiMode;
 use parley_tests::bench::{
     ProbeRole, PsiBenchOptions, SumBenchOptions, probe_role, run_psi_bench, run_sum_bench,
 };
+use parley_tests::bench_secagg::{SecAggBenchOptions, run_secagg_bench};
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +72,18 @@ enum Command {
         #[arg(long)]
         no_table_build: bool,
     },
+    /// Secure aggregation: end-to-end time vs. the PRG mask expansion it requires.
+    Secagg {
+        /// Participants, comma-separated; one run per (nodes, len).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<usize>,
+        /// Vector lengths (even: a count and a sum per category), comma-separated.
+        #[arg(long = "len", value_delimiter = ',', required = true)]
+        lens: Vec<usize>,
+        /// Seed of the participants' input vectors.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Internal: one node's PSI memory, measured in its own process (used by `psi`).
     #[command(hide = true)]
     ProbeRole {
@@ -95,6 +112,7 @@ enum Mode {
 enum Bench {
     Psi(PsiBenchOptions),
     Sum(SumBenchOptions),
+    SecAgg(SecAggBenchOptions),
 }
 
 fn main() -> ExitCode {
@@ -132,6 +150,9 @@ fn main() -> ExitCode {
             batch_points,
             table_build: !no_table_build,
         }),
+        Command::Secagg { nodes, lens, seed } => {
+            Bench::SecAgg(SecAggBenchOptions { nodes, lens, seed })
+        }
         Command::ProbeRole { csv, role, mode } => {
             let role = match role {
                 Role::Receiver => ProbeRole::Receiver,
@@ -159,6 +180,7 @@ fn main() -> ExitCode {
     let done = match &bench {
         Bench::Psi(opts) => rt.block_on(run_psi_bench(opts)).map(|_| ()),
         Bench::Sum(opts) => rt.block_on(run_sum_bench(opts)).map(|_| ()),
+        Bench::SecAgg(opts) => rt.block_on(run_secagg_bench(opts)).map(|_| ()),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
