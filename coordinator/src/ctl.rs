@@ -436,8 +436,8 @@ pub async fn connect(config: &CtlConfig) -> anyhow::Result<JobsClient<Channel>> 
             )
         })?;
     Ok(JobsClient::new(channel)
-        .max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(parley_proto::MAX_MESSAGE_BYTES))
+        .max_decoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES)
+        .max_encoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES))
 }
 
 /// Parses `args` (including the program name), runs the command, prints errors to stderr and

@@ -57,12 +57,12 @@ pub async fn run(
         .add_service(
             parley_proto::node_link_server::NodeLinkServer::new(svc.clone())
                 .max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(parley_proto::MAX_MESSAGE_BYTES),
+                .max_encoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES),
         )
         .add_service(
             parley_proto::jobs_server::JobsServer::new(svc)
-                .max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(parley_proto::MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES)
+                .max_encoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await

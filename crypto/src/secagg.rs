@@ -597,17 +597,28 @@ impl fmt::Debug for ShareChannel {
 }
 
 impl ShareChannel {
-    /// Derived by the sender from `(c_from, c_pk_to)` or by the recipient from
-    /// `(c_to, c_pk_from)`; `peer` is blamed for a low-order key.
-    fn derive(
+    /// Both directions between `me` and `peer` from one X25519 agreement: (me → peer,
+    /// peer → me). The keys differ (HKDF info names the direction).
+    fn pair(
         job_id: &str,
         my_secret: &StaticSecret,
         peer_public: &[u8; 32],
         peer: u32,
+        me: u32,
+    ) -> Result<(Self, Self), SecAggError> {
+        let shared = agree(my_secret, peer_public, peer)?;
+        Ok((
+            Self::from_shared(job_id, &shared, me, peer)?,
+            Self::from_shared(job_id, &shared, peer, me)?,
+        ))
+    }
+
+    fn from_shared(
+        job_id: &str,
+        shared: &Zeroizing<[u8; 32]>,
         from: u32,
         to: u32,
     ) -> Result<Self, SecAggError> {
-        let shared = agree(my_secret, peer_public, peer)?;
         let job = lp_job(job_id);
         let okm = hkdf32(
             SHARE_KEY_SALT,

@@ -215,7 +215,7 @@ async fn session(node: &Arc<Node>, shutdown: &CancellationToken) -> Result<bool,
     )
     .await?;
     let mut client = NodeLinkClient::new(channel)
-        .max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES)
         .max_encoding_message_size(parley_proto::MAX_MESSAGE_BYTES);
     let (out_tx, out_rx) = mpsc::channel::<NodeMessage>(OUTBOX_DEPTH);
     let hello = NodeMessage {

@@ -19,3 +19,9 @@ pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Largest encoded gRPC message either side accepts (a chunk plus framing and AEAD overhead).
 pub const MAX_MESSAGE_BYTES: usize = MAX_CHUNK_BYTES + 64 * 1024;
+
+/// Largest encoded message carrying a whole job (spec and result): the Jobs service, and job
+/// offers and result deliveries from the coordinator to nodes. A secure sum of 10^5 values
+/// releases a result of a few MiB; what nodes send the coordinator stays within
+/// [`MAX_MESSAGE_BYTES`].
+pub const MAX_JOB_MESSAGE_BYTES: usize = 32 * 1024 * 1024;

@@ -246,7 +246,9 @@ impl Federation {
     pub async fn jobs_client(&self, name: &str) -> anyhow::Result<JobsClient<Channel>> {
         let m = self.material(name)?;
         let ch = parley_net::connect(&format!("https://{}", self.addr), "coordinator", &m).await?;
-        Ok(JobsClient::new(ch).max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES))
+        Ok(JobsClient::new(ch)
+            .max_decoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES)
+            .max_encoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES))
     }
 
     /// A `Jobs` client as the analyst.

@@ -50,7 +50,7 @@ impl Rogue {
         )?;
         let ch = parley_net::connect(&format!("https://{}", fed.addr), "coordinator", &m).await?;
         let mut client = NodeLinkClient::new(ch)
-            .max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES)
             .max_encoding_message_size(parley_proto::MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::channel(16);
         tx.send(NodeMessage {

@@ -188,12 +188,13 @@ impl ClientAwaitingAdvertisements {
             });
         }
 
-        type PerPeer = (EncryptedShare, Option<Zeroizing<[u8; 32]>>);
+        type PerPeer = (EncryptedShare, Option<Zeroizing<[u8; 32]>>, ShareChannel);
         let per_peer: Vec<Result<PerPeer, SecAggError>> = u1
             .par_iter()
             .map(|(&v, a)| {
-                let channel =
-                    ShareChannel::derive(core.job(), &c.channel, a.channel_public(), v, me, v)?;
+                // One X25519 agreement gives the channel to v and, for round 2, the one from v.
+                let (channel, inbound) =
+                    ShareChannel::pair(core.job(), &c.channel, a.channel_public(), v, me)?;
                 let unknown = |_| SecAggError::UnknownParticipant { from: v, round: 0 };
                 let b = c.seed_sharing.share(v).map_err(unknown)?;
                 let s = c.key_sharing.share(v).map_err(unknown)?;
@@ -214,31 +215,32 @@ impl ClientAwaitingAdvertisements {
                         v,
                     )?)
                 };
-                Ok((EncryptedShare::new(core.job(), me, v, sealed), seed))
+                Ok((
+                    EncryptedShare::new(core.job(), me, v, sealed),
+                    seed,
+                    inbound,
+                ))
             })
             .collect();
 
         let mut shares = Vec::with_capacity(u1.len());
         let mut pairwise = BTreeMap::new();
+        let mut inbound = BTreeMap::new();
         for (&v, result) in u1.keys().zip(per_peer) {
-            let (share, seed) = result?;
+            let (share, seed, channel) = result?;
             shares.push(share);
+            inbound.insert(v, channel);
             if let Some(seed) = seed {
                 pairwise.insert(v, seed);
             }
         }
-        let channel_publics = u1.iter().map(|(&v, a)| (v, *a.channel_public())).collect();
         let Client {
-            core,
-            channel,
-            self_seed,
-            ..
+            core, self_seed, ..
         } = self.client;
         let next = ClientAwaitingShares {
             core,
-            channel,
             self_seed,
-            channel_publics,
+            inbound,
             pairwise,
         };
         Ok((next, shares))
@@ -248,10 +250,9 @@ impl ClientAwaitingAdvertisements {
 /// A client that sent its shares and waits for the shares addressed to it.
 pub struct ClientAwaitingShares {
     core: Core,
-    channel: StaticSecret,
     self_seed: Zeroizing<[u8; 32]>,
-    /// `U1`'s channel public keys.
-    channel_publics: BTreeMap<u32, [u8; 32]>,
+    /// For each member of `U1`, the channel its share to us is sealed under.
+    inbound: BTreeMap<u32, ShareChannel>,
     /// Pairwise mask seeds with every other member of `U1`.
     pairwise: BTreeMap<u32, Zeroizing<[u8; 32]>>,
 }
@@ -299,7 +300,7 @@ impl ClientAwaitingShares {
                     to: e.recipient(),
                 });
             }
-            if !self.channel_publics.contains_key(&from) {
+            if !self.inbound.contains_key(&from) {
                 return Err(core.outsider(from, 1));
             }
             if !u2.insert(from) {
@@ -347,12 +348,10 @@ impl ClientAwaitingShares {
     fn open(&self, e: &EncryptedShare) -> Result<(ByteShare, ByteShare), SecAggError> {
         let me = self.core.index;
         let from = e.sender();
-        let peer_public = self
-            .channel_publics
+        let channel = self
+            .inbound
             .get(&from)
             .ok_or(SecAggError::NotInPreviousRound { from, round: 1 })?;
-        let channel =
-            ShareChannel::derive(self.core.job(), &self.channel, peer_public, from, from, me)?;
         let plain = channel
             .open(e.sealed())
             .ok_or(SecAggError::ShareAuthentication { from })?;

@@ -798,7 +798,7 @@ fn share_naming_the_wrong_recipient_inside_is_rejected() {
     let (_, shares3) = s0.clients.remove(&3).unwrap().round1(&adverts).unwrap();
     let c1_public = *adverts[0].channel_public();
     let forged = |inner_from: u32, inner_to: u32, job: &str| {
-        let channel = ShareChannel::derive(job, &c2, &c1_public, 1, 2, 1).unwrap();
+        let (channel, _) = ShareChannel::pair(job, &c2, &c1_public, 1, 2).unwrap();
         let mut plain = [0u8; SHARE_PLAINTEXT_LEN];
         plain[..4].copy_from_slice(&inner_from.to_be_bytes());
         plain[4..8].copy_from_slice(&inner_to.to_be_bytes());
