@@ -723,7 +723,7 @@ pub fn secure_sum_threshold(p: &SecureSumParams, n: usize) -> u32 {
     if p.threshold > 0 {
         p.threshold
     } else {
-        (2 * n / 3 + 1) as u32
+        parley_crypto::secagg::Params::default_threshold(n as u32)
     }
 }
 

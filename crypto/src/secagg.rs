@@ -156,6 +156,21 @@ pub struct Params {
 }
 
 impl Params {
+    /// `UnknownParticipant` for an index outside `1..=n`, else `NotInPreviousRound`.
+    fn outsider(&self, from: u32, round: u8) -> SecAggError {
+        if from == 0 || from > self.n {
+            SecAggError::UnknownParticipant { from, round }
+        } else {
+            SecAggError::NotInPreviousRound { from, round }
+        }
+    }
+
+    /// The default Shamir threshold for `n` participants: ⌊2n/3⌋ + 1 (more than half, and
+    /// tolerating up to a third of them dropping out).
+    pub fn default_threshold(n: u32) -> u32 {
+        2 * n / 3 + 1
+    }
+
     /// Checks the ranges documented on each field.
     ///
     /// # Errors

@@ -47,14 +47,7 @@ pub struct Cost {
 /// cardinality without DP). Both datasets of a DP PSI job pay the same cost: the release
 /// is about both of them. A dp_stats job pays the sum of its measures (basic composition).
 pub fn release_cost(spec: &parley_proto::JobSpec) -> Option<Cost> {
-    use parley_proto::DpMechanism;
-    let label = |what: &str, m: DpMechanism| {
-        let name = match m {
-            DpMechanism::Laplace => "laplace",
-            DpMechanism::Gaussian => "gaussian",
-        };
-        format!("{what}/{name}")
-    };
+    let label = crate::stats::mechanism_label;
     match spec.kind() {
         JobKind::Psi => {
             let psi = spec.psi.as_ref()?;

@@ -109,7 +109,7 @@ pub fn threshold(p: &SecureSumParams, n: u32) -> u32 {
     if p.threshold != 0 {
         p.threshold
     } else {
-        2 * n / 3 + 1
+        parley_crypto::secagg::Params::default_threshold(n)
     }
 }
 

@@ -32,15 +32,6 @@ impl Core {
     fn t(&self) -> u32 {
         self.params.threshold
     }
-
-    /// `UnknownParticipant` for an index outside `1..=n`, else `NotInPreviousRound`.
-    fn outsider(&self, from: u32, round: u8) -> SecAggError {
-        if from == 0 || from > self.params.n {
-            SecAggError::UnknownParticipant { from, round }
-        } else {
-            SecAggError::NotInPreviousRound { from, round }
-        }
-    }
 }
 
 impl fmt::Debug for Core {
@@ -301,7 +292,7 @@ impl ClientAwaitingShares {
                 });
             }
             if !self.inbound.contains_key(&from) {
-                return Err(core.outsider(from, 1));
+                return Err(core.params.outsider(from, 1));
             }
             if !u2.insert(from) {
                 return Err(SecAggError::Duplicate { from, round: 1 });

@@ -42,15 +42,6 @@ impl Core {
         }
         Ok(())
     }
-
-    /// `UnknownParticipant` for an index outside `1..=n`, else `NotInPreviousRound`.
-    fn outsider(&self, from: u32, round: u8) -> SecAggError {
-        if from == 0 || from > self.params.n {
-            SecAggError::UnknownParticipant { from, round }
-        } else {
-            SecAggError::NotInPreviousRound { from, round }
-        }
-    }
 }
 
 impl fmt::Debug for Core {
@@ -146,7 +137,7 @@ impl ServerAwaitingShares {
         shares: Vec<EncryptedShare>,
     ) -> Result<(), SecAggError> {
         if !self.masking_publics.contains_key(&from) {
-            return Err(self.core.outsider(from, 1));
+            return Err(self.core.params.outsider(from, 1));
         }
         if self.batches.contains_key(&from) {
             return Err(SecAggError::Duplicate { from, round: 1 });
@@ -237,7 +228,7 @@ impl ServerAwaitingInputs {
             return Err(SecAggError::WrongJob { from, round: 2 });
         }
         if !self.masking_publics.contains_key(&from) {
-            return Err(self.core.outsider(from, 2));
+            return Err(self.core.params.outsider(from, 2));
         }
         if self.inputs.contains_key(&from) {
             return Err(SecAggError::Duplicate { from, round: 2 });
@@ -300,7 +291,7 @@ impl ServerAwaitingUnmask {
             return Err(SecAggError::WrongJob { from, round: 3 });
         }
         if !self.inputs.contains_key(&from) {
-            return Err(self.core.outsider(from, 3));
+            return Err(self.core.params.outsider(from, 3));
         }
         if self.responses.contains_key(&from) {
             return Err(SecAggError::Duplicate { from, round: 3 });
