@@ -305,6 +305,24 @@ proptest! {
         prop_assert!(total.iter().all(|&w| w == 0));
     }
 
+    /// The Edwards-form key agreement gives X25519's exact result for honest keys and for any
+    /// 32 bytes a peer may send (points of the twist, non-canonical `u`, the high bit set).
+    #[test]
+    fn agreement_equals_x25519(secret: [u8; 32], peer_secret: [u8; 32], raw: [u8; 32]) {
+        let mine = StaticSecret::from(secret);
+        let honest = PublicKey::from(&StaticSecret::from(peer_secret)).to_bytes();
+        for peer_public in [honest, raw] {
+            let expected = mine.diffie_hellman(&PublicKey::from(peer_public));
+            match agree(&mine, &peer_public, 2) {
+                Ok(shared) => prop_assert_eq!(*shared, expected.to_bytes()),
+                Err(e) => {
+                    prop_assert_eq!(e, SecAggError::NonContributoryKey { from: 2 });
+                    prop_assert!(!expected.was_contributory());
+                }
+            }
+        }
+    }
+
     /// Random dropouts at random rounds: the exact sum of the contributing inputs, or
     /// `TooFewSurvivors` naming the first round that fell below the threshold.
     #[test]
@@ -322,6 +340,50 @@ proptest! {
         }
         check_run(n, t, len, &drops, seed);
     }
+}
+
+/// RFC 7748 §5.2 test vector, and the edge cases of the Edwards route: low-order and
+/// non-canonical `u` (at or above p = 2^255 − 19), `u = −1`, and a key on the twist.
+#[test]
+fn agreement_vectors_and_edge_cases() {
+    let unhex = |h: &str| -> [u8; 32] {
+        let v: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        v.try_into().unwrap()
+    };
+    let scalar = unhex("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4");
+    let u = unhex("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c");
+    let out = unhex("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552");
+    assert_eq!(*agree(&StaticSecret::from(scalar), &u, 2).unwrap(), out);
+
+    let mut p = [0xffu8; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    let mut p_plus_1 = p;
+    p_plus_1[0] = 0xee;
+    let mut minus_one = p;
+    minus_one[0] = 0xec;
+    let mut high_bit = u;
+    high_bit[31] |= 0x80;
+    let mut two = [0u8; 32];
+    two[0] = 2; // u = 2 is on the twist of Curve25519
+    let mine = StaticSecret::from(scalar);
+    for peer in [[0u8; 32], p, p_plus_1, minus_one, high_bit, two, [0xff; 32]] {
+        let expected = mine.diffie_hellman(&PublicKey::from(peer));
+        match agree(&mine, &peer, 7) {
+            Ok(shared) => assert_eq!(*shared, expected.to_bytes()),
+            Err(e) => {
+                assert_eq!(e, SecAggError::NonContributoryKey { from: 7 });
+                assert!(!expected.was_contributory());
+            }
+        }
+    }
+    assert!(
+        curve25519_dalek::MontgomeryPoint(two)
+            .to_edwards(0)
+            .is_none()
+    );
 }
 
 #[test]
