@@ -207,6 +207,11 @@ pub enum E2eOutcome {
     Done {
         /// Submit → terminal job event.
         wall: Duration,
+        /// The secure-aggregation rounds over gRPC: the first participant's `Start` (every
+        /// node accepted; round 0 begins) → terminal job event. `wall` minus this is the job
+        /// admission: validating the spec, offering it (with its category names) to every
+        /// node, their acceptance.
+        rounds: Duration,
         /// Process CPU seconds (user + system) over the same span.
         cpu: Option<f64>,
     },
@@ -308,6 +313,16 @@ impl SecAggBenchRow {
         }
     }
 
+    /// Secure-aggregation rounds over gRPC over PRG time (None when the job was rejected).
+    pub fn rounds_ratio(&self) -> Option<f64> {
+        match self.e2e {
+            E2eOutcome::Done { rounds, .. } => {
+                Some(rounds.as_secs_f64() / self.prg.total().as_secs_f64().max(1e-9))
+            }
+            E2eOutcome::Rejected(_) => None,
+        }
+    }
+
     /// In-process protocol time over PRG time.
     pub fn protocol_ratio(&self) -> f64 {
         self.protocol.total().as_secs_f64() / self.prg.total().as_secs_f64().max(1e-9)
@@ -315,13 +330,15 @@ impl SecAggBenchRow {
 }
 
 /// One participant's run: accept the offer, wait for the start, run the honest client rounds.
-/// Returns the link too, so that it stays open until the job has ended.
-async fn participate(mut rogue: Rogue, input: Vec<u64>) -> (Rogue, anyhow::Result<()>) {
+/// Returns the link too, so that it stays open until the job has ended, and when the start
+/// arrived.
+async fn participate(mut rogue: Rogue, input: Vec<u64>) -> (Rogue, anyhow::Result<Instant>) {
     let r = async {
         let offer = rogue.accept_next_offer().await?;
         rogue.wait_start(&offer.job_id).await?;
+        let started = Instant::now();
         rogue.run_secagg(&offer, &input, SecAggPlan::Honest).await?;
-        anyhow::Ok(())
+        anyhow::Ok(started)
     }
     .await;
     (rogue, r)
@@ -404,20 +421,23 @@ async fn drive(
             }
         }
     };
-    let wall = t0.elapsed();
+    let end = Instant::now();
+    let wall = end - t0;
     let cpu = cpu_secs().zip(cpu0).map(|(b, a)| b - a);
     if let Err(e) = check_release(&job, expected, n) {
         abort_all();
         return Err(e);
     }
     let mut links = Vec::with_capacity(n);
+    let mut first_start = end;
     for task in tasks {
         let (rogue, r) = task.await.context("a participant task panicked")?;
-        r.with_context(|| format!("participant {}", rogue.name))?;
+        first_start = first_start.min(r.with_context(|| format!("participant {}", rogue.name))?);
         links.push(rogue);
     }
     drop(links);
-    Ok((connect, E2eOutcome::Done { wall, cpu }))
+    let rounds = end - first_start;
+    Ok((connect, E2eOutcome::Done { wall, rounds, cpu }))
 }
 
 /// Ed25519 keys and signers of `n` participants (indices 1..=n).
@@ -634,10 +654,11 @@ pub async fn bench_one(
     let (connect, e2e) = driven?;
     down.context("stopping the federation")?;
     match &e2e {
-        E2eOutcome::Done { wall, cpu } => println!(
-            "   e2e {:.2} s (CPU {}), exact sum released; {n} participants connected in {:.2} s",
+        E2eOutcome::Done { wall, rounds, cpu } => println!(
+            "   e2e {:.2} s (CPU {}; secure-aggregation rounds {:.2} s), exact sum released; {n} participants connected in {:.2} s",
             wall.as_secs_f64(),
             cpu.map_or_else(|| "?".into(), |c| format!("{c:.1} s")),
+            rounds.as_secs_f64(),
             connect.as_secs_f64()
         ),
         E2eOutcome::Rejected(why) => println!("   e2e: the coordinator rejected the job: {why}"),
@@ -725,19 +746,22 @@ pub fn secagg_table(rows: &[SecAggBenchRow]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| n | m | e2e s | e2e CPU s | in-process protocol s | protocol CPU s | r0 / r1 / r2 clients / r2 server / r3 / unmask s | PRG s (clients + server) | PRG CPU s | e2e / PRG | protocol / PRG | PRG GB/s (pool) | add_mask GB/s (1 core) | connect s | load before -> after |"
+        "| n | m | e2e s | e2e CPU s | rounds s | in-process protocol s | protocol CPU s | r0 / r1 / r2 clients / r2 server / r3 / unmask s | PRG s (clients + server) | PRG CPU s | e2e / PRG | rounds / PRG | protocol / PRG | PRG GB/s (pool) | add_mask GB/s (1 core) | connect s | load before -> after |"
     );
     let _ = writeln!(
         s,
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for r in rows {
-        let (e2e, e2e_cpu) = match &r.e2e {
-            E2eOutcome::Done { wall, cpu } => {
-                (format!("{:.2}", wall.as_secs_f64()), secs_opt(*cpu))
-            }
-            E2eOutcome::Rejected(_) => ("rejected".to_string(), "-".to_string()),
+        let (e2e, e2e_cpu, rounds) = match &r.e2e {
+            E2eOutcome::Done { wall, rounds, cpu } => (
+                format!("{:.2}", wall.as_secs_f64()),
+                secs_opt(*cpu),
+                format!("{:.2}", rounds.as_secs_f64()),
+            ),
+            E2eOutcome::Rejected(_) => ("rejected".to_string(), "-".to_string(), "-".to_string()),
         };
+        let ratio = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |x| format!("{x:.2}"));
         let p = &r.protocol;
         let phases = [
             p.round0,
@@ -753,7 +777,7 @@ pub fn secagg_table(rows: &[SecAggBenchRow]) -> String {
         .join(" / ");
         let _ = writeln!(
             s,
-            "| {} | {} | {e2e} | {e2e_cpu} | {:.2} | {} | {phases} | {:.2} ({:.2} + {:.2}) | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} -> {} |",
+            "| {} | {} | {e2e} | {e2e_cpu} | {rounds} | {:.2} | {} | {phases} | {:.2} ({:.2} + {:.2}) | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} -> {} |",
             r.n,
             r.m,
             p.total().as_secs_f64(),
@@ -762,8 +786,8 @@ pub fn secagg_table(rows: &[SecAggBenchRow]) -> String {
             r.prg.clients.as_secs_f64(),
             r.prg.server.as_secs_f64(),
             secs_opt(r.prg.cpu),
-            r.e2e_ratio()
-                .map_or_else(|| "-".to_string(), |x| format!("{x:.2}")),
+            ratio(r.e2e_ratio()),
+            ratio(r.rounds_ratio()),
             r.protocol_ratio(),
             r.prg.gbps(),
             r.one_core_gbps,
@@ -790,6 +814,10 @@ mod tests {
         assert_eq!(row.prg.expansions, 20);
         assert_eq!(row.prg.bytes, 8 * 8 * 20);
         assert!(row.e2e_ratio().is_some());
+        let E2eOutcome::Done { wall, rounds, .. } = row.e2e else {
+            unreachable!()
+        };
+        assert!(rounds <= wall, "rounds {rounds:?} > e2e {wall:?}");
         assert!(secagg_table(&[row]).contains("| 4 | 8 |"));
     }
 
