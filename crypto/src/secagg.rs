@@ -92,6 +92,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use curve25519_dalek::montgomery::MontgomeryPoint;
+use rayon::prelude::*;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hmac;
 use ring::signature::{ED25519, UnparsedPublicKey};
@@ -555,6 +556,38 @@ fn verify_body(
     UnparsedPublicKey::new(&ED25519, key)
         .verify(&msg, signature)
         .map_err(|_| SecAggError::BadSignature { from, round })
+}
+
+/// True if every `(from, body, signature)` verifies, as [`verify_body`] would, checked as
+/// random linear combinations of the Ed25519 verification equations (ed25519-dalek's batch
+/// verification, about three times cheaper per signature than one at a time). False if any
+/// does not, or a key is unknown or malformed: callers then verify one by one, with `ring`,
+/// for a precise error.
+///
+/// The batch equation is cofactorless like `ring`'s; it may accept, with small probability, a
+/// signature whose signer deliberately mixed a small-order point into it, which only the
+/// holder of the signing key can do, so unforgeability is unaffected.
+fn batch_verifies(peers: &PeerKeys, items: &[(u32, Vec<u8>, [u8; SIGNATURE_LEN])]) -> bool {
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = items.len().div_ceil(threads).max(16);
+    items.par_chunks(chunk).all(|part| {
+        let mut keys = Vec::with_capacity(part.len());
+        let mut messages = Vec::with_capacity(part.len());
+        let mut signatures = Vec::with_capacity(part.len());
+        for (from, body, signature) in part {
+            let Some(key) = peers.get(from) else {
+                return false;
+            };
+            let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(key) else {
+                return false;
+            };
+            keys.push(key);
+            messages.push([SIGNATURE_DOMAIN, body].concat());
+            signatures.push(ed25519_dalek::Signature::from_bytes(signature));
+        }
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok()
+    })
 }
 
 /// Checks the parameters and that `peers` has a key for every index `1..=n` (extra entries are

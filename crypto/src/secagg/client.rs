@@ -149,10 +149,7 @@ impl ClientAwaitingAdvertisements {
         let c = &self.client;
         let core = &c.core;
         let me = core.index;
-        let signatures: Vec<Result<(), SecAggError>> = advertisements
-            .par_iter()
-            .map(|a| a.verify(&core.peers))
-            .collect();
+        let signatures = AdvertiseKeys::verify_all(advertisements, &core.peers);
         let mut u1: BTreeMap<u32, &AdvertiseKeys> = BTreeMap::new();
         for (a, signature) in advertisements.iter().zip(signatures) {
             signature?;

@@ -3,11 +3,13 @@
 
 use std::fmt;
 
+use rayon::prelude::*;
+
 use crate::shamir::{BYTE_SHARE_LEN, ByteShare};
 
 use super::{
     MAX_JOB_ID_LEN, MAX_PARTICIPANTS, PeerKeys, SEALED_SHARE_LEN, SIGNATURE_LEN, SecAggError,
-    sign_body, verify_body,
+    batch_verifies, sign_body, verify_body,
 };
 
 /// Magic bytes at the start of every message.
@@ -266,6 +268,22 @@ impl AdvertiseKeys {
     /// Checks the signature against the sender's Ed25519 key.
     pub(super) fn verify(&self, peers: &PeerKeys) -> Result<(), SecAggError> {
         verify_body(peers, self.from, 0, &self.body(), &self.signature)
+    }
+
+    /// Checks every signature: `Ok` or the error [`verify`](Self::verify) gives, per
+    /// advertisement, in order. One batch check first; one by one only if it fails.
+    pub(super) fn verify_all(
+        ads: &[AdvertiseKeys],
+        peers: &PeerKeys,
+    ) -> Vec<Result<(), SecAggError>> {
+        let items: Vec<_> = ads
+            .iter()
+            .map(|a| (a.from, a.body(), a.signature))
+            .collect();
+        if batch_verifies(peers, &items) {
+            return vec![Ok(()); ads.len()];
+        }
+        ads.par_iter().map(|a| a.verify(peers)).collect()
     }
 }
 

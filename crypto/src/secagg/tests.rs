@@ -581,6 +581,65 @@ fn advertisements_replayed_altered_duplicated_or_unknown_are_rejected() {
     );
 }
 
+/// Batch verification accepts exactly the valid lists; one bad signature anywhere (forged,
+/// bit-flipped, unknown sender) makes the one-by-one check name it.
+#[test]
+fn advertisement_batch_verification_matches_one_by_one() {
+    let n = 40;
+    let fed = Federation::new(n, 21);
+    let ads: Vec<AdvertiseKeys> = (1..=n)
+        .map(|i| AdvertiseKeys::signed("job-B", i, [i as u8; 32], [7; 32], &**fed.signer(i)))
+        .collect();
+    let items: Vec<_> = ads
+        .iter()
+        .map(|a| {
+            let bytes = a.to_bytes();
+            let (body, signature) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
+            (a.sender(), body.to_vec(), signature.try_into().unwrap())
+        })
+        .collect();
+    assert!(batch_verifies(&fed.keys, &items));
+    assert!(
+        AdvertiseKeys::verify_all(&ads, &fed.keys)
+            .iter()
+            .all(Result::is_ok)
+    );
+    for bad in [1u32, 17, 40] {
+        let mut forged = ads.clone();
+        forged[bad as usize - 1] =
+            AdvertiseKeys::signed("job-B", bad, [1; 32], [7; 32], &**fed.signer(bad % n + 1));
+        let mut flipped = ads.clone();
+        let mut bytes = flipped[bad as usize - 1].to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x20;
+        flipped[bad as usize - 1] = AdvertiseKeys::from_bytes(&bytes).unwrap();
+        for list in [forged, flipped] {
+            let results = AdvertiseKeys::verify_all(&list, &fed.keys);
+            for (i, r) in (1..=n).zip(results) {
+                if i == bad {
+                    assert_eq!(
+                        r,
+                        Err(SecAggError::BadSignature {
+                            from: bad,
+                            round: 0
+                        })
+                    );
+                } else {
+                    assert_eq!(r, Ok(()));
+                }
+            }
+        }
+    }
+    let mut keys = fed.keys.clone();
+    keys.remove(&5);
+    let results = AdvertiseKeys::verify_all(&ads, &keys);
+    assert_eq!(
+        results[4],
+        Err(SecAggError::UnknownParticipant { from: 5, round: 0 })
+    );
+    assert!(!batch_verifies(&keys, &items));
+}
+
 #[test]
 fn client_rejects_bad_advertisement_lists() {
     let fed = Federation::new(3, 11);
