@@ -247,7 +247,7 @@ impl Inner {
             .map_err(|e| Status::internal(format!("cannot store job: {e}")))?;
         tracing::info!(job = %job.id, analyst, "job submitted");
 
-        let out = {
+        let offers = {
             let mut st = self.lock();
             let missing: Vec<&String> = participants
                 .iter()
@@ -273,15 +273,10 @@ impl Inner {
                 submitted_by: analyst.to_string(),
                 participants: bindings,
             };
-            let mut out = Vec::new();
-            for p in &participants {
-                if let Some(tx) = Self::node_tx(&st, p) {
-                    out.push((
-                        tx,
-                        coord_msg(coordinator_message::Body::Offer(offer.clone())),
-                    ));
-                }
-            }
+            let links: Vec<NodeTx> = participants
+                .iter()
+                .filter_map(|p| Self::node_tx(&st, p))
+                .collect();
             st.live.insert(
                 job.id.clone(),
                 LiveJob {
@@ -292,8 +287,18 @@ impl Inner {
                     secagg: None,
                 },
             );
-            out
+            (offer, links)
         };
+        // One offer per participant, copied outside the state lock: with thousands of category
+        // names a copy takes milliseconds.
+        let (offer, links) = offers;
+        let out: Outgoing = links
+            .into_iter()
+            .map(|tx| {
+                let msg = coord_msg(coordinator_message::Body::Offer(offer.clone()));
+                (tx, msg)
+            })
+            .collect();
         Self::send_all(out).await;
 
         // Offer deadline.
@@ -723,9 +728,25 @@ impl Inner {
                     Vec::new()
                 }
                 Some(node_message::Body::Outcome(o)) => self.on_outcome(&node, o),
-                Some(node_message::Body::Secagg(up)) => self.on_secagg(&node, up),
+                // Decoding and verifying a masked input (hundreds of KB) and storing a ledger
+                // head (an fsync) block: both run on the blocking pool, in arrival order.
+                Some(node_message::Body::Secagg(up)) => {
+                    let (inner, from) = (Arc::clone(&self), node.clone());
+                    tokio::task::spawn_blocking(move || inner.on_secagg(&from, up))
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::error!(node, "secure-aggregation message handler panicked");
+                            Vec::new()
+                        })
+                }
                 Some(node_message::Body::LedgerHead(h)) => {
-                    self.on_ledger_head(&node, h);
+                    let (inner, from) = (Arc::clone(&self), node.clone());
+                    if tokio::task::spawn_blocking(move || inner.on_ledger_head(&from, h))
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(node, "ledger-head handler panicked");
+                    }
                     Vec::new()
                 }
                 Some(node_message::Body::Hello(_)) => {
