@@ -70,7 +70,7 @@
 //!
 //! # Messages
 //!
-//! Every message starts with the header `"PSAG" || version 0x01 || round u8 || sender u32 BE ||
+//! Every message starts with the header `"PSAG" || version 0x02 || round u8 || sender u32 BE ||
 //! lp(job)`; decoding rejects other versions, the wrong round, wrong lengths and trailing bytes.
 //!
 //! ```text
@@ -234,7 +234,7 @@ pub enum SecAggError {
     },
     /// Another wire-format version.
     #[error(
-        "{kind}: wire format version {version} is not supported (expected 1); upgrade the node"
+        "{kind}: wire format version {version} is not supported (expected 2); run the same Parley version on every node"
     )]
     UnsupportedVersion {
         /// The message being decoded.

@@ -14,8 +14,9 @@ use super::{
 
 /// Magic bytes at the start of every message.
 const MAGIC: &[u8; 4] = b"PSAG";
-/// Wire format version.
-const VERSION: u8 = 1;
+/// Wire format version: 2 since masked inputs are signed over a SHA-256 digest of the vector
+/// (version 1 signed the whole vector); nodes of different versions cannot run together.
+const VERSION: u8 = 2;
 /// `MAGIC || version || round || sender || job id length`.
 const HEADER_FIXED: usize = 4 + 1 + 1 + 4 + 2;
 /// Bytes per entry of an [`UnmaskShares`] message: owner, kind, share.

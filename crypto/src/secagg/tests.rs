@@ -1247,10 +1247,10 @@ fn decoding_rejects_truncation_trailing_bytes_wrong_round_magic_and_version() {
         SecAggError::BadMagic { kind }
     );
     let mut b = share.clone();
-    b[4] = 2;
+    b[4] = 1; // the version before masked inputs were signed over a digest
     assert_eq!(
         EncryptedShare::from_bytes(&b).unwrap_err(),
-        SecAggError::UnsupportedVersion { kind, version: 2 }
+        SecAggError::UnsupportedVersion { kind, version: 1 }
     );
     let mut b = share.clone();
     b[12] = 0xFF; // not UTF-8
