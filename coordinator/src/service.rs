@@ -247,7 +247,7 @@ impl Inner {
             .map_err(|e| Status::internal(format!("cannot store job: {e}")))?;
         tracing::info!(job = %job.id, analyst, "job submitted");
 
-        let offers = {
+        let (offer, links) = {
             let mut st = self.lock();
             let missing: Vec<&String> = participants
                 .iter()
@@ -291,7 +291,6 @@ impl Inner {
         };
         // One offer per participant, copied outside the state lock: with thousands of category
         // names a copy takes milliseconds.
-        let (offer, links) = offers;
         let out: Outgoing = links
             .into_iter()
             .map(|tx| {

@@ -312,14 +312,7 @@ proptest! {
         let mine = StaticSecret::from(secret);
         let honest = PublicKey::from(&StaticSecret::from(peer_secret)).to_bytes();
         for peer_public in [honest, raw] {
-            let expected = mine.diffie_hellman(&PublicKey::from(peer_public));
-            match agree(&mine, &peer_public, 2) {
-                Ok(shared) => prop_assert_eq!(*shared, expected.to_bytes()),
-                Err(e) => {
-                    prop_assert_eq!(e, SecAggError::NonContributoryKey { from: 2 });
-                    prop_assert!(!expected.was_contributory());
-                }
-            }
+            assert_agrees_like_x25519(&mine, peer_public);
         }
     }
 
@@ -339,6 +332,18 @@ proptest! {
             }
         }
         check_run(n, t, len, &drops, seed);
+    }
+}
+
+/// `agree` gives X25519's shared secret, or rejects exactly the all-zero (non-contributory) one.
+fn assert_agrees_like_x25519(mine: &StaticSecret, peer_public: [u8; 32]) {
+    let expected = mine.diffie_hellman(&PublicKey::from(peer_public));
+    match agree(mine, &peer_public, 7) {
+        Ok(shared) => assert_eq!(*shared, expected.to_bytes()),
+        Err(e) => {
+            assert_eq!(e, SecAggError::NonContributoryKey { from: 7 });
+            assert!(!expected.was_contributory());
+        }
     }
 }
 
@@ -370,14 +375,7 @@ fn agreement_vectors_and_edge_cases() {
     two[0] = 2; // u = 2 is on the twist of Curve25519
     let mine = StaticSecret::from(scalar);
     for peer in [[0u8; 32], p, p_plus_1, minus_one, high_bit, two, [0xff; 32]] {
-        let expected = mine.diffie_hellman(&PublicKey::from(peer));
-        match agree(&mine, &peer, 7) {
-            Ok(shared) => assert_eq!(*shared, expected.to_bytes()),
-            Err(e) => {
-                assert_eq!(e, SecAggError::NonContributoryKey { from: 7 });
-                assert!(!expected.was_contributory());
-            }
-        }
+        assert_agrees_like_x25519(&mine, peer);
     }
     assert!(
         curve25519_dalek::MontgomeryPoint(two)
