@@ -3,7 +3,6 @@
 //! One enum, [`CoordError`], with variants grouped by whose fault the error is:
 //!
 //! * **store** — the coordinator's job database (disk, permissions, a damaged or newer file);
-//! * **job file** — an analyst's job file (unreadable, not TOML, not a valid job);
 //! * **config** — a configuration file or command-line option (missing, unreadable, invalid);
 //! * **TLS** — certificates and keys, and reaching a peer over mutual TLS (from `parley-net`).
 //!
@@ -91,37 +90,6 @@ pub enum CoordError {
     UnknownJob {
         /// The job id.
         id: String,
-    },
-
-    // ───────────── job file: the analyst's job description ─────────────
-    /// A job file could not be read.
-    #[error("cannot read the job file '{}': {message}", path.display())]
-    JobFileRead {
-        /// The job file.
-        path: PathBuf,
-        /// The I/O error's text.
-        message: String,
-    },
-
-    /// A job file is not valid TOML or does not have the job-file shape.
-    #[error(
-        "job file '{origin}' is not a valid job file: {message}\nsee \
-         coordinator/examples/job-match.toml for the format"
-    )]
-    JobFileSyntax {
-        /// Where the text came from (file name).
-        origin: String,
-        /// The TOML parser's text (with line and column).
-        message: String,
-    },
-
-    /// A job file parsed but does not describe a job the coordinator can run.
-    #[error("job file '{origin}' does not describe a valid job: {reason}")]
-    JobFileInvalid {
-        /// Where the text came from (file name).
-        origin: String,
-        /// What is wrong and how to fix it (from [`crate::jobfile::validate_spec`]).
-        reason: String,
     },
 
     // ───────────── config: configuration files and command-line options ─────────────

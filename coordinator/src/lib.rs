@@ -1,15 +1,12 @@
 //! Parley coordinator: federation registry, job store, envelope relay (the
-//! `parley-coordinator` daemon) and the `parleyctl` CLI for analysts and auditors.
+//! `parley-coordinator` daemon). The `parleyctl` CLI for analysts and auditors is the
+//! `parley-ctl` crate (`ctl/`), which talks to it only over the `Jobs` gRPC API.
 //!
 //! `main.rs` is a thin clap wrapper around [`run`]; tests run the real coordinator in-process
 //! by calling [`run`] with a listener bound to `127.0.0.1:0`.
 
-pub mod audit;
 pub mod config;
-pub mod ctl;
 pub mod error;
-pub mod jobfile;
-pub mod results;
 mod secure_sum;
 pub mod service;
 pub mod store;

@@ -15,17 +15,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use parley_crypto::secagg::{
-    AdvertiseKeys, EncryptedShare, MaskedInput, Params, PeerKeys, Server, ServerAwaitingInputs,
+    AdvertiseKeys, EncryptedShare, MaskedInput, PeerKeys, Server, ServerAwaitingInputs,
     ServerAwaitingShares, ServerAwaitingUnmask, UnmaskShares,
 };
-use parley_proto::{
-    CategoryStats, DpMechanism, JobResult, JobSpec, NoiseInfo, OtherRows, SecAggRound,
-    SecAggUpload, SecureSumParams, SecureSumResult,
-};
-
-use crate::jobfile::{
-    DEFAULT_ROUND_TIMEOUT_SECS, OTHER_CATEGORY, secure_sum_threshold, secure_sum_vector_len,
-};
+use parley_jobs::kinds::secure_sum::SecureSum;
+use parley_jobs::{Job, Kind};
+use parley_proto::{JobResult, SecAggRound, SecAggUpload};
 
 /// Where the server is in the protocol.
 enum Stage {
@@ -47,7 +42,7 @@ pub(crate) enum Advance {
 
 /// One running secure aggregation.
 pub(crate) struct SecAggRun {
-    params: SecureSumParams,
+    job: SecureSum,
     /// Node name of participant index i + 1.
     names: Vec<String>,
     stage: Stage,
@@ -64,21 +59,21 @@ pub(crate) struct SecAggRun {
 }
 
 impl SecAggRun {
-    /// Sets up the server for `spec`; `keys` are the participants' Ed25519 ledger/signing keys
+    /// Sets up the server for `job`; `keys` are the participants' Ed25519 ledger/signing keys
     /// from their certificate-bound key bindings.
     pub(crate) fn new(
         job_id: &str,
-        spec: &JobSpec,
+        job: &Job,
         keys: &HashMap<String, [u8; 32]>,
     ) -> Result<SecAggRun, String> {
-        let p = spec
-            .secure_sum
-            .clone()
-            .ok_or("the job has no [secure_sum] parameters")?;
-        let names: Vec<String> = spec.participants.iter().map(|q| q.node.clone()).collect();
+        let Kind::SecureSum(p) = &job.kind else {
+            return Err(format!(
+                "a {} job has no secure aggregation",
+                job.kind_name()
+            ));
+        };
+        let names: Vec<String> = job.participants.iter().map(|q| q.node.clone()).collect();
         let n = names.len();
-        let threshold = secure_sum_threshold(&p, n);
-        let vector_len = secure_sum_vector_len(&p);
         let mut peer_keys = PeerKeys::new();
         for (i, name) in names.iter().enumerate() {
             let key = keys
@@ -86,26 +81,12 @@ impl SecAggRun {
                 .ok_or_else(|| format!("no verified key binding for node '{name}'"))?;
             peer_keys.insert(i as u32 + 1, *key);
         }
-        let params = Params {
-            job_id: job_id.to_string(),
-            n: n as u32,
-            threshold,
-            vector_len,
-            max_vector_len: vector_len,
-        };
+        let params = p.secagg_params(job_id)?;
         let server = Server::new(params, peer_keys).map_err(|e| e.to_string())?;
-        let min_contributors = if p.min_contributors > 0 {
-            p.min_contributors
-        } else {
-            threshold
-        };
-        let secs = if p.round_timeout_secs > 0 {
-            p.round_timeout_secs
-        } else {
-            DEFAULT_ROUND_TIMEOUT_SECS
-        };
+        let min_contributors = p.min_contributors;
+        let secs = p.round_timeout_secs;
         Ok(SecAggRun {
-            params: p,
+            job: p.clone(),
             expected: (1..=n as u32).collect(),
             names,
             stage: Stage::Round0(server),
@@ -201,7 +182,7 @@ impl SecAggRun {
             self.drop_out(node, &why);
             return Err(format!("node '{node}' {why}"));
         }
-        let vector_len = secure_sum_vector_len(&self.params);
+        let vector_len = self.job.vector_len();
         let result = (|| -> Result<(), String> {
             let one = |m: &[Vec<u8>]| -> Result<Vec<u8>, String> {
                 match m {
@@ -338,109 +319,19 @@ impl SecAggRun {
         Advance::Send(msgs)
     }
 
-    /// The released result for the unmasked `sum`.
-    pub(crate) fn result(&self, sum: &[u64]) -> JobResult {
-        let p = &self.params;
-        let mut names = p.categories.clone();
-        if p.other() == OtherRows::Bucket {
-            names.push(OTHER_CATEGORY.to_string());
-        }
-        let mut columns = Vec::new();
-        if p.count {
-            columns.push("count".to_string());
-        }
-        if !p.value_column.is_empty() {
-            columns.push(format!("sum({})", p.value_column));
-        }
-        let unit = 10f64.powi(-(p.decimals as i32));
-        let per = columns.len().max(1);
-        let categories = names
-            .into_iter()
-            .enumerate()
-            .map(|(c, category)| {
-                let values = (0..columns.len())
-                    .map(|k| {
-                        let word = sum.get(c * per + k).copied().unwrap_or(0) as i64;
-                        if p.count && k == 0 {
-                            word as f64
-                        } else {
-                            word as f64 * unit
-                        }
-                    })
-                    .collect();
-                CategoryStats {
-                    category,
-                    values,
-                    suppressed: false,
-                }
-            })
+    /// The released result for the unmasked `sum` (layout and noise from the job's one
+    /// description in `parley_jobs`).
+    pub(crate) fn result(&self, sum: &[u64]) -> Result<JobResult, String> {
+        let contributors = self
+            .contributors
+            .iter()
+            .map(|&i| self.name(i).to_string())
             .collect();
-        let (noise, sum_noise) = self.noise_infos(unit);
-        JobResult {
-            secure_sum: Some(SecureSumResult {
-                contributors: self
-                    .contributors
-                    .iter()
-                    .map(|&i| self.name(i).to_string())
-                    .collect(),
-                dropped: self.dropped.values().cloned().collect(),
-                categories,
-                columns,
-                noise,
-                sum_noise,
-            }),
+        let dropped = self.dropped.values().cloned().collect();
+        Ok(JobResult {
+            secure_sum: Some(self.job.result(sum, contributors, dropped)?),
             ..Default::default()
-        }
-    }
-}
-
-impl SecAggRun {
-    /// Distributed DP: how the released counts and sums were noised, given the contributors.
-    fn noise_infos(&self, unit: f64) -> (Option<NoiseInfo>, Option<NoiseInfo>) {
-        let p = &self.params;
-        let Some(dp) = &p.dp else {
-            return (None, None);
-        };
-        let mut sens = Vec::new();
-        if p.count {
-            sens.push(1);
-        }
-        if !p.value_column.is_empty() {
-            sens.push(parley_crypto::dp::clamped_sum_sensitivity(
-                p.lower, p.upper, p.decimals,
-            ));
-        }
-        let n = self.names.len() as u32;
-        let Ok(plan) = parley_crypto::dp::distributed_plan(
-            dp.epsilon,
-            dp.delta,
-            &sens,
-            self.min_contributors,
-            n,
-        ) else {
-            return (None, None);
-        };
-        let k = self.contributors.len() as u32;
-        let info = |g: &parley_crypto::dp::DistributedGaussian, unit: f64| NoiseInfo {
-            mechanism: DpMechanism::Gaussian as i32,
-            // The whole release (counts and sums together) costs the job's (ε, δ).
-            epsilon: dp.epsilon,
-            delta: dp.delta,
-            scale: g.total_scale(k) * unit,
-            accuracy95: g.accuracy95(k) * unit,
-        };
-        let mut it = plan.iter();
-        let count = if p.count {
-            it.next().map(|g| info(g, 1.0))
-        } else {
-            None
-        };
-        let sum = if p.value_column.is_empty() {
-            None
-        } else {
-            it.next().map(|g| info(g, unit))
-        };
-        (count, sum)
+        })
     }
 }
 

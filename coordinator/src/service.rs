@@ -33,9 +33,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Limits;
-use crate::jobfile::validate_spec;
 use crate::secure_sum::{Advance, SecAggRun};
-use crate::store::{HeadUpdate, JobStore, is_terminal, new_job_id, now_ms, transition};
+use crate::store::{HeadUpdate, JobStore, new_job_id, now_ms, transition};
+use parley_jobs::lifecycle::is_terminal;
 
 /// Outbound queue depth per node link (messages of at most ~1 MiB each).
 const NODE_QUEUE: usize = 16;
@@ -77,8 +77,12 @@ struct NodeConn {
 
 struct LiveJob {
     job: Job,
+    /// The typed job (parsed once at submit).
+    typed: parley_jobs::Job,
     participants: Vec<String>,
-    receiver: String,
+    /// The participant whose outcome carries the result (none when the coordinator computes
+    /// it: secure_sum).
+    result_from: Option<String>,
     /// Participants that have not accepted yet (empty once running).
     undecided: HashSet<String>,
     /// The server side of a running secure_sum job.
@@ -164,17 +168,14 @@ impl Inner {
         Self::publish(state, &live.job);
         tracing::info!(job = %job_id, state = ?final_state, reason = note, "job ended");
         let mut out = Vec::new();
-        // Secure aggregation: the designated receiver node gets the result too.
-        let receiver = live
-            .job
-            .spec
-            .as_ref()
-            .and_then(|s| s.secure_sum.as_ref())
-            .map(|p| p.receiver.clone())
-            .unwrap_or_default();
+        // A result the coordinator computed goes to the participant the kind names, if any.
+        let copy_to = match live.typed.result_to() {
+            parley_jobs::ResultTo::Coordinator { copy_to } => copy_to,
+            parley_jobs::ResultTo::Participant(_) => None,
+        };
         if final_state == JobState::Succeeded
-            && !receiver.is_empty()
-            && let Some(tx) = Self::node_tx(state, &receiver)
+            && let Some(node) = copy_to.and_then(|i| live.participants.get(i))
+            && let Some(tx) = Self::node_tx(state, node)
         {
             out.push((
                 tx,
@@ -223,18 +224,13 @@ impl Inner {
         let spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("SubmitJobRequest.spec is missing"))?;
-        validate_spec(&spec).map_err(|m| Status::invalid_argument(format!("invalid job: {m}")))?;
+        let typed = parley_jobs::Job::try_from(&spec)
+            .map_err(|e| Status::invalid_argument(format!("invalid job: {e}")))?;
         let participants: Vec<String> = spec.participants.iter().map(|p| p.node.clone()).collect();
-        // The result receiver: the PSI receiver, or the one node of a dp_stats job.
-        let receiver = match spec.kind() {
-            parley_proto::JobKind::DpStats => spec.participants.first(),
-            _ => spec
-                .participants
-                .iter()
-                .find(|p| p.psi_role() == parley_proto::PsiRole::Receiver),
-        }
-        .map(|p| p.node.clone())
-        .unwrap_or_default();
+        let result_from = match typed.result_to() {
+            parley_jobs::ResultTo::Participant(i) => participants.get(i).cloned(),
+            parley_jobs::ResultTo::Coordinator { .. } => None,
+        };
         let mut job = Job {
             id: new_job_id(),
             spec: Some(spec.clone()),
@@ -281,8 +277,9 @@ impl Inner {
                 job.id.clone(),
                 LiveJob {
                     job: job.clone(),
+                    typed,
                     participants: participants.clone(),
-                    receiver,
+                    result_from,
                     undecided: participants.into_iter().collect(),
                     secagg: None,
                 },
@@ -378,8 +375,7 @@ impl Inner {
             let Some(live) = st.live.get_mut(&d.job_id) else {
                 return Vec::new();
             };
-            let spec = live.job.spec.clone().unwrap_or_default();
-            match SecAggRun::new(&d.job_id, &spec, &keys) {
+            match SecAggRun::new(&d.job_id, &live.typed, &keys) {
                 Ok(run) => live.secagg = Some(run),
                 Err(reason) => {
                     return self.end_job(
@@ -505,7 +501,9 @@ impl Inner {
         }
         match o.outcome {
             Some(job_outcome::Outcome::Result(r)) => {
-                if live.receiver != node || live.job.state() != JobState::Running {
+                if live.result_from.as_deref() != Some(node)
+                    || live.job.state() != JobState::Running
+                {
                     let note = format!("node '{node}' sent a result it is not entitled to send");
                     return self.end_job(&mut st, &o.job_id, JobState::Failed, &note, None, None);
                 }
@@ -633,7 +631,17 @@ impl Inner {
                                         .get(&id)
                                         .and_then(|l| l.secagg.as_ref())
                                         .map(|run| run.result(&sum));
-                                    (JobState::Succeeded, String::new(), result)
+                                    match result {
+                                        Some(Ok(r)) => {
+                                            (JobState::Succeeded, String::new(), Some(r))
+                                        }
+                                        Some(Err(e)) => (
+                                            JobState::Failed,
+                                            format!("cannot decode the secure sum: {e}"),
+                                            None,
+                                        ),
+                                        None => (JobState::Succeeded, String::new(), None),
+                                    }
                                 }
                                 Ok(Err(e)) => (
                                     JobState::Failed,

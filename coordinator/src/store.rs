@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use parley_proto::{Job, JobState, StateChange};
+use parley_proto::{Job, JobState};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -338,7 +338,7 @@ impl JobStore {
         let mut failed = Vec::with_capacity(rows.len());
         for (id, body) in rows {
             let mut job = decode(&id, &body)?;
-            if is_terminal(job.state()) {
+            if parley_jobs::lifecycle::is_terminal(job.state()) {
                 // The state column disagreed with the body; the body is the source of truth.
                 continue;
             }
@@ -404,29 +404,13 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Moves `job` to `state` at `now_ms`, recording the change (with `note`) in its history.
-/// For the refused, failed and cancelled states `note` also becomes `job.reason`.
+/// Moves `job` to `state` at `now_ms` through [`parley_jobs::lifecycle::transition`]. The
+/// coordinator only ever asks for allowed moves; one that is not is a bug, logged and ignored
+/// (the job keeps its state).
 pub fn transition(job: &mut Job, state: JobState, note: &str, now_ms: i64) {
-    job.set_state(state);
-    job.history.push(StateChange {
-        state: state as i32,
-        at_ms: now_ms,
-        note: note.to_string(),
-    });
-    if matches!(
-        state,
-        JobState::Refused | JobState::Failed | JobState::Cancelled
-    ) {
-        job.reason = note.to_string();
+    if let Err(e) = parley_jobs::lifecycle::transition(job, state, note, now_ms) {
+        tracing::error!(job = %job.id, error = %e, "illegal job state change ignored");
     }
-}
-
-/// True when a job in `state` has ended (refused, succeeded, failed or cancelled).
-pub fn is_terminal(state: JobState) -> bool {
-    matches!(
-        state,
-        JobState::Refused | JobState::Succeeded | JobState::Failed | JobState::Cancelled
-    )
 }
 
 #[cfg(test)]
@@ -533,10 +517,6 @@ mod tests {
             (last.state(), last.at_ms, last.note.as_str()),
             (JobState::Refused, 3, "publisher: dataset not shared")
         );
-        assert!(is_terminal(JobState::Refused));
-        assert!(is_terminal(JobState::Succeeded));
-        assert!(!is_terminal(JobState::Running));
-        assert!(!is_terminal(JobState::Unspecified));
     }
 
     #[test]

@@ -20,7 +20,10 @@
 //! * [`shamir`], [`secagg`]: Shamir sharing over the ristretto255 scalar field and the rounds of
 //!   Bonawitz et al.'s secure aggregation with dropouts.
 //!
-//! Errors are one enum, [`CryptoError`]; no error ever carries a secret or a raw identifier.
+//! Errors: [`CryptoError`] for the PSI family, envelopes and keys, and one enum per
+//! self-contained protocol module ([`dp::DpError`], [`ledger::LedgerError`],
+//! [`normalize::NormalizeError`], [`shamir::ShamirError`], [`secagg::SecAggError`]); no error
+//! ever carries a secret or a raw identifier.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

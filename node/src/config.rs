@@ -37,7 +37,7 @@ pub struct NodeConfig {
     /// The local policy file (see [`crate::policy`]).
     pub policy: PathBuf,
     /// How to reach the coordinator.
-    pub coordinator: CoordinatorConfig,
+    pub coordinator: CoordinatorLink,
     /// The node's TLS files.
     pub tls: TlsConfig,
     /// Identifier normalisation settings.
@@ -57,7 +57,7 @@ pub struct NodeConfig {
 /// `[coordinator]`: how to reach the coordinator.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CoordinatorConfig {
+pub struct CoordinatorLink {
     /// Coordinator URL; must start with `https://`.
     pub url: String,
     /// Name the coordinator's certificate must carry (default `coordinator`).

@@ -1,7 +1,9 @@
 //! Running one job at a node: the receiver or sender role of `parley_crypto::psi` (match,
 //! cardinality) or `parley_crypto::psi_sum` (sum), driven over sealed envelopes relayed by the
 //! coordinator, a local `dp_stats` release, or this node's part of a `secure_sum`
-//! (see [`crate::secure_sum`]).
+//! (see [`crate::secure_sum`]). [`run_blocking`] chooses with one exhaustive `match` on the
+//! job's [`Kind`]; an offer whose kind this node version does not know never gets here (it
+//! is refused when `parley_jobs::Job::try_from` fails at the offer).
 //!
 //! # Budget
 //! Every DP release is charged to this node's dataset ledger before it leaves the node: the
@@ -31,10 +33,13 @@ use std::time::{Duration, Instant};
 use parley_crypto::envelope::{EnvelopeKey, derive_envelope_key};
 use parley_crypto::keys::NodeSecrets;
 use parley_crypto::ledger::{Charge, LedgerRow};
-use parley_crypto::psi::{Mode, POINT_LEN, Receiver, ReceiverOutcome, Sender};
+use parley_crypto::psi::{POINT_LEN, Receiver, ReceiverOutcome, Sender};
+use parley_jobs::kinds::psi::{Mode, Psi};
+use parley_jobs::kinds::psi_sum::PsiSum;
+use parley_jobs::{Cost, Job, Kind};
 use parley_proto::{
-    Envelope, JobProgress, JobResult, JobSpec, LedgerHead, NodeMessage, PointBatch, PsiHeader,
-    PsiMessage, PsiResult, PsiStream, SecAggRound, node_message, psi_message,
+    Envelope, JobProgress, JobResult, LedgerHead, NodeMessage, PointBatch, PsiHeader, PsiMessage,
+    PsiResult, PsiStream, SecAggRound, node_message, psi_message,
 };
 use prost::Message;
 use tokio::runtime::Handle;
@@ -44,7 +49,6 @@ use tokio_util::sync::CancellationToken;
 use crate::NodeError;
 use crate::dataset::Dataset;
 use crate::ledger::Ledger;
-use crate::policy::Cost;
 
 /// Everything a job needs, fixed when it starts.
 pub struct JobRun {
@@ -52,22 +56,16 @@ pub struct JobRun {
     pub job_id: String,
     /// This node's name.
     pub me: String,
-    /// The other participant.
-    pub peer: String,
-    /// The peer's verified X25519 public key.
-    pub peer_x25519: [u8; 32],
+    /// The job, as validated from the offer.
+    pub job: Arc<Job>,
+    /// This node's position among the job's participants.
+    pub index: usize,
+    /// Whom this node exchanges protocol messages with, as the kind says.
+    pub links: Links,
     /// This node's long-term secrets.
     pub secrets: Arc<NodeSecrets>,
-    /// True when this node is the result receiver.
-    pub receiver: bool,
-    /// PSI mode.
-    pub mode: Mode,
-    /// Suppress results with fewer intersecting records (0 = off).
-    pub min_intersection: u64,
     /// The dataset this node contributes.
     pub dataset: Arc<Dataset>,
-    /// Identifier columns to use (empty = all).
-    pub columns: Vec<String>,
     /// Largest stream either side may declare.
     pub max_set_size: u64,
     /// Points per message.
@@ -76,20 +74,39 @@ pub struct JobRun {
     pub deadline: Duration,
     /// Where match outputs go.
     pub output_dir: PathBuf,
-    /// The whole job spec.
-    pub spec: Arc<JobSpec>,
     /// Analyst who submitted the job (recorded in ledger rows).
     pub analyst: String,
     /// What a DP release of this job charges this node's dataset (None = exact job).
     pub cost: Option<Cost>,
     /// This node's budget ledger.
     pub ledger: Arc<Ledger>,
-    /// `secure_sum` jobs: every participant's verified Ed25519 key, by secure-aggregation
-    /// index (1-based position in the job's participants). Empty for other jobs.
-    pub peer_keys: parley_crypto::secagg::PeerKeys,
+}
+
+/// Whom a job's protocol talks to.
+pub enum Links {
+    /// PSI family: one other participant, through sealed envelopes.
+    Peer {
+        /// Its name.
+        name: String,
+        /// Its verified X25519 public key.
+        x25519: [u8; 32],
+    },
+    /// dp_stats: nobody; the node computes alone.
+    Local,
+    /// secure_sum: the coordinator's rounds; every participant's verified Ed25519 key by
+    /// secure-aggregation index (1-based position in the job's participants).
+    SecAgg(parley_crypto::secagg::PeerKeys),
 }
 
 impl JobRun {
+    /// The identifier columns this node matches on (empty = all of its dataset's).
+    pub(crate) fn columns(&self) -> &[String] {
+        self.job
+            .participants
+            .get(self.index)
+            .map_or(&[], |p| p.columns.as_slice())
+    }
+
     /// Charges the job's cost to this node's dataset (durably, before anything is released)
     /// and reports the new ledger head to the coordinator. No-op for exact jobs.
     pub(crate) fn charge(&self, io: &JobIo, rt: &Handle) -> Result<(), NodeError> {
@@ -99,7 +116,7 @@ impl JobRun {
     /// A handle that charges this job's cost later (e.g. from inside a protocol party).
     pub(crate) fn charger(&self, io: &JobIo, rt: &Handle) -> Charger {
         let partner = self
-            .spec
+            .job
             .participants
             .iter()
             .filter(|p| p.node != self.me)
@@ -184,34 +201,39 @@ pub struct JobIo {
 
 /// Runs the job to completion on the current (blocking) thread. Returns the result to release
 /// when this node is the receiver, `None` for the sender.
-pub fn run_blocking(
+pub fn run_blocking(run: JobRun, io: JobIo, rt: Handle) -> Result<Option<JobResult>, NodeError> {
+    let started = Instant::now();
+    let job = Arc::clone(&run.job);
+    match &job.kind {
+        Kind::SecureSum(k) => crate::secure_sum::run(run, k, io, rt),
+        Kind::DpStats(k) => {
+            let result =
+                crate::stats::compute(&run.job_id, &run.dataset, &k.proto(), |_, _, _| {
+                    run.charge(&io, &rt)
+                })?;
+            tracing::info!(job = %run.job_id, categories = result.categories.len(), "dp_stats released");
+            Ok(Some(JobResult {
+                dp_stats: Some(result),
+                ..Default::default()
+            }))
+        }
+        Kind::PsiSum(k) => run_sum_job(run, k, io, rt, started),
+        Kind::Psi(k) => run_psi_job(run, k, io, rt, started),
+    }
+}
+
+/// Runs a PSI match or cardinality job as the receiver or the sender.
+fn run_psi_job(
     run: JobRun,
+    k: &Psi,
     mut io: JobIo,
     rt: Handle,
+    started: Instant,
 ) -> Result<Option<JobResult>, NodeError> {
-    let started = Instant::now();
-    if run.spec.kind() == parley_proto::JobKind::SecureSum {
-        return crate::secure_sum::run(run, io, rt);
-    }
-    if run.spec.kind() == parley_proto::JobKind::DpStats {
-        let params = run.spec.dp_stats.as_ref().ok_or_else(|| {
-            NodeError::protocol(&run.job_id, "the job has no dp_stats parameters")
-        })?;
-        let result = crate::stats::compute(&run.job_id, &run.dataset, params, |_, _, _| {
-            run.charge(&io, &rt)
-        })?;
-        tracing::info!(job = %run.job_id, categories = result.categories.len(), "dp_stats released");
-        return Ok(Some(JobResult {
-            dp_stats: Some(result),
-            ..Default::default()
-        }));
-    }
-    if run.spec.psi.as_ref().map(|p| p.mode()) == Some(parley_proto::PsiMode::Sum) {
-        return run_sum_job(run, io, rt, started);
-    }
-    let ids = run.dataset.identifiers(&run.columns)?;
-    if run.receiver {
-        let receiver = Receiver::new(run.mode, &ids, run.max_set_size)?;
+    let mode = k.mode.crypto();
+    let ids = run.dataset.identifiers(run.columns())?;
+    if run.index == k.receiver {
+        let receiver = Receiver::new(mode, &ids, run.max_set_size)?;
         drop(ids);
         let mut party = ReceiverParty::new(receiver, run.batch_points);
         Wire::new(&run, &mut io, rt.clone())?.drive(&mut party)?;
@@ -220,11 +242,11 @@ pub fn run_blocking(
             .take()
             .ok_or_else(|| NodeError::protocol(&run.job_id, "receiver state lost"))?
             .finish()?;
-        let result = release(&run, &io, &rt, outcome, started)?;
+        let result = release(&run, k, &io, &rt, outcome, started)?;
         Ok(Some(result))
     } else {
         let flat: Vec<_> = ids.into_iter().flatten().collect();
-        let sender = Sender::new(run.mode, flat, run.max_set_size)?;
+        let sender = Sender::new(mode, flat, run.max_set_size)?;
         // The sender's dataset pays for a DP release before any of its points leave.
         run.charge(&io, &rt)?;
         let mut party = SenderParty::new(sender, run.batch_points);
@@ -236,41 +258,36 @@ pub fn run_blocking(
 /// Runs a sum-mode job: P2 (receiver role, values) or P1 (sender role, identifiers).
 fn run_sum_job(
     run: JobRun,
+    k: &PsiSum,
     mut io: JobIo,
     rt: Handle,
     started: Instant,
 ) -> Result<Option<JobResult>, NodeError> {
     use crate::job_sum::{SumNoise, SumReceiverParty, SumSenderParty};
-    use crate::stats::{mechanism, noise_info, sum_sensitivity, to_units};
+    use crate::stats::{mechanism, noise_info, to_units};
     use parley_crypto::psi_sum::{SumP1, SumP2};
 
     let job = run.job_id.clone();
-    let psi = run.spec.psi.unwrap_or_default();
+    let (sum_dp, count_dp, b) = (k.sum_dp, k.count_dp, k.bounds);
     let dp_err =
         |e: parley_crypto::dp::DpError| NodeError::protocol(&job, &format!("DP release: {e}"));
-    let (Some(sum_dp), Some(count_dp)) = (psi.dp, psi.count_dp) else {
-        return Err(NodeError::protocol(
-            &job,
-            "sum mode needs psi.dp and psi.count_dp",
-        ));
-    };
-    let unit = 10f64.powi(-(psi.decimals as i32));
+    let unit = 10f64.powi(-(b.decimals as i32));
     let sum_cal = parley_crypto::dp::calibrate(
-        mechanism(sum_dp.mechanism()),
-        sum_sensitivity(psi.lower, psi.upper, psi.decimals),
+        mechanism(sum_dp.mechanism.proto()),
+        b.sensitivity_units(),
         sum_dp.epsilon,
         sum_dp.delta,
     )
     .map_err(dp_err)?;
     let count_cal = parley_crypto::dp::calibrate(
-        mechanism(count_dp.mechanism()),
+        mechanism(count_dp.mechanism.proto()),
         1,
         count_dp.epsilon,
         count_dp.delta,
     )
     .map_err(dp_err)?;
-    let ids = run.dataset.identifiers(&run.columns)?;
-    if !run.receiver {
+    let ids = run.dataset.identifiers(run.columns())?;
+    if run.index == k.p1 {
         // P1: identifiers only. Charges and draws its noise once everything has arrived, before
         // the noisy ciphertext leaves.
         let flat: Vec<_> = ids.into_iter().flatten().collect();
@@ -294,13 +311,7 @@ fn run_sum_job(
         return Ok(None);
     }
     // P2: per identifier, the sum of its rows' clamped values, clamped again to the bounds.
-    let column = run
-        .spec
-        .participants
-        .iter()
-        .find(|p| p.node == run.me)
-        .map(|p| p.value_column.clone())
-        .unwrap_or_default();
+    let column = &k.value_column;
     let values = run.dataset.values(&column).ok_or_else(|| {
         NodeError::protocol(
             &job,
@@ -310,14 +321,14 @@ fn run_sum_job(
             ),
         )
     })?;
-    let lower_units = to_units(psi.lower, psi.lower, psi.upper, psi.decimals);
-    let upper_units = to_units(psi.upper, psi.lower, psi.upper, psi.decimals);
+    let lower_units = to_units(b.lower, b.lower, b.upper, b.decimals);
+    let upper_units = to_units(b.upper, b.lower, b.upper, b.decimals);
     let mut per_id: std::collections::HashMap<parley_crypto::normalize::IdHash, i64> =
         std::collections::HashMap::new();
     for (record, v) in ids.iter().zip(values) {
         for id in record {
             let e = per_id.entry(*id).or_insert(0);
-            *e = e.saturating_add(to_units(*v, psi.lower, psi.upper, psi.decimals));
+            *e = e.saturating_add(to_units(*v, b.lower, b.upper, b.decimals));
         }
     }
     let receiver_records = ids.iter().filter(|r| !r.is_empty()).count() as u64;
@@ -340,7 +351,7 @@ fn run_sum_job(
     // P2's dataset pays for the released sum before it leaves.
     run.charge(&io, &rt)?;
     let noisy_count = got.noisy_count.max(0) as u64;
-    let suppressed = run.min_intersection > 0 && noisy_count < run.min_intersection;
+    let suppressed = k.min_intersection > 0 && noisy_count < k.min_intersection;
     tracing::info!(job = %job, suppressed, "psi sum finished");
     Ok(Some(JobResult {
         psi: Some(PsiResult {
@@ -358,8 +369,8 @@ fn run_sum_job(
                 noisy_count: got.noisy_count,
                 sum_noise: Some(got.sum_info),
                 count_noise: Some(got.count_info),
-                lower: psi.lower,
-                upper: psi.upper,
+                lower: b.lower,
+                upper: b.upper,
             }),
         }),
         ..Default::default()
@@ -370,15 +381,16 @@ fn run_sum_job(
 /// the threshold and writes the match file; returns what the analyst sees.
 fn release(
     run: &JobRun,
+    k: &Psi,
     io: &JobIo,
     rt: &Handle,
     mut o: ReceiverOutcome,
     started: Instant,
 ) -> Result<JobResult, NodeError> {
     let mut count_noise = None;
-    if let Some(dp) = run.spec.psi.as_ref().and_then(|p| p.dp.as_ref()) {
+    if let Some(dp) = &k.dp {
         let c = parley_crypto::dp::calibrate(
-            crate::stats::mechanism(dp.mechanism()),
+            crate::stats::mechanism(dp.mechanism.proto()),
             1,
             dp.epsilon,
             dp.delta,
@@ -392,9 +404,9 @@ fn release(
         o.intersection_records = noisy.first().copied().unwrap_or(0).max(0) as u64;
         count_noise = Some(crate::stats::noise_info(&c, 1.0));
     }
-    let suppressed = run.min_intersection > 0 && o.intersection_records < run.min_intersection;
+    let suppressed = k.min_intersection > 0 && o.intersection_records < k.min_intersection;
     let mut match_output = String::new();
-    if run.mode == Mode::Match && !suppressed {
+    if k.mode == Mode::Match && !suppressed {
         std::fs::create_dir_all(&run.output_dir).map_err(|e| NodeError::Output {
             path: run.output_dir.clone(),
             source: e,
@@ -424,10 +436,7 @@ fn release(
     );
     Ok(JobResult {
         psi: Some(PsiResult {
-            mode: match run.mode {
-                Mode::Match => parley_proto::PsiMode::Match,
-                Mode::Cardinality => parley_proto::PsiMode::Cardinality,
-            } as i32,
+            mode: k.mode.proto() as i32,
             receiver_records: o.receiver_records,
             receiver_identifiers: o.receiver_identifiers,
             sender_identifiers: o.sender_identifiers,
@@ -745,24 +754,20 @@ enum Event<'p> {
 
 impl<'a> Wire<'a> {
     pub(crate) fn new(run: &JobRun, io: &'a mut JobIo, rt: Handle) -> Result<Self, NodeError> {
-        let out_key = derive_envelope_key(
-            run.secrets.envelope(),
-            &run.peer_x25519,
-            &run.job_id,
-            &run.me,
-            &run.peer,
-        )?;
-        let in_key = derive_envelope_key(
-            run.secrets.envelope(),
-            &run.peer_x25519,
-            &run.job_id,
-            &run.peer,
-            &run.me,
-        )?;
+        let Links::Peer { name, x25519 } = &run.links else {
+            return Err(NodeError::protocol(
+                &run.job_id,
+                "this job kind has no peer to exchange envelopes with",
+            ));
+        };
+        let out_key =
+            derive_envelope_key(run.secrets.envelope(), x25519, &run.job_id, &run.me, name)?;
+        let in_key =
+            derive_envelope_key(run.secrets.envelope(), x25519, &run.job_id, name, &run.me)?;
         Ok(Wire {
             job_id: run.job_id.clone(),
             me: run.me.clone(),
-            peer: run.peer.clone(),
+            peer: name.clone(),
             out_key,
             in_key,
             out_seq: 0,

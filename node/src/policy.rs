@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use parley_proto::{JobKind, JobOffer, PsiMode, PsiRole};
+use parley_jobs::{Cost, Job, Kind};
 use serde::Deserialize;
 
 use crate::NodeError;
@@ -31,69 +31,6 @@ pub const KINDS: &[&str] = &[
 /// releases the result); a `secure_sum` job gives every participant the role `sender` (the
 /// coordinator learns only the sum).
 pub const ROLES: &[&str] = &["receiver", "sender"];
-
-/// The privacy cost a job charges to this node's dataset, if it releases anything with DP.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cost {
-    /// Epsilon charged.
-    pub epsilon: f64,
-    /// Delta charged.
-    pub delta: f64,
-    /// Ledger mechanism label, e.g. `psi_sum/laplace`.
-    pub mechanism: String,
-}
-
-/// What a job charges each participant's dataset: `None` for exact releases (PSI match and
-/// cardinality without DP). Both datasets of a DP PSI job pay the same cost: the release
-/// is about both of them. A dp_stats job pays the sum of its measures (basic composition).
-pub fn release_cost(spec: &parley_proto::JobSpec) -> Option<Cost> {
-    let label = crate::stats::mechanism_label;
-    match spec.kind() {
-        JobKind::Psi => {
-            let psi = spec.psi.as_ref()?;
-            let dp = psi.dp.as_ref()?;
-            match psi.mode() {
-                PsiMode::Sum => {
-                    let count = psi.count_dp.as_ref()?;
-                    Some(Cost {
-                        epsilon: dp.epsilon + count.epsilon,
-                        delta: dp.delta + count.delta,
-                        mechanism: label("psi_sum", dp.mechanism()),
-                    })
-                }
-                PsiMode::Match => Some(Cost {
-                    epsilon: dp.epsilon,
-                    delta: dp.delta,
-                    mechanism: label("psi_match_count", dp.mechanism()),
-                }),
-                PsiMode::Cardinality => Some(Cost {
-                    epsilon: dp.epsilon,
-                    delta: dp.delta,
-                    mechanism: label("psi_cardinality", dp.mechanism()),
-                }),
-                PsiMode::Unspecified => None,
-            }
-        }
-        JobKind::DpStats => {
-            let d = spec.dp_stats.as_ref()?;
-            Some(Cost {
-                epsilon: d.measures.iter().map(|m| m.epsilon).sum(),
-                delta: d.delta,
-                mechanism: label("dp_stats", d.mechanism()),
-            })
-        }
-        // Exact sums; distributed DP (`secure_sum.dp`) is refused by this node version.
-        JobKind::SecureSum => {
-            let dp = spec.secure_sum.as_ref()?.dp.as_ref()?;
-            Some(Cost {
-                epsilon: dp.epsilon,
-                delta: dp.delta,
-                mechanism: "secure_sum/distributed_gaussian".to_owned(),
-            })
-        }
-        JobKind::Unspecified => None,
-    }
-}
 
 /// A loaded and checked local policy.
 #[derive(Debug, Clone, Default)]
@@ -358,7 +295,7 @@ impl Policy {
         &self.rules
     }
 
-    /// Decides whether node `me` takes part in `offer`.
+    /// Decides whether node `me` takes part in `job`, submitted by `analyst`.
     ///
     /// `dataset_identifier_columns(name)` returns the identifier columns of this node's
     /// dataset `name`, or `None` if there is no such dataset.
@@ -367,67 +304,21 @@ impl Policy {
     pub fn check(
         &self,
         me: &str,
-        offer: &JobOffer,
+        job: &Job,
+        analyst: &str,
         dataset_identifier_columns: &dyn Fn(&str) -> Option<Vec<String>>,
     ) -> Result<(), String> {
         let refuse = |why: String| Err(format!("node '{me}' refuses the job: {why}"));
-        let Some(spec) = &offer.spec else {
-            return refuse("the offer has no job spec".to_owned());
+        let Some((index, role)) = job.role_of(me) else {
+            return refuse("it is not a participant of this job".to_owned());
         };
-        let mine: Vec<_> = spec.participants.iter().filter(|p| p.node == me).collect();
-        let p = match mine.as_slice() {
-            [p] => *p,
-            [] => return refuse("it is not a participant of this job".to_owned()),
-            _ => return refuse("it is listed more than once as a participant".to_owned()),
-        };
-        let kind = match spec.kind() {
-            JobKind::Psi => match spec.psi.as_ref().map(|psi| psi.mode()) {
-                Some(PsiMode::Match) => "psi_match",
-                Some(PsiMode::Cardinality) => "psi_cardinality",
-                Some(PsiMode::Sum) => "psi_sum",
-                _ => {
-                    return refuse(
-                        "the PSI job has no mode (match, cardinality or sum)".to_owned(),
-                    );
-                }
-            },
-            JobKind::DpStats => "dp_stats",
-            JobKind::SecureSum => "secure_sum",
-            JobKind::Unspecified => return refuse("the job has no kind".to_owned()),
-        };
-        let role = match (spec.kind(), p.psi_role()) {
-            (JobKind::SecureSum, _) => "sender",
-            (JobKind::DpStats, _) | (_, PsiRole::Receiver) => "receiver",
-            (_, PsiRole::Sender) => "sender",
-            (_, PsiRole::Unspecified) => {
-                return refuse("the job gives it no role (receiver or sender)".to_owned());
-            }
-        };
+        let p = &job.participants[index];
+        let kind = job.kind_name();
         let Some(identifier_columns) = dataset_identifier_columns(&p.dataset) else {
             return Err(format!("node '{me}' has no dataset '{}'", p.dataset));
         };
-        let mut columns = if spec.kind() == JobKind::DpStats {
-            // dp_stats reads the segment column and the measures' value columns.
-            let mut c = Vec::new();
-            if let Some(d) = &spec.dp_stats {
-                c.push(d.segment_column.clone());
-                for m in &d.measures {
-                    if !m.column.is_empty() && !c.contains(&m.column) {
-                        c.push(m.column.clone());
-                    }
-                }
-            }
-            c
-        } else if spec.kind() == JobKind::SecureSum {
-            // secure_sum reads the segment column and its value column.
-            let mut c = Vec::new();
-            if let Some(s) = &spec.secure_sum {
-                c.push(s.segment_column.clone());
-                if !s.value_column.is_empty() && s.value_column != s.segment_column {
-                    c.push(s.value_column.clone());
-                }
-            }
-            c
+        let mut columns = if !job.reads_identifiers() {
+            Vec::new()
         } else if p.columns.is_empty() {
             identifier_columns
         } else {
@@ -440,13 +331,21 @@ impl Policy {
             }
             p.columns.clone()
         };
-        if !p.value_column.is_empty() && !columns.contains(&p.value_column) {
-            columns.push(p.value_column.clone());
+        for c in job.data_columns(index) {
+            if !columns.iter().any(|have| have == c) {
+                columns.push(c.to_owned());
+            }
         }
+        let (min_intersection, min_contributors) = match &job.kind {
+            Kind::Psi(k) => (k.min_intersection, None),
+            Kind::PsiSum(k) => (k.min_intersection, None),
+            Kind::DpStats(_) => (0, None),
+            Kind::SecureSum(k) => (0, Some(k.min_contributors)),
+        };
         let req = Request {
             kind,
-            role,
-            partners: spec
+            role: role.policy_name(),
+            partners: job
                 .participants
                 .iter()
                 .filter(|q| q.node != me)
@@ -454,15 +353,10 @@ impl Policy {
                 .collect(),
             dataset: &p.dataset,
             columns,
-            min_intersection: spec.psi.as_ref().map_or(0, |psi| psi.min_intersection),
-            min_contributors: (spec.kind() == JobKind::SecureSum).then(|| {
-                let n = u32::try_from(spec.participants.len()).unwrap_or(u32::MAX);
-                spec.secure_sum
-                    .as_ref()
-                    .map_or(0, |s| crate::secure_sum::min_contributors(s, n))
-            }),
-            analyst: &offer.submitted_by,
-            cost: release_cost(spec),
+            min_intersection,
+            min_contributors,
+            analyst,
+            cost: job.release_cost(),
         };
 
         let mut closest: Option<(usize, Vec<String>)> = None;
@@ -497,7 +391,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parley_proto::{JobSpec, Participant, PsiParams};
+    use parley_proto::{JobKind, JobOffer, JobSpec, Participant, PsiMode, PsiParams, PsiRole};
 
     const EXAMPLE: &str = include_str!("../examples/policy.toml");
 
@@ -559,10 +453,25 @@ analysts = ["alice"]
         }
     }
 
+    /// What the node does with an offer: the spec must be a job this version knows
+    /// (`Job::try_from`, refused otherwise), then the policy decides.
     fn check(policy: &str, me: &str, offer: &JobOffer) -> Result<(), String> {
-        Policy::from_toml_str(policy)
-            .expect("policy parses")
-            .check(me, offer, &datasets)
+        let refuse = |why: String| format!("node '{me}' refuses the job: {why}");
+        let spec = offer
+            .spec
+            .as_ref()
+            .ok_or_else(|| refuse("the offer has no job spec".into()))?;
+        let job = Job::try_from(spec).map_err(|e| refuse(e.to_string()))?;
+        Policy::from_toml_str(policy).expect("policy parses").check(
+            me,
+            &job,
+            &offer.submitted_by,
+            &datasets,
+        )
+    }
+
+    fn release_cost(spec: &JobSpec) -> Option<Cost> {
+        Job::try_from(spec).expect("a valid job").release_cost()
     }
 
     fn with_spec(mut offer: JobOffer, f: impl FnOnce(&mut JobSpec)) -> JobOffer {
@@ -850,7 +759,7 @@ analysts = ["alice"]
         assert!(
             check(POLICY, "publisher", &o)
                 .expect_err("must fail")
-                .contains("no kind")
+                .contains("kind: not set")
         );
         let o = with_spec(offer(100), |s| {
             s.participants[1].set_psi_role(PsiRole::Unspecified)
@@ -858,13 +767,13 @@ analysts = ["alice"]
         assert!(
             check(POLICY, "publisher", &o)
                 .expect_err("must fail")
-                .contains("no role")
+                .contains("role is not set")
         );
         let o = with_spec(offer(100), |s| s.psi = None);
         assert!(
             check(POLICY, "publisher", &o)
                 .expect_err("must fail")
-                .contains("no mode")
+                .contains("needs a [psi] table with mode")
         );
     }
 

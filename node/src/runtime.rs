@@ -14,13 +14,15 @@ use std::time::Duration;
 
 use parley_crypto::keys::NodeSecrets;
 use parley_crypto::normalize::Normalizer;
-use parley_crypto::psi::Mode;
+use parley_jobs::kinds::dp_stats::MeasureKind;
+use parley_jobs::kinds::secure_sum::{ResultFile, SecureSumReport};
+use parley_jobs::{Job, Kind};
 use parley_net::TlsMaterial;
 use parley_net::binding::{VerifiedKeys, verify_key_binding};
 use parley_proto::node_link_client::NodeLinkClient;
 use parley_proto::{
-    CoordinatorMessage, Envelope, Hello, JobDecision, JobKind, JobOffer, JobOutcome, KeyBinding,
-    NodeMessage, PsiMode, PsiRole, SecAggRound, coordinator_message, job_outcome, node_message,
+    CoordinatorMessage, Envelope, Hello, JobDecision, JobOffer, JobOutcome, KeyBinding,
+    NodeMessage, SecAggRound, coordinator_message, job_outcome, node_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,9 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::NodeError;
 use crate::config::NodeConfig;
 use crate::dataset::Dataset;
-use crate::job::{JobIo, JobRun, head_message, run_blocking};
+use crate::job::{JobIo, JobRun, Links, head_message, run_blocking};
 use crate::ledger::Ledger;
-use crate::policy::{Policy, release_cost};
+use crate::policy::Policy;
 
 /// Depth of the link's outbound queue (messages of at most ~1 MiB).
 const OUTBOX_DEPTH: usize = 16;
@@ -196,6 +198,7 @@ pub async fn run_loaded(node: Arc<Node>, shutdown: CancellationToken) -> Result<
 enum Slot {
     Offered {
         offer: Box<JobOffer>,
+        job: Arc<Job>,
         peers: HashMap<String, VerifiedKeys>,
     },
     Running {
@@ -313,12 +316,13 @@ async fn handle(
         coordinator_message::Body::Offer(offer) => {
             let job_id = offer.job_id.clone();
             let decision = match consider(node, &offer) {
-                Ok(peers) => {
+                Ok((job, peers)) => {
                     tracing::info!(job = %job_id, "job accepted");
                     jobs.insert(
                         job_id.clone(),
                         Slot::Offered {
                             offer: Box::new(offer),
+                            job: Arc::new(job),
                             peers,
                         },
                     );
@@ -340,7 +344,7 @@ async fn handle(
             send(out, node_message::Body::Decision(decision)).await;
         }
         coordinator_message::Body::Start(start) => {
-            let Some(Slot::Offered { offer, peers }) = jobs.remove(&start.job_id) else {
+            let Some(Slot::Offered { offer, job, peers }) = jobs.remove(&start.job_id) else {
                 tracing::warn!(job = %start.job_id, "start for a job this node did not accept");
                 return;
             };
@@ -358,6 +362,7 @@ async fn handle(
             start_job(
                 node,
                 *offer,
+                job,
                 peers,
                 (inbox_rx, secagg_rx),
                 cancel,
@@ -434,24 +439,11 @@ fn write_result(
             "a delivered result is empty",
         ));
     };
-    let noise = |n: &Option<parley_proto::NoiseInfo>| {
-        n.as_ref().map_or(serde_json::Value::Null, |n| {
-            serde_json::json!({"epsilon": n.epsilon, "delta": n.delta, "scale": n.scale, "accuracy95": n.accuracy95})
-        })
+    let value = ResultFile {
+        job_id: d.job_id.clone(),
+        kind: "secure_sum".to_owned(),
+        report: SecureSumReport::from(r),
     };
-    let value = serde_json::json!({
-        "job_id": d.job_id,
-        "kind": "secure_sum",
-        "contributors": r.contributors,
-        "dropped": r.dropped,
-        "columns": r.columns,
-        "count_noise": noise(&r.noise),
-        "sum_noise": noise(&r.sum_noise),
-        "categories": r.categories.iter().map(|c| serde_json::json!({
-            "category": c.category,
-            "values": c.values,
-        })).collect::<Vec<_>>(),
-    });
     let dir = node.config.output_dir();
     let path = dir.join(format!("{}-result.json", d.job_id));
     let tmp = path.with_extension("json.tmp");
@@ -465,25 +457,28 @@ fn write_result(
     Ok(path)
 }
 
-/// Decides on an offer: verifies every participant's key binding against the CA, then asks
-/// the local policy. Returns the verified peer keys, or the refusal reason.
-fn consider(node: &Node, offer: &JobOffer) -> Result<HashMap<String, VerifiedKeys>, String> {
+/// Decides on an offer: checks that the job is one this node version knows and can run
+/// (`Job::try_from`), verifies every participant's key binding against the CA, then asks the
+/// local policy and the budget. Returns the typed job and the verified peer keys, or the
+/// refusal reason (which the analyst sees).
+fn consider(node: &Node, offer: &JobOffer) -> Result<(Job, HashMap<String, VerifiedKeys>), String> {
     let me = &node.config.name;
     let spec = offer.spec.as_ref().ok_or("the offer carries no job spec")?;
-    if !matches!(
-        spec.kind(),
-        JobKind::Psi | JobKind::DpStats | JobKind::SecureSum
-    ) {
-        return Err(format!(
-            "node '{me}' does not support job kind {:?}",
-            spec.kind()
-        ));
-    }
-    if spec.kind() == JobKind::SecureSum {
-        check_secure_sum(me, offer)?;
+    let job = Job::try_from(spec).map_err(|e| {
+        format!(
+            "node '{me}' (Parley {}) cannot run this job: {e}",
+            env!("CARGO_PKG_VERSION")
+        )
+    })?;
+    let Some((index, _)) = job.role_of(me) else {
+        return Err(format!("node '{me}' is not a participant"));
+    };
+    if let Kind::SecureSum(k) = &job.kind {
+        k.secagg_params(&offer.job_id)
+            .map_err(|e| format!("node '{me}' refuses: {e}"))?;
     }
     let mut peers = HashMap::new();
-    for p in &spec.participants {
+    for p in &job.participants {
         let b = offer
             .participants
             .iter()
@@ -510,54 +505,21 @@ fn consider(node: &Node, offer: &JobOffer) -> Result<HashMap<String, VerifiedKey
                 .collect()
         })
     };
-    node.policy.check(me, offer, &lookup)?;
-    check_columns(node, spec)?;
-    if let Some(cost) = release_cost(spec) {
-        let mine = spec
-            .participants
-            .iter()
-            .find(|p| &p.node == me)
-            .ok_or_else(|| format!("node '{me}' is not a participant"))?;
+    node.policy.check(me, &job, &offer.submitted_by, &lookup)?;
+    check_columns(node, &job, index)?;
+    if let Some(cost) = job.release_cost() {
         node.ledger
-            .check(&mine.dataset, cost.epsilon, cost.delta)
+            .check(&job.participants[index].dataset, cost.epsilon, cost.delta)
             .map_err(|e| format!("node '{me}' refuses: {e}"))?;
     }
-    Ok(peers)
+    Ok((job, peers))
 }
 
-/// Checks the shape of a `secure_sum` offer before anything else: parameters present, no
-/// distributed DP, every participant listed once (this node included), and parameters the
-/// secure aggregation accepts.
-fn check_secure_sum(me: &str, offer: &JobOffer) -> Result<(), String> {
-    let spec = offer.spec.as_ref().ok_or("the offer carries no job spec")?;
-    let p = spec
-        .secure_sum
-        .as_ref()
-        .ok_or_else(|| format!("node '{me}' refuses: the secure_sum job has no parameters"))?;
-    let mut seen = std::collections::HashSet::new();
-    if let Some(dup) = spec.participants.iter().find(|q| !seen.insert(&q.node)) {
-        return Err(format!(
-            "node '{me}' refuses: participant '{}' is listed more than once",
-            dup.node
-        ));
-    }
-    if !spec.participants.iter().any(|q| q.node == me) {
-        return Err(format!("node '{me}' is not a participant"));
-    }
-    let n = u32::try_from(spec.participants.len())
-        .map_err(|_| format!("node '{me}' refuses: too many participants"))?;
-    crate::secure_sum::secagg_params(&offer.job_id, p, n)
-        .map(|_| ())
-        .map_err(|e| format!("node '{me}' refuses: {e}"))
-}
-
-/// Checks that the value and segment columns a job reads exist in this node's dataset with
-/// the right kind, so a mistake is refused at the offer, not failed mid-job.
-fn check_columns(node: &Node, spec: &parley_proto::JobSpec) -> Result<(), String> {
+/// Checks that the value and segment columns participant `index` (this node) reads exist in
+/// its dataset with the right kind, so a mistake is refused at the offer, not failed mid-job.
+fn check_columns(node: &Node, job: &Job, index: usize) -> Result<(), String> {
     let me = &node.config.name;
-    let Some(mine) = spec.participants.iter().find(|p| &p.node == me) else {
-        return Ok(());
-    };
+    let mine = &job.participants[index];
     let Some(ds) = node.datasets.get(&mine.dataset) else {
         return Ok(());
     };
@@ -571,45 +533,41 @@ fn check_columns(node: &Node, spec: &parley_proto::JobSpec) -> Result<(), String
             Ok(())
         }
     };
-    if !mine.value_column.is_empty() {
-        need_value(&mine.value_column)?;
-    }
-    if let Some(d) = spec
-        .dp_stats
-        .as_ref()
-        .filter(|_| spec.kind() == JobKind::DpStats)
-    {
-        if ds.segments(&d.segment_column).is_none() {
-            return Err(format!(
-                "node '{me}': dataset '{}' has no segment column '{}'",
-                mine.dataset, d.segment_column
-            ));
+    let need_segment = |column: &str| {
+        if ds.segments(column).is_none() {
+            Err(format!(
+                "node '{me}': dataset '{}' has no segment column '{column}'",
+                mine.dataset
+            ))
+        } else {
+            Ok(())
         }
-        for m in d.measures.iter().filter(|m| !m.column.is_empty()) {
-            need_value(&m.column)?;
+    };
+    match &job.kind {
+        Kind::Psi(_) => Ok(()),
+        Kind::PsiSum(k) if index == k.p2 => need_value(&k.value_column),
+        Kind::PsiSum(_) => Ok(()),
+        Kind::DpStats(k) => {
+            need_segment(&k.segment_column)?;
+            for m in &k.measures {
+                if let MeasureKind::Sum { column, .. } | MeasureKind::Mean { column, .. } = &m.what
+                {
+                    need_value(column)?;
+                }
+            }
+            Ok(())
         }
-    }
-    if let Some(s) = spec
-        .secure_sum
-        .as_ref()
-        .filter(|_| spec.kind() == JobKind::SecureSum)
-    {
-        if ds.segments(&s.segment_column).is_none() {
-            return Err(format!(
-                "node '{me}': dataset '{}' has no segment column '{}'",
-                mine.dataset, s.segment_column
-            ));
-        }
-        if !s.value_column.is_empty() {
-            need_value(&s.value_column)?;
+        Kind::SecureSum(k) => {
+            need_segment(&k.segment_column)?;
+            k.value.as_ref().map_or(Ok(()), |v| need_value(&v.column))
         }
     }
-    Ok(())
 }
 
 fn start_job(
     node: &Arc<Node>,
     offer: JobOffer,
+    job: Arc<Job>,
     peers: HashMap<String, VerifiedKeys>,
     (inbox, secagg): (mpsc::Receiver<Envelope>, mpsc::Receiver<SecAggRound>),
     cancel: CancellationToken,
@@ -617,7 +575,7 @@ fn start_job(
     done: mpsc::UnboundedSender<String>,
 ) {
     let job_id = offer.job_id.clone();
-    let prepared = prepare(node, &offer, &peers);
+    let prepared = prepare(node, &offer, job, &peers);
     let rt = tokio::runtime::Handle::current();
     let io = JobIo {
         inbox,
@@ -665,76 +623,67 @@ fn start_job(
     });
 }
 
+/// Everything the job needs from this node, fixed at start.
 fn prepare(
     node: &Node,
     offer: &JobOffer,
+    job: Arc<Job>,
     peers: &HashMap<String, VerifiedKeys>,
 ) -> Result<JobRun, String> {
     let cfg = &node.config;
     let me = &cfg.name;
-    let spec = offer.spec.as_ref().ok_or("the offer carries no job spec")?;
-    let mine = spec
-        .participants
-        .iter()
-        .find(|p| &p.node == me)
+    let (index, _) = job
+        .role_of(me)
         .ok_or_else(|| format!("node '{me}' is not a participant"))?;
+    let mine = &job.participants[index];
     let dataset = node
         .datasets
         .get(&mine.dataset)
         .cloned()
         .ok_or_else(|| format!("node '{me}' has no dataset '{}'", mine.dataset))?;
-    // Only PSI jobs have one peer; dp_stats is local, secure_sum talks to the coordinator.
-    let local = spec.kind() != JobKind::Psi;
-    let (peer, peer_x25519) = if local {
-        (String::new(), [0u8; 32])
-    } else {
-        let other = spec
-            .participants
-            .iter()
-            .find(|p| &p.node != me)
-            .ok_or("the job has no other participant")?;
-        let peer_keys = peers
-            .get(&other.node)
-            .ok_or_else(|| format!("no verified keys for '{}'", other.node))?;
-        (other.node.clone(), peer_keys.x25519_public)
+    let verified = |name: &str| {
+        peers
+            .get(name)
+            .ok_or_else(|| format!("no verified keys for '{name}'"))
     };
-    let mut peer_keys = parley_crypto::secagg::PeerKeys::new();
-    if spec.kind() == JobKind::SecureSum {
-        for (i, p) in spec.participants.iter().enumerate() {
-            let keys = peers
-                .get(&p.node)
-                .ok_or_else(|| format!("no verified keys for '{}'", p.node))?;
-            let index = u32::try_from(i + 1).map_err(|_| "too many participants".to_string())?;
-            peer_keys.insert(index, keys.ed25519_public);
+    let links = match &job.kind {
+        Kind::Psi(_) | Kind::PsiSum(_) => {
+            let other = job
+                .participants
+                .iter()
+                .enumerate()
+                .find(|(i, _)| *i != index)
+                .map(|(_, p)| p)
+                .ok_or("the job has no other participant")?;
+            Links::Peer {
+                name: other.node.clone(),
+                x25519: verified(&other.node)?.x25519_public,
+            }
         }
-    }
-    let psi = spec.psi.unwrap_or_default();
-    let mode = match psi.mode() {
-        PsiMode::Cardinality => Mode::Cardinality,
-        // Sum mode runs its own protocol (see job_sum); Mode is unused there.
-        PsiMode::Match | PsiMode::Sum => Mode::Match,
-        PsiMode::Unspecified if local => Mode::Match,
-        PsiMode::Unspecified => return Err("the job does not set psi.mode".into()),
+        Kind::DpStats(_) => Links::Local,
+        Kind::SecureSum(_) => {
+            let mut keys = parley_crypto::secagg::PeerKeys::new();
+            for (i, p) in job.participants.iter().enumerate() {
+                let at = u32::try_from(i + 1).map_err(|_| "too many participants".to_string())?;
+                keys.insert(at, verified(&p.node)?.ed25519_public);
+            }
+            Links::SecAgg(keys)
+        }
     };
     Ok(JobRun {
         job_id: offer.job_id.clone(),
         me: me.clone(),
-        peer,
-        peer_x25519,
+        cost: job.release_cost(),
+        job,
+        index,
+        links,
         secrets: Arc::clone(&node.secrets),
-        receiver: local || mine.psi_role() == PsiRole::Receiver,
-        mode,
-        min_intersection: psi.min_intersection,
         dataset,
-        columns: mine.columns.clone(),
         max_set_size: cfg.limits.max_set_size,
         batch_points: cfg.limits.batch_points as usize,
         deadline: Duration::from_secs(cfg.limits.job_deadline_secs),
         output_dir: cfg.output_dir(),
-        spec: Arc::new(spec.clone()),
         analyst: offer.submitted_by.clone(),
-        cost: release_cost(spec),
         ledger: Arc::clone(&node.ledger),
-        peer_keys,
     })
 }

@@ -3,19 +3,18 @@
 //! coordinator as the server.
 //!
 //! # What it computes and who learns what
-//! Each participant turns its dataset into one vector of u64 words ([`local_vector`]): for each
-//! output category (the declared ones in order, then `other` when rows outside them are
-//! bucketed) the row count (if `count`), then the sum of the value column clamped to
-//! `[lower, upper]` in integer units of 10^-decimals (if `value_column` is set; an i64 stored
-//! as u64, two's complement). The coordinator learns only the sum (mod 2^64) of the vectors of
-//! the nodes whose masked inputs arrived, and who took part in each round; no node learns
-//! anything about another node's vector. The sum is exact: this node version does not add
-//! distributed DP noise, and refuses jobs that ask for it.
+//! Each participant turns its dataset into one vector of u64 words ([`local_vector`], in the
+//! layout `parley_jobs::kinds::secure_sum` defines for node and coordinator alike). The
+//! coordinator learns only the sum (mod 2^64) of the vectors of the nodes whose masked inputs
+//! arrived, and who took part in each round; no node learns anything about another node's
+//! vector. With `[secure_sum.dp]` this node charges its ledger, then adds its share of the
+//! job's distributed discrete Gaussian ([`add_noise`]) before masking, so the released sum is
+//! noisy; without it the sum is exact.
 //!
 //! # Contract with the coordinator
 //! * Participants are indexed `1..=n` in the order of `spec.participants`; `n` is their
-//!   number; the Shamir threshold is [`threshold`]; the vector length is [`vector_len`]; the
-//!   protocol's job id is the job id.
+//!   number; the threshold, the vector length and the other protocol parameters are
+//!   `SecureSum::secagg_params`; the protocol's job id is the job id.
 //! * On start the node uploads round 0 (its signed key advertisement), then answers each
 //!   `SecAggRound` for this job: round 1 (every advertisement) with its encrypted shares,
 //!   round 2 (the shares addressed to it) with its masked input, round 3 (the survivors
@@ -39,57 +38,24 @@ use std::time::Instant;
 
 use parley_crypto::secagg::{
     AdvertiseKeys, Client, ClientAwaitingAdvertisements, ClientAwaitingShares,
-    ClientAwaitingSurvivors, EncryptedShare, MAX_JOB_ID_LEN, Params, PeerKeys, SEALED_SHARE_LEN,
-    SIGNATURE_LEN, Signer,
+    ClientAwaitingSurvivors, EncryptedShare, Params, PeerKeys, Signer,
 };
-use parley_proto::{
-    JobProgress, JobResult, NodeMessage, OtherRows, SecAggRound, SecAggUpload, SecureSumParams,
-    node_message,
-};
+use parley_jobs::kinds::secure_sum::SecureSum;
+use parley_proto::{JobProgress, JobResult, NodeMessage, SecAggRound, SecAggUpload, node_message};
 use rand::rngs::{StdRng, SysRng};
 use rand::{CryptoRng, SeedableRng};
 use tokio::runtime::Handle;
 
 use crate::NodeError;
 use crate::dataset::Dataset;
-use crate::job::{JobIo, JobRun};
+use crate::job::{JobIo, JobRun, Links};
 use crate::stats::{row_categories, to_units};
 
-/// Refusal reason for a job that asks for distributed DP with another mechanism.
-pub const DP_UNAVAILABLE: &str =
-    "distributed DP for secure_sum supports mechanism = \"gaussian\" (with a delta) only";
-
-/// The distributed-DP shares of a job: for the count words (sensitivity 1) and the sum words
-/// (sensitivity = the clamping bound in units), in that order, whichever the job releases;
-/// the (ε, δ) budget is split evenly between them in zCDP and provisioned for any number of
-/// contributors from `min_contributors` to `n` (see `parley_crypto::dp::DistributedGaussian`).
-pub fn dp_plan(
-    p: &SecureSumParams,
-    n: u32,
-    epsilon: f64,
-    delta: f64,
-) -> Result<Vec<parley_crypto::dp::DistributedGaussian>, String> {
-    if p.dp
-        .is_some_and(|d| d.mechanism() != parley_proto::DpMechanism::Gaussian)
-    {
-        return Err(DP_UNAVAILABLE.to_owned());
-    }
-    let mut sens = Vec::new();
-    if p.count {
-        sens.push(1);
-    }
-    if !p.value_column.is_empty() {
-        sens.push(crate::stats::sum_sensitivity(p.lower, p.upper, p.decimals));
-    }
-    parley_crypto::dp::distributed_plan(epsilon, delta, &sens, min_contributors(p, n), n)
-        .map_err(|e| format!("secure_sum.dp: {e}"))
-}
-
-/// Adds this node's noise shares to its vector (count words and sum words per category).
-pub fn add_noise(p: &SecureSumParams, n: u32, input: &mut [u64]) -> Result<(), NodeError> {
-    let Some(dp) = &p.dp else { return Ok(()) };
-    let plan = dp_plan(p, n, dp.epsilon, dp.delta).map_err(|e| NodeError::protocol("", &e))?;
-    let words = words_per_category(p);
+/// Adds this node's noise shares (the job's one DP plan, `SecureSum::dp_plan`) to its vector:
+/// count words and sum words per category.
+pub fn add_noise(k: &SecureSum, input: &mut [u64]) -> Result<(), NodeError> {
+    let plan = k.dp_plan().map_err(|e| NodeError::protocol("", &e))?;
+    let words = k.words_per_category();
     let categories = input.len() / words.max(1);
     for (w, share) in plan.iter().enumerate() {
         let noise = share
@@ -103,80 +69,49 @@ pub fn add_noise(p: &SecureSumParams, n: u32, input: &mut [u64]) -> Result<(), N
     Ok(())
 }
 
-/// The job's Shamir threshold `t` for `n` participants: `params.threshold` if set, else
-/// `⌊2n/3⌋ + 1`.
-pub fn threshold(p: &SecureSumParams, n: u32) -> u32 {
-    if p.threshold != 0 {
-        p.threshold
-    } else {
-        parley_crypto::secagg::Params::default_threshold(n)
-    }
-}
-
-/// The fewest contributors the job releases a sum of: `params.min_contributors` if set, else
-/// the threshold.
-pub fn min_contributors(p: &SecureSumParams, n: u32) -> u32 {
-    if p.min_contributors != 0 {
-        p.min_contributors
-    } else {
-        threshold(p, n)
-    }
-}
-
-/// Words per category: the count (if asked), then the sum (if a value column is set).
-fn words_per_category(p: &SecureSumParams) -> usize {
-    usize::from(p.count) + usize::from(!p.value_column.is_empty())
-}
-
-/// Words in every participant's vector: (declared categories, plus one for `other` when rows
-/// outside them are bucketed) × (count? + sum?).
-pub fn vector_len(p: &SecureSumParams) -> usize {
-    let categories = p.categories.len() + usize::from(p.other() == OtherRows::Bucket);
-    categories * words_per_category(p)
-}
-
-/// This node's input vector (layout in the module docs). Errors name the dataset and column,
-/// never a value.
-pub fn local_vector(dataset: &Dataset, p: &SecureSumParams) -> Result<Vec<u64>, NodeError> {
-    let segments = dataset.segments(&p.segment_column).ok_or_else(|| {
+/// This node's input vector (the layout of `parley_jobs::kinds::secure_sum`). Errors name the
+/// dataset and column, never a value.
+pub fn local_vector(dataset: &Dataset, k: &SecureSum) -> Result<Vec<u64>, NodeError> {
+    let segments = dataset.segments(&k.segment_column).ok_or_else(|| {
         NodeError::protocol(
             "",
             &format!(
                 "dataset '{}' has no segment column '{}'",
                 dataset.name(),
-                p.segment_column
+                k.segment_column
             ),
         )
     })?;
-    let values = if p.value_column.is_empty() {
-        None
-    } else {
-        Some(dataset.values(&p.value_column).ok_or_else(|| {
-            NodeError::protocol(
-                "",
-                &format!(
-                    "dataset '{}' has no value column '{}'",
-                    dataset.name(),
-                    p.value_column
-                ),
-            )
-        })?)
+    let values = match &k.value {
+        None => None,
+        Some(v) => Some((
+            dataset.values(&v.column).ok_or_else(|| {
+                NodeError::protocol(
+                    "",
+                    &format!(
+                        "dataset '{}' has no value column '{}'",
+                        dataset.name(),
+                        v.column
+                    ),
+                )
+            })?,
+            v.bounds,
+        )),
     };
-    let bucket = p.other() == OtherRows::Bucket;
-    let rows = row_categories(segments, &p.categories, bucket);
-    let k = p.categories.len() + usize::from(bucket);
-    let mut counts = vec![0u64; k];
-    let mut sums = vec![0i64; k];
+    let rows = row_categories(segments, &k.categories.names, k.categories.bucket());
+    let cats = k.categories.output_len();
+    let mut counts = vec![0u64; cats];
+    let mut sums = vec![0i64; cats];
     for (i, r) in rows.iter().enumerate() {
         let Some(r) = *r else { continue };
         counts[r] += 1;
-        if let Some(v) = values.and_then(|v| v.get(i)) {
-            sums[r] = sums[r].saturating_add(to_units(*v, p.lower, p.upper, p.decimals));
+        if let Some((v, b)) = values.and_then(|(v, b)| Some((v.get(i)?, b))) {
+            sums[r] = sums[r].saturating_add(to_units(*v, b.lower, b.upper, b.decimals));
         }
     }
-    let mut out = Vec::with_capacity(vector_len(p));
+    let mut out = Vec::with_capacity(k.vector_len());
     for (count, sum) in counts.into_iter().zip(sums) {
-        if p.count {
+        if k.count {
             out.push(count);
         }
         if values.is_some() {
@@ -185,69 +120,6 @@ pub fn local_vector(dataset: &Dataset, p: &SecureSumParams) -> Result<Vec<u64>, 
         }
     }
     Ok(out)
-}
-
-/// Encoded length of a secure-aggregation message header for `job_id`.
-fn header_len(job_id: &str) -> usize {
-    // Magic, version, round, sender, job id length, job id.
-    4 + 1 + 1 + 4 + 2 + job_id.len()
-}
-
-/// An upper bound on the largest link message of a run (either direction), in bytes.
-fn largest_message(job_id: &str, n: usize, vector_len: usize) -> usize {
-    // Per repeated element: tag and length varint. Plus the job id, round and framing.
-    const PER_ITEM: usize = 6;
-    const FRAMING: usize = 64 + MAX_JOB_ID_LEN;
-    let h = header_len(job_id);
-    let advert = h + 32 + 32 + SIGNATURE_LEN;
-    let share = h + 4 + SEALED_SHARE_LEN;
-    let masked = h + 4 + vector_len.saturating_mul(8) + SIGNATURE_LEN;
-    let unmask = h + 4 + n.saturating_mul(4 + 1 + 64) + SIGNATURE_LEN;
-    let per_n = |len: usize| n.saturating_mul(len + PER_ITEM);
-    [
-        per_n(advert),
-        per_n(share),
-        masked + PER_ITEM,
-        unmask + PER_ITEM,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0)
-    .saturating_add(FRAMING)
-}
-
-/// The secure-aggregation parameters of a job with `n` participants, checked: vector layout,
-/// threshold, and that every message of the run fits in one link message. `Err` is a refusal
-/// reason naming the setting at fault.
-pub fn secagg_params(job_id: &str, p: &SecureSumParams, n: u32) -> Result<Params, String> {
-    if let Some(dp) = &p.dp {
-        dp_plan(p, n, dp.epsilon, dp.delta)?;
-    }
-    let len = vector_len(p);
-    if len == 0 {
-        return Err(
-            "the secure_sum job releases nothing: set count = true and/or a value_column, with at least one category or other = bucket"
-                .to_owned(),
-        );
-    }
-    let params = Params {
-        job_id: job_id.to_owned(),
-        n,
-        threshold: threshold(p, n),
-        vector_len: len,
-        max_vector_len: len,
-    };
-    params
-        .validate()
-        .map_err(|e| format!("invalid secure_sum parameters: {e}"))?;
-    let largest = largest_message(job_id, n as usize, len);
-    if largest > parley_proto::MAX_MESSAGE_BYTES {
-        return Err(format!(
-            "a secure_sum with {n} participants and {len} words per vector needs link messages of up to {largest} bytes, more than the {} allowed; use fewer categories or participants",
-            parley_proto::MAX_MESSAGE_BYTES
-        ));
-    }
-    Ok(params)
 }
 
 /// Where a [`SecureSumParty`] is in the protocol.
@@ -443,31 +315,31 @@ enum Wait<T> {
 /// Runs this node's part of a `secure_sum` job on the current (blocking) thread: computes the
 /// local vector, then answers the coordinator's rounds until round 3 is sent. Returns no
 /// result (the coordinator releases it). Honours cancellation and the node's job deadline.
-pub(crate) fn run(run: JobRun, mut io: JobIo, rt: Handle) -> Result<Option<JobResult>, NodeError> {
+pub(crate) fn run(
+    run: JobRun,
+    k: &SecureSum,
+    mut io: JobIo,
+    rt: Handle,
+) -> Result<Option<JobResult>, NodeError> {
     let started = Instant::now();
     let job = run.job_id.clone();
-    let p = run
-        .spec
-        .secure_sum
-        .as_ref()
-        .ok_or_else(|| NodeError::protocol(&job, "the job has no secure_sum parameters"))?;
-    let n = u32::try_from(run.spec.participants.len())
+    let n = k.n;
+    let params = k
+        .secagg_params(&job)
+        .map_err(|e| NodeError::protocol(&job, &e))?;
+    let Links::SecAgg(peer_keys) = &run.links else {
+        return Err(NodeError::protocol(
+            &job,
+            "secure_sum runs without the participants' verified keys",
+        ));
+    };
+    let index = u32::try_from(run.index + 1)
         .map_err(|_| NodeError::protocol(&job, "too many participants"))?;
-    let params = secagg_params(&job, p, n).map_err(|e| NodeError::protocol(&job, &e))?;
-    let index = run
-        .spec
-        .participants
-        .iter()
-        .position(|q| q.node == run.me)
-        .and_then(|i| u32::try_from(i + 1).ok())
-        .ok_or_else(|| {
-            NodeError::protocol(&job, &format!("node '{}' is not a participant", run.me))
-        })?;
-    let mut input = local_vector(&run.dataset, p).map_err(|e| e.for_job(&job))?;
-    if p.dp.is_some() {
+    let mut input = local_vector(&run.dataset, k).map_err(|e| e.for_job(&job))?;
+    if k.dp.is_some() {
         // Each node pays for the release of the noisy total before anything leaves it.
         run.charge(&io, &rt)?;
-        add_noise(p, n, &mut input).map_err(|e| e.for_job(&job))?;
+        add_noise(k, &mut input).map_err(|e| e.for_job(&job))?;
     }
     let secrets = Arc::clone(&run.secrets);
     let signer: Signer = Arc::new(move |m: &[u8]| secrets.sign_ed25519(m));
@@ -478,14 +350,8 @@ pub(crate) fn run(run: JobRun, mut io: JobIo, rt: Handle) -> Result<Option<JobRe
         )
     })?;
     tracing::info!(job = %job, n, threshold = params.threshold, words = params.vector_len, index, "secure aggregation starting");
-    let (mut party, first) = SecureSumParty::new(
-        params,
-        index,
-        signer,
-        run.peer_keys.clone(),
-        input,
-        &mut rng,
-    )?;
+    let (mut party, first) =
+        SecureSumParty::new(params, index, signer, peer_keys.clone(), input, &mut rng)?;
     drop(rng);
 
     let deadline = tokio::time::Instant::now() + run.deadline;
@@ -571,6 +437,7 @@ mod tests {
     use parley_crypto::keys::NodeSecrets;
     use parley_crypto::normalize::{Normalizer, Profile};
     use parley_crypto::secagg::{MaskedInput, Server, UnmaskShares};
+    use parley_proto::{OtherRows, SecureSumParams};
     use std::io::Write as _;
 
     /// Loads `csv` (columns id, email, region, amount) as a dataset.
@@ -610,6 +477,38 @@ mod tests {
         4,d@example.com,east,7.25\n\
         5,e@example.com,north,-4\n";
 
+    /// The typed job for `p` with `n` participants. Two-node runs (below what a job may ask)
+    /// exercise the party alone: the parameters are checked with three participants, then
+    /// set for two.
+    fn typed(p: &SecureSumParams, n: u32) -> Result<SecureSum, String> {
+        let spec = parley_proto::JobSpec {
+            kind: parley_proto::JobKind::SecureSum as i32,
+            participants: (1..=n.max(3))
+                .map(|i| parley_proto::Participant {
+                    node: format!("n{i}"),
+                    dataset: "crm".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            secure_sum: Some(p.clone()),
+            ..Default::default()
+        };
+        let job = parley_jobs::Job::try_from(&spec).map_err(|e| e.to_string())?;
+        let parley_jobs::Kind::SecureSum(mut k) = job.kind else {
+            unreachable!("a secure_sum spec")
+        };
+        if n < 3 {
+            k.n = n;
+            k.threshold = Params::default_threshold(n);
+            k.min_contributors = k.threshold;
+        }
+        Ok(k)
+    }
+
+    fn t(p: &SecureSumParams) -> SecureSum {
+        typed(p, 4).unwrap()
+    }
+
     fn params(bucket: bool, count: bool, value: bool) -> SecureSumParams {
         let mut p = SecureSumParams {
             segment_column: "region".into(),
@@ -621,7 +520,8 @@ mod tests {
                 String::new()
             },
             lower: 0.0,
-            upper: 100.0,
+            // Bounds go with a value column only.
+            upper: if value { 100.0 } else { 0.0 },
             decimals: 2,
             ..Default::default()
         };
@@ -636,15 +536,15 @@ mod tests {
     #[test]
     fn thresholds() {
         let mut p = params(false, true, false);
-        assert_eq!(threshold(&p, 2), 2);
-        assert_eq!(threshold(&p, 3), 3);
-        assert_eq!(threshold(&p, 4), 3);
-        assert_eq!(threshold(&p, 10), 7);
-        assert_eq!(min_contributors(&p, 10), 7);
+        assert_eq!(typed(&p, 2).unwrap().threshold, 2);
+        assert_eq!(typed(&p, 3).unwrap().threshold, 3);
+        assert_eq!(typed(&p, 4).unwrap().threshold, 3);
+        assert_eq!(typed(&p, 10).unwrap().threshold, 7);
+        assert_eq!(typed(&p, 10).unwrap().min_contributors, 7);
         p.threshold = 6;
         p.min_contributors = 8;
-        assert_eq!(threshold(&p, 10), 6);
-        assert_eq!(min_contributors(&p, 10), 8);
+        assert_eq!(typed(&p, 10).unwrap().threshold, 6);
+        assert_eq!(typed(&p, 10).unwrap().min_contributors, 8);
     }
 
     #[test]
@@ -652,31 +552,32 @@ mod tests {
         let ds = dataset(CSV_A);
         // Counts and sums, with the other bucket: north, south, west, other.
         let p = params(true, true, true);
-        assert_eq!(vector_len(&p), 8);
-        let v = local_vector(&ds, &p).unwrap();
+        assert_eq!(t(&p).vector_len(), 8);
+        let v = local_vector(&ds, &t(&p)).unwrap();
         // north: 12.5 + 100 (clamped) + 0 (clamped) = 112.50; east goes to other.
         assert_eq!(v, vec![3, 11_250, 1, 300, 0, 0, 1, 725]);
         // Counts only, other rows dropped.
         let p = params(false, true, false);
-        assert_eq!(vector_len(&p), 3);
-        assert_eq!(local_vector(&ds, &p).unwrap(), vec![3, 1, 0]);
+        assert_eq!(t(&p).vector_len(), 3);
+        assert_eq!(local_vector(&ds, &t(&p)).unwrap(), vec![3, 1, 0]);
         // Sums only; a negative clamp range is stored as two's complement.
         let mut p = params(false, false, true);
         p.lower = -10.0;
         p.decimals = 0;
-        assert_eq!(vector_len(&p), 3);
+        assert_eq!(t(&p).vector_len(), 3);
         assert_eq!(
-            local_vector(&ds, &p).unwrap(),
+            local_vector(&ds, &t(&p)).unwrap(),
             vec![(13 + 100 - 4) as u64, 3, 0]
         );
         let mut p = params(false, false, true);
         p.lower = -10.0;
         p.upper = -1.0;
         p.decimals = 0;
-        let v = local_vector(&ds, &p).unwrap();
+        let v = local_vector(&ds, &t(&p)).unwrap();
         assert_eq!(v[0] as i64, -1 - 1 - 4);
-        // Nothing asked.
-        assert_eq!(vector_len(&params(true, false, false)), 0);
+        // Nothing asked: not a job.
+        let e = typed(&params(true, false, false), 4).unwrap_err();
+        assert!(e.contains("nothing to add up"), "{e}");
     }
 
     #[test]
@@ -684,34 +585,37 @@ mod tests {
         let ds = dataset(CSV_A);
         let mut p = params(false, true, false);
         p.segment_column = "amount".into();
-        let e = local_vector(&ds, &p).unwrap_err().to_string();
+        let e = local_vector(&ds, &t(&p)).unwrap_err().to_string();
         assert!(e.contains("no segment column 'amount'"), "{e}");
         let mut p = params(false, true, true);
         p.value_column = "region".into();
-        let e = local_vector(&ds, &p).unwrap_err().to_string();
+        let e = local_vector(&ds, &t(&p)).unwrap_err().to_string();
         assert!(e.contains("no value column 'region'"), "{e}");
     }
 
     #[test]
     fn params_are_checked() {
         let p = params(true, true, true);
-        let ok = secagg_params("job-1", &p, 4).unwrap();
+        let ok = t(&p).secagg_params("job-1").unwrap();
         assert_eq!((ok.n, ok.threshold, ok.vector_len), (4, 3, 8));
         assert_eq!(ok.max_vector_len, 8);
         let mut dp = p.clone();
         dp.dp = Some(parley_proto::DpParams::default());
-        assert_eq!(secagg_params("job-1", &dp, 4).unwrap_err(), DP_UNAVAILABLE);
-        let e = secagg_params("job-1", &params(false, false, false), 4).unwrap_err();
-        assert!(e.contains("releases nothing"), "{e}");
-        let mut low = p.clone();
+        let e = typed(&dp, 4).unwrap_err();
+        assert!(e.contains("secure_sum.dp.epsilon"), "{e}");
+        let e = typed(&params(false, false, false), 4).unwrap_err();
+        assert!(e.contains("nothing to add up"), "{e}");
+        let mut low = t(&p);
         low.threshold = 2;
-        let e = secagg_params("job-1", &low, 4).unwrap_err();
+        let e = low.secagg_params("job-1").unwrap_err();
         assert!(e.contains("threshold 2 for 4 participants"), "{e}");
-        let e = secagg_params("job-1", &p, 1).unwrap_err();
+        let mut one = t(&p);
+        one.n = 1;
+        let e = one.secagg_params("job-1").unwrap_err();
         assert!(e.contains("participants"), "{e}");
-        let mut wide = p.clone();
-        wide.categories = (0..100_000).map(|i| format!("c{i}")).collect();
-        let e = secagg_params("job-1", &wide, 4).unwrap_err();
+        let mut wide = t(&p);
+        wide.categories.names = (0..100_000).map(|i| format!("c{i}")).collect();
+        let e = wide.secagg_params("job-1").unwrap_err();
         assert!(e.contains("link messages"), "{e}");
     }
 
@@ -748,7 +652,7 @@ mod tests {
         let job = "job-secagg";
         let p = params(true, true, true);
         let n = 4u32;
-        let params = secagg_params(job, &p, n).unwrap();
+        let params = t(&p).secagg_params(job).unwrap();
         let nodes: Vec<Node> = (0..n)
             .map(|_| Node {
                 secrets: Arc::new(NodeSecrets::generate().unwrap()),
@@ -761,9 +665,9 @@ mod tests {
             .collect();
         let inputs: Vec<Vec<u64>> = csvs
             .iter()
-            .map(|csv| local_vector(&dataset(csv), &p).unwrap())
+            .map(|csv| local_vector(&dataset(csv), &t(&p)).unwrap())
             .collect();
-        let mut expected = vec![0u64; vector_len(&p)];
+        let mut expected = vec![0u64; t(&p).vector_len()];
         for v in &inputs {
             for (e, x) in expected.iter_mut().zip(v) {
                 *e = e.wrapping_add(*x);
@@ -833,7 +737,7 @@ mod tests {
 
     fn party(job: &str) -> SecureSumParty {
         let p = params(false, true, false);
-        let params = secagg_params(job, &p, 2).unwrap();
+        let params = typed(&p, 2).unwrap().secagg_params(job).unwrap();
         let secrets: Vec<Arc<NodeSecrets>> = (0..2)
             .map(|_| Arc::new(NodeSecrets::generate().unwrap()))
             .collect();
@@ -898,7 +802,7 @@ mod tests {
     #[test]
     fn wrong_input_length_is_refused() {
         let p = params(false, true, false);
-        let params = secagg_params("j", &p, 2).unwrap();
+        let params = typed(&p, 2).unwrap().secagg_params("j").unwrap();
         let s = Arc::new(NodeSecrets::generate().unwrap());
         let keys: PeerKeys = [(1, s.ed25519_public()), (2, s.ed25519_public())].into();
         let node = Node { secrets: s };

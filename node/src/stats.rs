@@ -31,8 +31,9 @@ use parley_proto::{
 use crate::NodeError;
 use crate::dataset::{Dataset, SegmentColumn};
 
-/// Name of the bucket for rows outside the declared categories.
-pub const OTHER: &str = "other";
+/// Name of the bucket for rows outside the declared categories (the one copy is in
+/// `parley_jobs::limits`).
+pub use parley_jobs::limits::OTHER_CATEGORY as OTHER;
 
 /// The OpenDP mechanism of a proto mechanism.
 pub fn mechanism(m: DpMechanism) -> Mechanism {

@@ -315,7 +315,7 @@ impl Federation {
         let fut = async {
             while let Some(ev) = stream.message().await? {
                 if let Some(j) = ev.job
-                    && parley_coordinator::store::is_terminal(j.state())
+                    && parley_jobs::lifecycle::is_terminal(j.state())
                 {
                     return Ok(j);
                 }
@@ -330,7 +330,7 @@ impl Federation {
     /// Submits a job and waits for it to end.
     pub async fn run_job(&self, spec: JobSpec) -> anyhow::Result<Job> {
         let job = self.submit(spec).await?;
-        if parley_coordinator::store::is_terminal(job.state()) {
+        if parley_jobs::lifecycle::is_terminal(job.state()) {
             return Ok(job);
         }
         self.wait(&job.id, Duration::from_secs(600)).await

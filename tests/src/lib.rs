@@ -1,7 +1,5 @@
 //! Parley in-process federation harness, end-to-end tests and the `parley-demo` binary.
 
-pub mod bench;
-pub mod bench_secagg;
 pub mod demo;
 pub mod r#gen;
 pub mod harness;

@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use parley_coordinator::jobfile::{secure_sum_threshold, secure_sum_vector_len};
 use parley_crypto::envelope::{EnvelopeKey, derive_envelope_key};
 use parley_crypto::keys::NodeSecrets;
 use parley_crypto::secagg::{AdvertiseKeys, Client, EncryptedShare, Params, PeerKeys, Signer};
+use parley_jobs::{Job, Kind};
 use parley_net::Role;
 use parley_proto::node_link_client::NodeLinkClient;
 use parley_proto::{
@@ -201,7 +201,10 @@ impl Rogue {
         plan: SecAggPlan,
     ) -> anyhow::Result<Vec<u8>> {
         let spec = offer.spec.as_ref().context("offer without spec")?;
-        let p = spec.secure_sum.as_ref().context("not a secure_sum job")?;
+        let job = Job::try_from(spec)?;
+        let Kind::SecureSum(k) = &job.kind else {
+            bail!("not a secure_sum job");
+        };
         let n = spec.participants.len();
         let index = spec
             .participants
@@ -218,14 +221,14 @@ impl Rogue {
                 .context("binding missing")?;
             peer_keys.insert(i as u32 + 1, b.ed25519_public.as_slice().try_into()?);
         }
-        let mut vector_len = secure_sum_vector_len(p);
+        let mut vector_len = k.vector_len();
         if plan == SecAggPlan::WrongLength {
             vector_len -= 1;
         }
         let params = Params {
             job_id: offer.job_id.clone(),
             n: n as u32,
-            threshold: secure_sum_threshold(p, n),
+            threshold: k.threshold,
             vector_len,
             max_vector_len: vector_len,
         };

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use parley_coordinator::ctl::{Cli, run};
+use parley_ctl::{Cli, run};
 use parley_tests::r#gen::{FederationSpec, generate};
 use parley_tests::harness::{Federation, NodeSetup, open_policy};
 

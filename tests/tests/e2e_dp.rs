@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use parley_coordinator::ctl::{Cli, run};
 use parley_crypto::keys::NodeSecrets;
 use parley_crypto::ledger::LedgerExport;
+use parley_ctl::{Cli, run};
 use parley_node::config::NodeConfig;
 use parley_node::ledger::Ledger;
 use parley_proto::{JobState, PsiMode};

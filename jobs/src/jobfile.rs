@@ -1,9 +1,10 @@
-//! Analyst job files (TOML) and job-spec validation.
+//! Analyst job files (TOML).
 //!
 //! An analyst describes a job in a small TOML file and submits it with `parleyctl submit`.
-//! [`parse_job_toml`] turns the text into a [`JobSpec`] and checks it with [`validate_spec`],
-//! the same check the coordinator applies to every submitted spec (the coordinator must not
-//! trust the CLI to have run it). Unknown fields are rejected, so a typo never silently changes
+//! [`parse_job_toml`] turns the text into a [`JobSpec`] and checks it with [`validate_spec`]
+//! ([`Job::try_from`]), the same check the coordinator applies to every submitted spec (the
+//! coordinator must not trust the CLI to have run it); [`parse_job`] returns the typed
+//! [`Job`]. Unknown fields are rejected, so a typo never silently changes
 //! a job.
 //!
 //! ```toml
@@ -97,7 +98,6 @@
 //! Validation covers the shape of a job only; whether a node *allows* it (partners, datasets,
 //! columns, thresholds) is each node's local policy decision.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use parley_proto::{
@@ -106,36 +106,7 @@ use parley_proto::{
 };
 use serde::Deserialize;
 
-use crate::CoordError;
-
-/// Longest accepted job label, in bytes.
-pub const MAX_LABEL_BYTES: usize = 256;
-/// Longest accepted node or dataset name, in bytes.
-pub const MAX_NAME_BYTES: usize = 64;
-/// Longest accepted column name, in bytes.
-pub const MAX_COLUMN_BYTES: usize = 128;
-/// Most columns a participant may name.
-pub const MAX_COLUMNS: usize = 64;
-/// Most categories a DP-statistics job may declare.
-pub const MAX_CATEGORIES: usize = 1000;
-/// Most measures a DP-statistics job may declare.
-pub const MAX_MEASURES: usize = 32;
-/// Most decimal places kept for sums.
-pub const MAX_DECIMALS: u32 = 6;
-/// Largest clamping bound, in units of 10^-decimals, so that sums of up to 2^20 values stay
-/// within the 2^60 range the protocols decode.
-pub const MAX_BOUND_UNITS: f64 = (1u64 << 40) as f64;
-/// Most participants of a secure_sum job.
-pub const MAX_SECURE_SUM_NODES: usize = 200;
-/// Longest secure_sum vector (one masked vector must fit one 1 MiB message).
-pub const MAX_SECURE_SUM_VECTOR: usize = 120_000;
-/// Longest secure_sum round deadline, seconds.
-pub const MAX_ROUND_TIMEOUT_SECS: u32 = 3600;
-/// Default secure_sum round deadline, seconds.
-pub const DEFAULT_ROUND_TIMEOUT_SECS: u32 = 30;
-
-/// Category name of the bucket for rows outside the declared categories.
-pub const OTHER_CATEGORY: &str = "other";
+use crate::{Job, JobError};
 
 /// A job file as written.
 #[derive(Debug, Deserialize)]
@@ -175,7 +146,8 @@ struct SecureSumToml {
     #[serde(default)]
     round_timeout_secs: u32,
     dp: Option<DpToml>,
-    #[serde(default)]
+    /// The participant that also receives the result (`result_to` is accepted too).
+    #[serde(default, alias = "result_to")]
     receiver: String,
 }
 
@@ -321,8 +293,8 @@ enum RoleToml {
 
 /// Parses and validates a job file. `origin` names where the text came from (usually the
 /// file name) and appears in error messages.
-pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, CoordError> {
-    let file: JobFile = toml::from_str(text).map_err(|e| CoordError::JobFileSyntax {
+pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
+    let file: JobFile = toml::from_str(text).map_err(|e| JobError::FileSyntax {
         origin: origin.to_string(),
         message: e.to_string().trim_end().to_string(),
     })?;
@@ -407,562 +379,36 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, CoordError> {
             receiver: d.receiver,
         }),
     };
-    validate_spec(&spec).map_err(|reason| CoordError::JobFileInvalid {
+    validate_spec(&spec).map_err(|reason| JobError::FileInvalid {
         origin: origin.to_string(),
         reason,
     })?;
     Ok(spec)
 }
 
+/// Parses a job file into a typed [`Job`]; see [`parse_job_toml`].
+pub fn parse_job(text: &str, origin: &str) -> Result<Job, JobError> {
+    let spec = parse_job_toml(text, origin)?;
+    Job::try_from(&spec).map_err(|e| JobError::FileInvalid {
+        origin: origin.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Checks that `spec` describes a job Parley can run: [`Job::try_from`] without keeping the
+/// job. The error says what is wrong in job-file terms (field names as in the TOML file) and
+/// how to fix it.
+pub fn validate_spec(spec: &JobSpec) -> Result<(), String> {
+    Job::try_from(spec).map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// Reads, parses and validates the job file at `path`.
-pub fn load_job_file(path: &Path) -> Result<JobSpec, CoordError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CoordError::JobFileRead {
+pub fn load_job_file(path: &Path) -> Result<JobSpec, JobError> {
+    let text = std::fs::read_to_string(path).map_err(|e| JobError::FileRead {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
     parse_job_toml(&text, &path.display().to_string())
-}
-
-/// Checks that `spec` describes a job the coordinator can run. The error says what is wrong
-/// in job-file terms (field names as in the TOML file) and how to fix it.
-///
-/// Rules: the label is at most [`MAX_LABEL_BYTES`] bytes without control characters; kind
-/// `psi` needs `[psi]` with a mode and exactly two participants on distinct nodes, one
-/// `receiver` and one `sender`; node and dataset names match `[a-z0-9_-]{1,64}`; column names
-/// are non-empty, distinct, printable and at most [`MAX_COLUMN_BYTES`] bytes, at most
-/// [`MAX_COLUMNS`] per participant.
-pub fn validate_spec(spec: &JobSpec) -> Result<(), String> {
-    if spec.label.len() > MAX_LABEL_BYTES {
-        return Err(format!(
-            "label: {} bytes is too long; keep it under {MAX_LABEL_BYTES}",
-            spec.label.len()
-        ));
-    }
-    if spec.label.chars().any(char::is_control) {
-        return Err("label: contains control characters; use one line of plain text".into());
-    }
-    for (i, p) in spec.participants.iter().enumerate() {
-        validate_participant(i, p)?;
-    }
-    match JobKind::try_from(spec.kind) {
-        Ok(JobKind::Psi) => validate_psi(spec),
-        Ok(JobKind::DpStats) => validate_dp_stats(spec),
-        Ok(JobKind::SecureSum) => validate_secure_sum(spec),
-        Ok(JobKind::Unspecified) => Err("kind: not set; set kind = \"psi\" or \"dp_stats\"".into()),
-        Err(_) => Err(format!(
-            "kind: unknown kind number {}; this coordinator runs kind = \"psi\" or \"dp_stats\"",
-            spec.kind
-        )),
-    }
-}
-
-/// Checks names and columns of participant number `i` (0-based).
-fn validate_participant(i: usize, p: &Participant) -> Result<(), String> {
-    let n = i + 1;
-    check_name(&p.node).map_err(|e| format!("participant {n}: node {e}"))?;
-    check_name(&p.dataset)
-        .map_err(|e| format!("participant {n} (node '{}'): dataset {e}", p.node))?;
-    if p.columns.len() > MAX_COLUMNS {
-        return Err(format!(
-            "participant {n} (node '{}'): {} columns is too many; name at most {MAX_COLUMNS}",
-            p.node,
-            p.columns.len()
-        ));
-    }
-    let mut seen = HashSet::new();
-    for column in &p.columns {
-        let bad = if column.trim().is_empty() {
-            Some("an empty column name")
-        } else if column.len() > MAX_COLUMN_BYTES {
-            Some("a column name longer than 128 bytes")
-        } else if column.chars().any(char::is_control) {
-            Some("a column name with control characters")
-        } else {
-            None
-        };
-        if let Some(bad) = bad {
-            return Err(format!(
-                "participant {n} (node '{}'): columns: {bad}; name each identifier column as \
-                 in the dataset's CSV header, or leave columns out to use all of them",
-                p.node
-            ));
-        }
-        if !seen.insert(column.as_str()) {
-            return Err(format!(
-                "participant {n} (node '{}'): columns: '{column}' is listed twice",
-                p.node
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a node or dataset name: `[a-z0-9_-]{1,64}`.
-fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("name is empty; set it to the name the node uses".into());
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(format!(
-            "name '{}…' is too long; names have at most {MAX_NAME_BYTES} characters",
-            name.chars().take(16).collect::<String>()
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    {
-        return Err(format!(
-            "name '{}' has characters other than a-z, 0-9, '_' and '-'",
-            name.escape_debug()
-        ));
-    }
-    Ok(())
-}
-
-/// Checks the PSI-specific parts of a spec.
-fn validate_psi(spec: &JobSpec) -> Result<(), String> {
-    let Some(psi) = &spec.psi else {
-        return Err(
-            "psi: a psi job needs a [psi] table with mode = \"match\", \"cardinality\" or \
-             \"sum\""
-                .into(),
-        );
-    };
-    if spec.dp_stats.is_some() {
-        return Err("dp_stats: a psi job takes no [dp_stats] table".into());
-    }
-    let mode = match PsiMode::try_from(psi.mode) {
-        Ok(m @ (PsiMode::Match | PsiMode::Cardinality | PsiMode::Sum)) => m,
-        Ok(PsiMode::Unspecified) => {
-            return Err(
-                "psi.mode: not set; set mode = \"match\", \"cardinality\" or \"sum\"".into(),
-            );
-        }
-        Err(_) => {
-            return Err(format!(
-                "psi.mode: unknown mode number {}; use \"match\", \"cardinality\" or \"sum\"",
-                psi.mode
-            ));
-        }
-    };
-    if let Some(dp) = &psi.dp {
-        validate_dp(dp, "psi.dp")?;
-    }
-    if let Some(dp) = &psi.count_dp {
-        validate_dp(dp, "psi.count_dp")?;
-    }
-    if mode == PsiMode::Sum {
-        if psi.dp.is_none() || psi.count_dp.is_none() {
-            return Err(
-                "psi: sum mode releases only noisy values; set [psi.dp] (noise on the \
-                        sum) and [psi.count_dp] (noise on the count), each with an epsilon"
-                    .into(),
-            );
-        }
-        validate_bounds(psi.lower, psi.upper, psi.decimals, "psi")?;
-        if psi.lower < 0.0 {
-            return Err("psi.lower: sum mode sums non-negative values; set lower >= 0".into());
-        }
-    } else {
-        if psi.count_dp.is_some() {
-            return Err(
-                "psi.count_dp: only sum mode takes count_dp; use [psi.dp] to noise the \
-                        count of a match or cardinality job"
-                    .into(),
-            );
-        }
-        if psi.lower != 0.0 || psi.upper != 0.0 {
-            return Err("psi.lower/upper: clamping bounds apply to sum mode only".into());
-        }
-    }
-    if spec.participants.len() != 2 {
-        return Err(format!(
-            "participants: a psi job needs exactly 2 participants (one receiver, one sender), \
-             found {}",
-            spec.participants.len()
-        ));
-    }
-    let (a, b) = (&spec.participants[0], &spec.participants[1]);
-    if a.node == b.node {
-        return Err(format!(
-            "participants: both participants are node '{}'; a psi job runs between two \
-             different nodes",
-            a.node
-        ));
-    }
-    for (i, p) in spec.participants.iter().enumerate() {
-        match PsiRole::try_from(p.psi_role) {
-            Ok(PsiRole::Receiver | PsiRole::Sender) => {}
-            Ok(PsiRole::Unspecified) => {
-                return Err(format!(
-                    "participant {} (node '{}'): role is not set; set role = \"receiver\" or \
-                     \"sender\"",
-                    i + 1,
-                    p.node
-                ));
-            }
-            Err(_) => {
-                return Err(format!(
-                    "participant {} (node '{}'): unknown role number {}; use \"receiver\" or \
-                     \"sender\"",
-                    i + 1,
-                    p.node,
-                    p.psi_role
-                ));
-            }
-        }
-    }
-    let receivers = spec
-        .participants
-        .iter()
-        .filter(|p| p.psi_role() == PsiRole::Receiver)
-        .count();
-    if receivers != 1 {
-        let role = if receivers == 0 { "sender" } else { "receiver" };
-        return Err(format!(
-            "participants: both participants have role = \"{role}\"; a psi job needs exactly \
-             one \"receiver\" (who learns the result) and one \"sender\""
-        ));
-    }
-    for (i, p) in spec.participants.iter().enumerate() {
-        let n = i + 1;
-        let sum_receiver = mode == PsiMode::Sum && p.psi_role() == PsiRole::Receiver;
-        if sum_receiver {
-            if p.value_column.trim().is_empty() {
-                return Err(format!(
-                    "participant {n} (node '{}'): value_column: sum mode needs the receiver's \
-                     value column (e.g. value_column = \"amount\")",
-                    p.node
-                ));
-            }
-            if p.columns.len() != 1 {
-                return Err(format!(
-                    "participant {n} (node '{}'): columns: sum mode needs exactly one \
-                     identifier column for the receiver, so that no value is counted twice \
-                     (e.g. columns = [\"email\"])",
-                    p.node
-                ));
-            }
-        } else if !p.value_column.is_empty() {
-            return Err(format!(
-                "participant {n} (node '{}'): value_column: only the receiver of a sum-mode \
-                 job names a value column",
-                p.node
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks DP parameters; `field` names the table in job-file terms.
-fn validate_dp(dp: &DpParams, field: &str) -> Result<(), String> {
-    if !(dp.epsilon.is_finite() && dp.epsilon > 0.0) {
-        return Err(format!(
-            "{field}.epsilon: must be a positive number (e.g. 0.5), got {}",
-            dp.epsilon
-        ));
-    }
-    validate_delta(dp.mechanism, dp.delta, &format!("{field}.delta"))
-}
-
-/// Checks delta against the mechanism.
-fn validate_delta(mechanism: i32, delta: f64, field: &str) -> Result<(), String> {
-    match DpMechanism::try_from(mechanism) {
-        Ok(DpMechanism::Laplace) => {
-            if delta != 0.0 {
-                return Err(format!(
-                    "{field}: the laplace mechanism is pure epsilon-DP and takes no delta; \
-                     remove delta or use mechanism = \"gaussian\""
-                ));
-            }
-        }
-        Ok(DpMechanism::Gaussian) => {
-            if !(delta > 0.0 && delta < 1.0) {
-                return Err(format!(
-                    "{field}: the gaussian mechanism needs 0 < delta < 1 (e.g. 1e-6), got {delta}"
-                ));
-            }
-        }
-        Err(_) => return Err(format!("{field}: unknown mechanism number {mechanism}")),
-    }
-    Ok(())
-}
-
-/// Checks clamping bounds and decimals; `field` names the table.
-fn validate_bounds(lower: f64, upper: f64, decimals: u32, field: &str) -> Result<(), String> {
-    if decimals > MAX_DECIMALS {
-        return Err(format!(
-            "{field}.decimals: at most {MAX_DECIMALS} decimal places, got {decimals}"
-        ));
-    }
-    if !(lower.is_finite() && upper.is_finite()) || lower > upper {
-        return Err(format!(
-            "{field}: clamping bounds need lower <= upper, both finite (got lower = {lower}, \
-             upper = {upper})"
-        ));
-    }
-    let scale = 10f64.powi(decimals as i32);
-    if lower.abs() * scale > MAX_BOUND_UNITS || upper.abs() * scale > MAX_BOUND_UNITS {
-        return Err(format!(
-            "{field}: |bound| x 10^decimals must stay below 2^40; lower the bounds or decimals"
-        ));
-    }
-    if upper * scale < 1.0 && lower == 0.0 {
-        return Err(format!(
-            "{field}.upper: must be at least one unit of 10^-{decimals}, so that sums carry \
-             information"
-        ));
-    }
-    Ok(())
-}
-
-/// The Shamir threshold of a secure_sum job with `n` participants: the job's, or
-/// floor(2n/3) + 1.
-pub fn secure_sum_threshold(p: &SecureSumParams, n: usize) -> u32 {
-    if p.threshold > 0 {
-        p.threshold
-    } else {
-        parley_crypto::secagg::Params::default_threshold(n as u32)
-    }
-}
-
-/// Words per node vector of a secure_sum job: per category (and "other" when bucketed), the
-/// count (if set) then the clamped sum (if a value column is set).
-pub fn secure_sum_vector_len(p: &SecureSumParams) -> usize {
-    let cats = p.categories.len() + usize::from(p.other() == OtherRows::Bucket);
-    cats * (usize::from(p.count) + usize::from(!p.value_column.is_empty()))
-}
-
-/// Checks categories: 1..=MAX_CATEGORIES distinct printable names, no clash with "other".
-fn validate_categories(
-    categories: &[String],
-    other: i32,
-    field: &str,
-    max: usize,
-) -> Result<(), String> {
-    if categories.is_empty() || categories.len() > max {
-        return Err(format!(
-            "{field}.categories: declare between 1 and {max} categories, got {}",
-            categories.len()
-        ));
-    }
-    let mut seen = HashSet::new();
-    for c in categories {
-        if c.is_empty() || c.len() > MAX_COLUMN_BYTES || c.chars().any(char::is_control) {
-            return Err(format!(
-                "{field}.categories: '{}' is not a valid category name (1 to {MAX_COLUMN_BYTES} \
-                 printable bytes)",
-                c.escape_debug()
-            ));
-        }
-        if !seen.insert(c.as_str()) {
-            return Err(format!("{field}.categories: '{c}' is listed twice"));
-        }
-    }
-    match OtherRows::try_from(other) {
-        Ok(OtherRows::Bucket) if seen.contains(OTHER_CATEGORY) => Err(format!(
-            "{field}.categories: '{OTHER_CATEGORY}' is the name of the bucket for rows outside \
-             the categories; rename the category or set other = \"drop\""
-        )),
-        Ok(_) => Ok(()),
-        Err(_) => Err(format!("{field}.other: unknown value number {other}")),
-    }
-}
-
-/// Checks the secure-aggregation parts of a spec.
-fn validate_secure_sum(spec: &JobSpec) -> Result<(), String> {
-    let Some(p) = &spec.secure_sum else {
-        return Err(
-            "secure_sum: a secure_sum job needs a [secure_sum] table with \
-                    segment_column, categories and count and/or value_column"
-                .into(),
-        );
-    };
-    if spec.psi.is_some() || spec.dp_stats.is_some() {
-        return Err("secure_sum: a secure_sum job takes no [psi] or [dp_stats] table".into());
-    }
-    let n = spec.participants.len();
-    if !(3..=MAX_SECURE_SUM_NODES).contains(&n) {
-        return Err(format!(
-            "participants: a secure_sum job needs between 3 and {MAX_SECURE_SUM_NODES} \
-             participants, found {n}"
-        ));
-    }
-    let mut nodes = HashSet::new();
-    for (i, q) in spec.participants.iter().enumerate() {
-        if !nodes.insert(q.node.as_str()) {
-            return Err(format!(
-                "participants: node '{}' is listed twice; each node contributes once",
-                q.node
-            ));
-        }
-        if q.psi_role() != PsiRole::Unspecified
-            || !q.value_column.is_empty()
-            || !q.columns.is_empty()
-        {
-            return Err(format!(
-                "participant {} (node '{}'): a secure_sum participant takes only node and \
-                 dataset; name columns in [secure_sum]",
-                i + 1,
-                q.node
-            ));
-        }
-    }
-    if p.segment_column.trim().is_empty() || p.segment_column.len() > MAX_COLUMN_BYTES {
-        return Err("secure_sum.segment_column: name the segment column to group by".into());
-    }
-    // Secure sums are bounded by the vector length (checked below), not by the DP table size.
-    validate_categories(&p.categories, p.other, "secure_sum", MAX_SECURE_SUM_VECTOR)?;
-    if !p.count && p.value_column.is_empty() {
-        return Err(
-            "secure_sum: set count = true and/or value_column; otherwise there is \
-                    nothing to add up"
-                .into(),
-        );
-    }
-    if !p.value_column.is_empty() {
-        if p.value_column.len() > MAX_COLUMN_BYTES {
-            return Err("secure_sum.value_column: name too long".into());
-        }
-        validate_bounds(p.lower, p.upper, p.decimals, "secure_sum")?;
-    } else if p.lower != 0.0 || p.upper != 0.0 {
-        return Err("secure_sum.lower/upper: clamping bounds need a value_column".into());
-    }
-    let len = secure_sum_vector_len(p);
-    if len > MAX_SECURE_SUM_VECTOR {
-        return Err(format!(
-            "secure_sum: {len} values per node is more than {MAX_SECURE_SUM_VECTOR}; declare \
-             fewer categories"
-        ));
-    }
-    let t = secure_sum_threshold(p, n);
-    if !(t as usize * 2 > n && t as usize <= n && t >= 2) {
-        return Err(format!(
-            "secure_sum.threshold: with {n} participants the threshold must be more than half \
-             of them and at most all of them ({}..={n}), got {t}",
-            n / 2 + 1
-        ));
-    }
-    if p.min_contributors != 0 && !(p.min_contributors >= t && p.min_contributors as usize <= n) {
-        return Err(format!(
-            "secure_sum.min_contributors: must be between the threshold {t} and the number of \
-             participants {n}, got {}",
-            p.min_contributors
-        ));
-    }
-    if p.round_timeout_secs > MAX_ROUND_TIMEOUT_SECS {
-        return Err(format!(
-            "secure_sum.round_timeout_secs: at most {MAX_ROUND_TIMEOUT_SECS}, got {}",
-            p.round_timeout_secs
-        ));
-    }
-    if !p.receiver.is_empty() && !nodes.contains(p.receiver.as_str()) {
-        return Err(format!(
-            "secure_sum.receiver: '{}' is not a participant; name one of the participating \
-             nodes or leave receiver out",
-            p.receiver
-        ));
-    }
-    if let Some(dp) = &p.dp {
-        validate_dp(dp, "secure_sum.dp")?;
-        if dp.mechanism() != DpMechanism::Gaussian {
-            return Err(
-                "secure_sum.dp.mechanism: distributed DP uses the distributed discrete \
-                        Gaussian; set mechanism = \"gaussian\" and a delta"
-                    .into(),
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Checks the DP-statistics parts of a spec.
-fn validate_dp_stats(spec: &JobSpec) -> Result<(), String> {
-    let Some(d) = &spec.dp_stats else {
-        return Err(
-            "dp_stats: a dp_stats job needs a [dp_stats] table with segment_column, \
-                    categories and at least one [[dp_stats.measures]]"
-                .into(),
-        );
-    };
-    if spec.psi.is_some() {
-        return Err("psi: a dp_stats job takes no [psi] table".into());
-    }
-    if spec.participants.len() != 1 {
-        return Err(format!(
-            "participants: a dp_stats job runs on exactly one node's dataset, found {} \
-             participants; submit one job per dataset",
-            spec.participants.len()
-        ));
-    }
-    let p = &spec.participants[0];
-    if p.psi_role() != PsiRole::Unspecified || !p.value_column.is_empty() || !p.columns.is_empty() {
-        return Err(format!(
-            "participant 1 (node '{}'): a dp_stats participant takes only node and dataset; \
-             name columns in [dp_stats]",
-            p.node
-        ));
-    }
-    if d.segment_column.trim().is_empty() || d.segment_column.len() > MAX_COLUMN_BYTES {
-        return Err("dp_stats.segment_column: name the segment column to group by".into());
-    }
-    validate_categories(&d.categories, d.other, "dp_stats", MAX_CATEGORIES)?;
-    if d.measures.is_empty() || d.measures.len() > MAX_MEASURES {
-        return Err(format!(
-            "dp_stats.measures: declare between 1 and {MAX_MEASURES} [[dp_stats.measures]], got {}",
-            d.measures.len()
-        ));
-    }
-    validate_delta(d.mechanism, d.delta, "dp_stats.delta")?;
-    if d.decimals > MAX_DECIMALS {
-        return Err(format!(
-            "dp_stats.decimals: at most {MAX_DECIMALS} decimal places, got {}",
-            d.decimals
-        ));
-    }
-    let mut has_count = false;
-    for (i, m) in d.measures.iter().enumerate() {
-        let field = format!("dp_stats.measures[{i}]");
-        if !(m.epsilon.is_finite() && m.epsilon > 0.0) {
-            return Err(format!(
-                "{field}.epsilon: must be a positive number (e.g. 0.25), got {}",
-                m.epsilon
-            ));
-        }
-        match MeasureKind::try_from(m.kind) {
-            Ok(MeasureKind::Count) => {
-                has_count = true;
-                if !m.column.is_empty() || m.lower != 0.0 || m.upper != 0.0 {
-                    return Err(format!(
-                        "{field}: a count takes no column or bounds (it counts rows)"
-                    ));
-                }
-            }
-            Ok(kind @ (MeasureKind::Sum | MeasureKind::Mean)) => {
-                has_count |= kind == MeasureKind::Mean;
-                if m.column.trim().is_empty() || m.column.len() > MAX_COLUMN_BYTES {
-                    return Err(format!(
-                        "{field}.column: a sum or mean needs its value column"
-                    ));
-                }
-                validate_bounds(m.lower, m.upper, d.decimals, &field)?;
-            }
-            _ => {
-                return Err(format!(
-                    "{field}.kind: set kind = \"count\", \"sum\" or \"mean\""
-                ));
-            }
-        }
-    }
-    if d.min_count > 0 && !has_count {
-        return Err(
-            "dp_stats.min_count: suppression uses the noisy count; add a count (or \
-                    mean) measure or remove min_count"
-                .into(),
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -991,7 +437,7 @@ role = "sender"
     /// Parses `text` and returns the validation reason (panics on success or syntax errors).
     fn invalid(text: &str) -> String {
         match parse_job_toml(text, "test.toml") {
-            Err(CoordError::JobFileInvalid { origin, reason }) => {
+            Err(JobError::FileInvalid { origin, reason }) => {
                 assert_eq!(origin, "test.toml");
                 reason
             }
@@ -1001,7 +447,7 @@ role = "sender"
 
     fn syntax(text: &str) -> String {
         match parse_job_toml(text, "test.toml") {
-            Err(e @ CoordError::JobFileSyntax { .. }) => e.to_string(),
+            Err(e @ JobError::FileSyntax { .. }) => e.to_string(),
             other => panic!("expected JobFileSyntax, got {other:?}"),
         }
     }
@@ -1034,8 +480,11 @@ role = "sender"
         let spec = parse_job_toml(text, "job-secure-sum.toml").unwrap();
         assert_eq!(spec.kind(), JobKind::SecureSum);
         let p = spec.secure_sum.clone().unwrap();
-        assert_eq!(secure_sum_threshold(&p, 5), 4);
-        assert_eq!(secure_sum_vector_len(&p), 8);
+        let crate::Kind::SecureSum(k) = parse_job(text, "job-secure-sum.toml").unwrap().kind else {
+            panic!("not a secure_sum job");
+        };
+        assert_eq!((k.threshold, k.min_contributors, k.n), (4, 4, 5));
+        assert_eq!(k.vector_len(), 8);
         let e = invalid(&text.replace("threshold = 4", "threshold = 2"));
         assert!(e.contains("more than half"), "{e}");
         let e = invalid(&text.replace("min_contributors = 4", "min_contributors = 9"));
@@ -1299,7 +748,7 @@ role = "sender"
     #[test]
     fn load_reports_missing_files() {
         let err = load_job_file(Path::new("/nonexistent/job.toml")).unwrap_err();
-        assert!(matches!(err, CoordError::JobFileRead { .. }));
+        assert!(matches!(err, JobError::FileRead { .. }));
         assert!(err.to_string().contains("/nonexistent/job.toml"));
     }
 }

@@ -20,7 +20,9 @@ use anyhow::{Context as _, bail};
 use parley_crypto::ledger::{Head, LedgerExport, audit};
 use parley_proto::LedgerHeadsRequest;
 
-use crate::ctl::{ConnectionArgs, CtlConfig, EXIT_JOB_DID_NOT_SUCCEED, EXIT_OK, RpcError, connect};
+use crate::config::{ConnectionArgs, CtlConfig, connect};
+use crate::error::RpcError;
+use crate::{EXIT_JOB_DID_NOT_SUCCEED, EXIT_OK};
 
 /// Where the expected head comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +60,7 @@ pub fn parse_node_key(arg: &str) -> anyhow::Result<[u8; 32]> {
 
 /// Runs `parleyctl audit`. Returns [`EXIT_OK`] if the ledger passed, [`EXIT_JOB_DID_NOT_SUCCEED`]
 /// (2) if it failed; errors mean the audit could not be run.
-pub async fn run_audit(
+pub async fn run(
     file: &Path,
     node_key: &str,
     head: HeadSource,

@@ -36,21 +36,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use parley_coordinator::jobfile::{secure_sum_threshold, secure_sum_vector_len};
-use parley_coordinator::store::is_terminal;
 use parley_crypto::keys::NodeSecrets;
 use parley_crypto::secagg::prg::{Prg, Sign, add_mask, add_masks};
 use parley_crypto::secagg::{
     AdvertiseKeys, Client, EncryptedShare, MaskedInput, Params, PeerKeys, Server, Signer,
     UnmaskShares,
 };
+use parley_jobs::Kind;
+use parley_jobs::lifecycle::is_terminal;
 use parley_proto::{GetJobRequest, Job, JobSpec, JobState, SubmitJobRequest};
+use parley_tests::harness::{Federation, secure_sum_spec};
+use parley_tests::rogue::{Rogue, SecAggPlan};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::bench::{cpu_secs, loadavg};
-use crate::harness::{Federation, secure_sum_spec};
-use crate::rogue::{Rogue, SecAggPlan};
+use crate::psi::{cpu_secs, loadavg};
 
 /// Per-round deadline of the bench jobs (seconds): nobody may be dropped for being slow.
 pub const ROUND_TIMEOUT_SECS: u32 = 600;
@@ -665,14 +665,14 @@ pub async fn bench_one(
     }
 
     let spec = bench_spec(n, m);
-    let p = spec
-        .secure_sum
-        .as_ref()
-        .context("bench spec without [secure_sum]")?;
-    if secure_sum_vector_len(p) != m {
+    let typed = parley_jobs::Job::try_from(&spec)?;
+    let Kind::SecureSum(k) = &typed.kind else {
+        bail!("the bench spec is not a secure_sum job");
+    };
+    if k.vector_len() != m {
         bail!("the bench spec does not give {m}-word vectors");
     }
-    let threshold = secure_sum_threshold(p, n);
+    let threshold = k.threshold;
     let (i, e) = (Arc::clone(&inputs), Arc::clone(&expected));
     let protocol = tokio::task::spawn_blocking(move || {
         protocol_in_process("parley-bench-secagg", threshold, &i, &e)
@@ -887,7 +887,10 @@ mod tests {
         for (n, m) in [(3, 2), (10, 2000)] {
             let spec = bench_spec(n, m);
             let p = spec.secure_sum.as_ref().unwrap();
-            assert_eq!(secure_sum_vector_len(p), m);
+            let Kind::SecureSum(k) = parley_jobs::Job::try_from(&spec).unwrap().kind else {
+                panic!("not a secure_sum job");
+            };
+            assert_eq!(k.vector_len(), m);
             assert_eq!(spec.participants.len(), n);
             assert_eq!(p.round_timeout_secs, ROUND_TIMEOUT_SECS);
         }

@@ -1,99 +1,15 @@
-//! How `parleyctl` shows the DP parts of results: noisy PSI counts, intersection-sums and
-//! DP-statistics tables, as text and as JSON.
-//!
-//! Every noisy value is shown with its noise: mechanism, epsilon (and delta) charged, noise
-//! scale and the 95% accuracy bound, so that analysts read released values as estimates.
+//! DP-statistics results (`dp_stats`): per measure its noise, then a table of the noisy values
+//! per declared category (or "suppressed" where the noisy count was below `min_count`).
 
 use std::fmt::Write as _;
 
-use parley_proto::{
-    DpMechanism, DpStatsResult, MeasureKind, NoiseInfo, PsiResult, SecureSumResult, SumRelease,
-};
+use parley_proto::{DpStatsResult, MeasureKind};
 use serde_json::{Value, json};
 
-/// Lower-case name of a mechanism, as in job files.
-pub fn mechanism_name(m: DpMechanism) -> &'static str {
-    match m {
-        DpMechanism::Laplace => "laplace",
-        DpMechanism::Gaussian => "gaussian",
-    }
-}
+use super::noise::{noise_json, noise_text};
+use super::table::short;
 
-/// "±12.3 at 95% (laplace, epsilon 0.5, scale 2)".
-pub fn noise_text(n: &NoiseInfo) -> String {
-    let delta = if n.delta > 0.0 {
-        format!(", delta {}", n.delta)
-    } else {
-        String::new()
-    };
-    format!(
-        "±{} at 95% ({}, epsilon {}{delta}, noise scale {})",
-        short(n.accuracy95),
-        mechanism_name(n.mechanism()),
-        n.epsilon,
-        short(n.scale)
-    )
-}
-
-/// JSON of a noise description.
-pub fn noise_json(n: &NoiseInfo) -> Value {
-    json!({
-        "mechanism": mechanism_name(n.mechanism()),
-        "epsilon": n.epsilon,
-        "delta": n.delta,
-        "scale": n.scale,
-        "accuracy95": n.accuracy95,
-    })
-}
-
-/// A number with at most 4 significant decimals and no trailing zeros.
-fn short(x: f64) -> String {
-    let s = format!("{x:.4}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-" {
-        "0".to_string()
-    } else {
-        s.to_string()
-    }
-}
-
-/// Appends the intersection-sum lines of a PSI result.
-pub fn write_sum_summary(s: &mut String, sum: &SumRelease) {
-    let _ = writeln!(
-        s,
-        "  noisy sum:            {}  {}",
-        short(sum.noisy_sum),
-        sum.sum_noise.as_ref().map(noise_text).unwrap_or_default()
-    );
-    let _ = writeln!(
-        s,
-        "  noisy count:          {}  {}",
-        sum.noisy_count,
-        sum.count_noise.as_ref().map(noise_text).unwrap_or_default()
-    );
-    let _ = writeln!(
-        s,
-        "  values clamped to:    [{}, {}]",
-        short(sum.lower),
-        short(sum.upper)
-    );
-}
-
-/// The DP-specific JSON fields of a PSI result.
-pub fn psi_dp_json(p: &PsiResult) -> Value {
-    json!({
-        "count_noise": p.count_noise.as_ref().map_or(Value::Null, noise_json),
-        "sum": p.sum.as_ref().map_or(Value::Null, |s| json!({
-            "noisy_sum": s.noisy_sum,
-            "noisy_count": s.noisy_count,
-            "sum_noise": s.sum_noise.as_ref().map_or(Value::Null, noise_json),
-            "count_noise": s.count_noise.as_ref().map_or(Value::Null, noise_json),
-            "lower": s.lower,
-            "upper": s.upper,
-        })),
-    })
-}
-
+/// "count", "sum(COLUMN)", "mean(COLUMN)".
 fn measure_name(kind: MeasureKind, column: &str) -> String {
     match kind {
         MeasureKind::Count => "count".to_string(),
@@ -105,7 +21,7 @@ fn measure_name(kind: MeasureKind, column: &str) -> String {
 
 /// Appends a DP-statistics result: one line per measure with its noise, then a table of
 /// categories.
-pub fn write_dp_stats(s: &mut String, r: &DpStatsResult) {
+pub fn write_summary(s: &mut String, r: &DpStatsResult) {
     let delta = if r.delta > 0.0 {
         format!(", delta {}", r.delta)
     } else {
@@ -166,7 +82,7 @@ pub fn write_dp_stats(s: &mut String, r: &DpStatsResult) {
 }
 
 /// JSON of a DP-statistics result.
-pub fn dp_stats_json(r: &DpStatsResult) -> Value {
+pub fn json(r: &DpStatsResult) -> Value {
     json!({
         "dataset": r.dataset,
         "epsilon": r.epsilon,
@@ -191,56 +107,10 @@ pub fn dp_stats_json(r: &DpStatsResult) -> Value {
     })
 }
 
-/// Appends a secure-aggregation result: contributors, dropouts, then the table of sums.
-pub fn write_secure_sum(s: &mut String, r: &SecureSumResult) {
-    let _ = writeln!(
-        s,
-        "  contributors ({}):    {}",
-        r.contributors.len(),
-        r.contributors.join(", ")
-    );
-    if !r.dropped.is_empty() {
-        let _ = writeln!(s, "  dropped out:          {}", r.dropped.join("; "));
-    }
-    if let Some(n) = &r.noise {
-        let _ = writeln!(s, "  count noise:          {}", noise_text(n));
-    }
-    if let Some(n) = &r.sum_noise {
-        let _ = writeln!(s, "  sum noise:            {}", noise_text(n));
-    }
-    let mut header = format!("  {:<16}", "CATEGORY");
-    for c in &r.columns {
-        let _ = write!(header, " {:>16}", c.to_uppercase());
-    }
-    let _ = writeln!(s, "{}", header.trim_end());
-    for c in &r.categories {
-        let mut line = format!("  {:<16}", c.category);
-        for v in &c.values {
-            let _ = write!(line, " {:>16}", short(*v));
-        }
-        let _ = writeln!(s, "{}", line.trim_end());
-    }
-}
-
-/// JSON of a secure-aggregation result.
-pub fn secure_sum_json(r: &SecureSumResult) -> Value {
-    json!({
-        "contributors": r.contributors,
-        "dropped": r.dropped,
-        "columns": r.columns,
-        "noise": r.noise.as_ref().map_or(Value::Null, noise_json),
-        "sum_noise": r.sum_noise.as_ref().map_or(Value::Null, noise_json),
-        "categories": r.categories.iter().map(|c| json!({
-            "category": c.category,
-            "values": c.values,
-        })).collect::<Vec<_>>(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parley_proto::{CategoryStats, Measure, MeasureResult};
+    use parley_proto::{CategoryStats, DpMechanism, Measure, MeasureResult, NoiseInfo};
 
     #[test]
     fn noise_and_tables_render() {
@@ -282,9 +152,9 @@ mod tests {
             ],
         };
         let mut s = String::new();
-        write_dp_stats(&mut s, &r);
+        write_summary(&mut s, &r);
         assert!(s.contains("north") && s.contains(" 1234"), "{s}");
         assert!(s.contains("suppressed"), "{s}");
-        assert_eq!(dp_stats_json(&r)["categories"][0]["values"][0], 1234.0);
+        assert_eq!(json(&r)["categories"][0]["values"][0], 1234.0);
     }
 }

@@ -18,11 +18,11 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use parley_proto::PsiMode;
-use parley_tests::bench::{
+use parley_bench::psi::{
     ProbeRole, PsiBenchOptions, SumBenchOptions, probe_role, run_psi_bench, run_sum_bench,
 };
-use parley_tests::bench_secagg::{SecAggBenchOptions, run_secagg_bench};
+use parley_bench::secagg::{SecAggBenchOptions, run_secagg_bench};
+use parley_proto::PsiMode;
 
 #[derive(Parser)]
 #[command(

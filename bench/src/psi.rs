@@ -43,8 +43,7 @@ use parley_crypto::elgamal::{self, CIPHERTEXT_LEN, Ciphertext, DlogTable};
 use parley_crypto::normalize::{IdHash, IdKind, Normalizer, Profile};
 use parley_crypto::psi::{POINT_LEN, PsiKey, blind_ids, reblind};
 use parley_proto::{GetJobRequest, Job, JobSpec, JobState, PsiMode, SubmitJobRequest};
-
-use crate::harness::{
+use parley_tests::harness::{
     Federation, NodeSetup, budget_toml, open_policy, psi_spec, read_match_keys, sum_spec,
 };
 
@@ -333,7 +332,7 @@ async fn run_job_timed(
         at: t0.elapsed().as_secs_f64(),
         what: format!("submit returned ({:?})", job.state()),
     }];
-    if parley_coordinator::store::is_terminal(job.state()) {
+    if parley_jobs::lifecycle::is_terminal(job.state()) {
         return Ok((job, t0.elapsed(), timeline));
     }
     let mut stream = watch_client
@@ -364,7 +363,7 @@ async fn run_job_timed(
                         what: format!("state {:?}", j.state()),
                     });
                 }
-                if parley_coordinator::store::is_terminal(j.state()) {
+                if parley_jobs::lifecycle::is_terminal(j.state()) {
                     return Ok((j, t0.elapsed()));
                 }
             }
