@@ -541,6 +541,8 @@ mod tests {
         transition(&mut running, JobState::Accepted, "", 3);
         transition(&mut running, JobState::Running, "", 4);
         let mut done = job("job-d", 5);
+        transition(&mut done, JobState::Accepted, "", 5);
+        transition(&mut done, JobState::Running, "", 5);
         transition(&mut done, JobState::Succeeded, "", 6);
         let mut refused = job("job-x", 7);
         transition(&mut refused, JobState::Refused, "no", 8);

@@ -28,7 +28,7 @@ pub fn may_move(from: JobState, to: JobState) -> bool {
         (from, to),
         (Unspecified, Submitted)
             | (Submitted, Accepted | Refused | Failed | Cancelled)
-            | (Accepted, Running | Failed | Cancelled)
+            | (Accepted, Running | Refused | Failed | Cancelled)
             | (Running, Succeeded | Failed | Cancelled)
     )
 }
