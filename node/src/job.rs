@@ -312,7 +312,7 @@ fn run_sum_job(
     }
     // P2: per identifier, the sum of its rows' clamped values, clamped again to the bounds.
     let column = &k.value_column;
-    let values = run.dataset.values(&column).ok_or_else(|| {
+    let values = run.dataset.values(column).ok_or_else(|| {
         NodeError::protocol(
             &job,
             &format!(

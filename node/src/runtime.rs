@@ -564,6 +564,7 @@ fn check_columns(node: &Node, job: &Job, index: usize) -> Result<(), String> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per part of the job's context; regrouped with node/src/jobs/
 fn start_job(
     node: &Arc<Node>,
     offer: JobOffer,
