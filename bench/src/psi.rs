@@ -401,7 +401,7 @@ fn check_result(
     let psi = job
         .result
         .as_ref()
-        .and_then(|r| r.psi.as_ref())
+        .and_then(|r| r.psi())
         .context("succeeded job without a PSI result")?;
     let (n64, k64) = (n as u64, k as u64);
     if psi.intersection_records != k64 {
@@ -1199,7 +1199,7 @@ fn check_sum_result(
     let psi = job
         .result
         .as_ref()
-        .and_then(|r| r.psi.as_ref())
+        .and_then(|r| r.psi())
         .context("succeeded job without a PSI result")?;
     let sum = psi
         .sum

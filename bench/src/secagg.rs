@@ -97,7 +97,7 @@ pub fn bench_spec(n: usize, m: usize) -> JobSpec {
     let cats: Vec<&str> = cats.iter().map(String::as_str).collect();
     let mut spec = secure_sum_spec(&parts, &cats);
     spec.label = format!("parley-bench secagg n={n} m={m}");
-    if let Some(p) = spec.secure_sum.as_mut() {
+    if let Some(p) = spec.secure_sum_mut() {
         p.round_timeout_secs = ROUND_TIMEOUT_SECS;
     }
     spec
@@ -154,7 +154,7 @@ pub fn check_release(job: &Job, expected: &[u64], n: usize) -> anyhow::Result<()
     let r = job
         .result
         .as_ref()
-        .and_then(|r| r.secure_sum.as_ref())
+        .and_then(|r| r.secure_sum())
         .context("the job succeeded without a secure_sum result")?;
     if r.contributors.len() != n || !r.dropped.is_empty() {
         bail!(
@@ -829,7 +829,7 @@ mod tests {
         };
         job.set_state(JobState::Succeeded);
         job.result = Some(JobResult {
-            secure_sum: Some(SecureSumResult {
+            kind: Some(parley_proto::job_result::Kind::SecureSum(SecureSumResult {
                 contributors: (1..=n).map(participant_name).collect(),
                 categories: expected
                     .chunks(2)
@@ -841,8 +841,7 @@ mod tests {
                     })
                     .collect(),
                 ..Default::default()
-            }),
-            ..Default::default()
+            })),
         });
         job
     }
@@ -886,7 +885,7 @@ mod tests {
     fn spec_has_the_requested_vector_length() {
         for (n, m) in [(3, 2), (10, 2000)] {
             let spec = bench_spec(n, m);
-            let p = spec.secure_sum.as_ref().unwrap();
+            let p = spec.secure_sum().unwrap();
             let Kind::SecureSum(k) = parley_jobs::Job::try_from(&spec).unwrap().kind else {
                 panic!("not a secure_sum job");
             };

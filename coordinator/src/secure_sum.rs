@@ -328,10 +328,11 @@ impl SecAggRun {
             .map(|&i| self.name(i).to_string())
             .collect();
         let dropped = self.dropped.values().cloned().collect();
-        Ok(JobResult {
-            secure_sum: Some(self.job.result(sum, contributors, dropped)?),
-            ..Default::default()
-        })
+        Ok(JobResult::from(self.job.result(
+            sum,
+            contributors,
+            dropped,
+        )?))
     }
 }
 

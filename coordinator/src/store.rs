@@ -426,12 +426,11 @@ mod tests {
                 label: format!("label of {id}"),
                 kind: JobKind::Psi as i32,
                 participants: vec![],
-                psi: Some(PsiParams {
+                params: Some(parley_proto::job_spec::Params::Psi(PsiParams {
                     mode: PsiMode::Match as i32,
                     min_intersection: 10,
                     ..Default::default()
-                }),
-                ..Default::default()
+                })),
             }),
             submitted_by: "alice".to_string(),
             ..Job::default()
@@ -458,12 +457,11 @@ mod tests {
         transition(&mut j, JobState::Running, "", 1002);
         transition(&mut j, JobState::Succeeded, "", 1003);
         j.result = Some(JobResult {
-            psi: Some(PsiResult {
+            kind: Some(parley_proto::job_result::Kind::Psi(PsiResult {
                 mode: PsiMode::Match as i32,
                 intersection_records: 42,
                 ..PsiResult::default()
-            }),
-            ..Default::default()
+            })),
         });
         store.update(&j).unwrap();
         let back = store.get("job-1").unwrap().unwrap();

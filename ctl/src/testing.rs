@@ -39,12 +39,11 @@ pub(crate) fn finished_job(state: JobState, reason: &str) -> Job {
                     ..Default::default()
                 },
             ],
-            psi: Some(PsiParams {
+            params: Some(parley_proto::job_spec::Params::Psi(PsiParams {
                 mode: PsiMode::Match as i32,
                 min_intersection: 100,
                 ..Default::default()
-            }),
-            ..Default::default()
+            })),
         }),
         submitted_by: "alice".into(),
         ..Job::default()

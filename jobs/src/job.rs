@@ -245,7 +245,7 @@ fn parse(spec: &JobSpec) -> Result<Job, String> {
         check_participant(i, p)?;
     }
     let kind = match JobKind::try_from(spec.kind) {
-        Ok(JobKind::Psi) => match spec.psi.as_ref().map(|p| p.mode()) {
+        Ok(JobKind::Psi) => match spec.psi().map(|p| p.mode()) {
             Some(PbPsiMode::Sum) => Kind::PsiSum(PsiSum::from_spec(spec)?),
             _ => Kind::Psi(Psi::from_spec(spec)?),
         },
@@ -375,17 +375,24 @@ mod tests {
 
     #[test]
     fn tables_of_other_kinds_are_refused() {
-        let ss = JobSpec::from(&job("job-secure-sum.toml")).secure_sum;
+        let ss = JobSpec::from(&job("job-secure-sum.toml")).params;
         for name in ["job-match.toml", "job-sum.toml"] {
             let mut spec = JobSpec::from(&job(name));
-            spec.secure_sum = ss.clone();
+            spec.params = ss.clone();
             let r = reason(&spec);
             assert!(r.starts_with("secure_sum: a psi job takes no"), "{r}");
         }
         let mut spec = JobSpec::from(&job("job-dp-stats.toml"));
-        spec.secure_sum = ss;
+        spec.params = ss;
         let r = reason(&spec);
         assert!(r.starts_with("secure_sum: a dp_stats job takes no"), "{r}");
+        let mut spec = JobSpec::from(&job("job-secure-sum.toml"));
+        spec.params = JobSpec::from(&job("job-match.toml")).params;
+        let r = reason(&spec);
+        assert!(
+            r.starts_with("psi: a secure_sum job takes no [psi] table"),
+            "{r}"
+        );
     }
 
     #[test]
@@ -450,7 +457,7 @@ mod tests {
         assert_eq!(job("job-secure-sum.toml").release_cost(), None);
 
         let mut spec = JobSpec::from(&job("job-cardinality.toml"));
-        spec.psi.as_mut().unwrap().dp = Some(parley_proto::DpParams {
+        spec.psi_mut().unwrap().dp = Some(parley_proto::DpParams {
             epsilon: 0.25,
             mechanism: parley_proto::DpMechanism::Gaussian as i32,
             delta: 1e-6,

@@ -88,7 +88,8 @@
 //! threshold = 6                      # Shamir t (default floor(2n/3) + 1)
 //! min_contributors = 6               # fewer surviving inputs fail the job (default t)
 //! round_timeout_secs = 30            # nodes silent for a round count as dropped
-//! receiver = "retailer-1"            # optional: a participant that also receives the result
+//! result_to = "retailer-1"           # optional: a participant that gets a copy of the result
+//!                                    # (version-1 files call it `receiver`; still accepted)
 //! [[participants]]
 //! node = "retailer-1"
 //! dataset = "sales"
@@ -100,12 +101,14 @@
 
 use std::path::Path;
 
+use parley_proto::job_spec::Params;
 use parley_proto::{
     DpMechanism, DpParams, DpStatsParams, JobKind, JobSpec, Measure, MeasureKind, OtherRows,
     Participant, PsiMode, PsiParams, PsiRole, SecureSumParams,
 };
 use serde::Deserialize;
 
+use crate::params::{table_name, wrong_params};
 use crate::{Job, JobError};
 
 /// A job file as written.
@@ -146,9 +149,10 @@ struct SecureSumToml {
     #[serde(default)]
     round_timeout_secs: u32,
     dp: Option<DpToml>,
-    /// The participant that also receives the result (`result_to` is accepted too).
-    #[serde(default, alias = "result_to")]
-    receiver: String,
+    /// The participant that gets a copy of the result (`receiver`, its version-1 name, is
+    /// accepted too).
+    #[serde(default, alias = "receiver")]
+    result_to: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +255,15 @@ enum OtherToml {
     Bucket,
 }
 
+impl OtherToml {
+    fn proto(&self) -> OtherRows {
+        match self {
+            OtherToml::Drop => OtherRows::Drop,
+            OtherToml::Bucket => OtherRows::Bucket,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MeasureToml {
@@ -298,13 +311,71 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         origin: origin.to_string(),
         message: e.to_string().trim_end().to_string(),
     })?;
+    let kind = match file.kind {
+        KindToml::Psi => JobKind::Psi,
+        KindToml::DpStats => JobKind::DpStats,
+        KindToml::SecureSum => JobKind::SecureSum,
+    };
+    let invalid = |reason| JobError::FileInvalid {
+        origin: origin.to_string(),
+        reason,
+    };
+    let psi = file.psi.map(|psi| PsiParams {
+        mode: match psi.mode {
+            ModeToml::Match => PsiMode::Match,
+            ModeToml::Cardinality => PsiMode::Cardinality,
+            ModeToml::Sum => PsiMode::Sum,
+        } as i32,
+        min_intersection: psi.min_intersection,
+        dp: psi.dp.as_ref().map(DpToml::proto),
+        count_dp: psi.count_dp.as_ref().map(DpToml::proto),
+        lower: psi.lower,
+        upper: psi.upper,
+        decimals: psi.decimals,
+    });
+    let dp_stats = file.dp_stats.map(|d| DpStatsParams {
+        segment_column: d.segment_column,
+        categories: d.categories,
+        other: d.other.proto() as i32,
+        measures: d
+            .measures
+            .into_iter()
+            .map(|m| Measure {
+                kind: match m.kind {
+                    MeasureKindToml::Count => MeasureKind::Count,
+                    MeasureKindToml::Sum => MeasureKind::Sum,
+                    MeasureKindToml::Mean => MeasureKind::Mean,
+                } as i32,
+                column: m.column,
+                lower: m.lower,
+                upper: m.upper,
+                epsilon: m.epsilon,
+            })
+            .collect(),
+        mechanism: d.mechanism.proto() as i32,
+        delta: d.delta,
+        min_count: d.min_count,
+        decimals: d.decimals,
+    });
+    let secure_sum = file.secure_sum.map(|d| SecureSumParams {
+        segment_column: d.segment_column,
+        categories: d.categories,
+        other: d.other.proto() as i32,
+        count: d.count,
+        value_column: d.value_column,
+        lower: d.lower,
+        upper: d.upper,
+        decimals: d.decimals,
+        threshold: d.threshold,
+        min_contributors: d.min_contributors,
+        round_timeout_secs: d.round_timeout_secs,
+        dp: d.dp.as_ref().map(DpToml::proto),
+        result_to: d.result_to,
+    });
+    let params = kind_params(kind, psi, dp_stats, secure_sum).map_err(invalid)?;
     let spec = JobSpec {
         label: file.label,
-        kind: match file.kind {
-            KindToml::Psi => JobKind::Psi,
-            KindToml::DpStats => JobKind::DpStats,
-            KindToml::SecureSum => JobKind::SecureSum,
-        } as i32,
+        kind: kind as i32,
         participants: file
             .participants
             .into_iter()
@@ -320,70 +391,40 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
                 value_column: p.value_column,
             })
             .collect(),
-        psi: file.psi.map(|psi| PsiParams {
-            mode: match psi.mode {
-                ModeToml::Match => PsiMode::Match,
-                ModeToml::Cardinality => PsiMode::Cardinality,
-                ModeToml::Sum => PsiMode::Sum,
-            } as i32,
-            min_intersection: psi.min_intersection,
-            dp: psi.dp.as_ref().map(DpToml::proto),
-            count_dp: psi.count_dp.as_ref().map(DpToml::proto),
-            lower: psi.lower,
-            upper: psi.upper,
-            decimals: psi.decimals,
-        }),
-        dp_stats: file.dp_stats.map(|d| DpStatsParams {
-            segment_column: d.segment_column,
-            categories: d.categories,
-            other: match d.other {
-                OtherToml::Drop => OtherRows::Drop,
-                OtherToml::Bucket => OtherRows::Bucket,
-            } as i32,
-            measures: d
-                .measures
-                .into_iter()
-                .map(|m| Measure {
-                    kind: match m.kind {
-                        MeasureKindToml::Count => MeasureKind::Count,
-                        MeasureKindToml::Sum => MeasureKind::Sum,
-                        MeasureKindToml::Mean => MeasureKind::Mean,
-                    } as i32,
-                    column: m.column,
-                    lower: m.lower,
-                    upper: m.upper,
-                    epsilon: m.epsilon,
-                })
-                .collect(),
-            mechanism: d.mechanism.proto() as i32,
-            delta: d.delta,
-            min_count: d.min_count,
-            decimals: d.decimals,
-        }),
-        secure_sum: file.secure_sum.map(|d| SecureSumParams {
-            segment_column: d.segment_column,
-            categories: d.categories,
-            other: match d.other {
-                OtherToml::Drop => OtherRows::Drop,
-                OtherToml::Bucket => OtherRows::Bucket,
-            } as i32,
-            count: d.count,
-            value_column: d.value_column,
-            lower: d.lower,
-            upper: d.upper,
-            decimals: d.decimals,
-            threshold: d.threshold,
-            min_contributors: d.min_contributors,
-            round_timeout_secs: d.round_timeout_secs,
-            dp: d.dp.as_ref().map(DpToml::proto),
-            receiver: d.receiver,
-        }),
+        params,
     };
-    validate_spec(&spec).map_err(|reason| JobError::FileInvalid {
-        origin: origin.to_string(),
-        reason,
-    })?;
+    validate_spec(&spec).map_err(invalid)?;
     Ok(spec)
+}
+
+/// The one parameter table of a `kind` job: a file may carry only its own kind's table (the
+/// wire form holds exactly one, so another kind's table would otherwise be silently dropped).
+fn kind_params(
+    kind: JobKind,
+    psi: Option<PsiParams>,
+    dp_stats: Option<DpStatsParams>,
+    secure_sum: Option<SecureSumParams>,
+) -> Result<Option<Params>, String> {
+    let name = match kind {
+        JobKind::Psi => "psi",
+        JobKind::DpStats => "dp_stats",
+        JobKind::SecureSum => "secure_sum",
+        JobKind::Unspecified => "unspecified",
+    };
+    let tables = [
+        psi.map(Params::Psi),
+        dp_stats.map(Params::DpStats),
+        secure_sum.map(Params::SecureSum),
+    ];
+    let mut own = None;
+    for p in tables.into_iter().flatten() {
+        if table_name(&p) == name {
+            own = Some(p);
+        } else {
+            return Err(wrong_params(name, Some(&p), ""));
+        }
+    }
+    Ok(own)
 }
 
 /// Parses a job file into a typed [`Job`]; see [`parse_job_toml`].
@@ -456,7 +497,7 @@ role = "sender"
     fn sum_and_dp_stats_examples_parse() {
         let spec =
             parse_job_toml(include_str!("../examples/job-sum.toml"), "job-sum.toml").unwrap();
-        let psi = spec.psi.unwrap();
+        let psi = spec.psi().cloned().unwrap();
         assert_eq!(psi.mode(), PsiMode::Sum);
         assert_eq!(psi.dp.unwrap().epsilon, 0.5);
         assert_eq!(psi.upper, 500.0);
@@ -467,7 +508,7 @@ role = "sender"
         )
         .unwrap();
         assert_eq!(spec.kind(), JobKind::DpStats);
-        let d = spec.dp_stats.unwrap();
+        let d = spec.dp_stats().cloned().unwrap();
         assert_eq!(d.categories.len(), 4);
         assert_eq!(d.other(), OtherRows::Bucket);
         assert_eq!(d.measures.len(), 3);
@@ -479,7 +520,7 @@ role = "sender"
         let text = include_str!("../examples/job-secure-sum.toml");
         let spec = parse_job_toml(text, "job-secure-sum.toml").unwrap();
         assert_eq!(spec.kind(), JobKind::SecureSum);
-        let p = spec.secure_sum.clone().unwrap();
+        let p = spec.secure_sum().cloned().unwrap();
         let crate::Kind::SecureSum(k) = parse_job(text, "job-secure-sum.toml").unwrap().kind else {
             panic!("not a secure_sum job");
         };
@@ -504,9 +545,21 @@ role = "sender"
             .join("[[participants]]");
         let e = invalid(&two);
         assert!(e.contains("between 3"), "{e}");
-        let e = invalid(&text.replace("receiver = \"retailer-1\"", "receiver = \"brand\""));
-        assert!(e.contains("not a participant"), "{e}");
-        assert_eq!(p.receiver, "retailer-1");
+        let e = invalid(&text.replace("result_to = \"retailer-1\"", "result_to = \"brand\""));
+        assert!(
+            e.contains("secure_sum.result_to: 'brand' is not a participant"),
+            "{e}"
+        );
+        assert_eq!(p.result_to, "retailer-1");
+        // Version-1 job files name the field `receiver`; they keep working.
+        let v1 = text.replace("result_to = \"retailer-1\"", "receiver = \"retailer-1\"");
+        assert_eq!(parse_job_toml(&v1, "v1.toml").unwrap(), spec);
+        // A file may carry only its own kind's table.
+        let e = invalid(&format!("{text}\n[psi]\nmode = \"match\"\n"));
+        assert!(
+            e.starts_with("psi: a secure_sum job takes no [psi] table"),
+            "{e}"
+        );
         let dup = text.replace("retailer-5", "retailer-4");
         assert!(invalid(&dup).contains("listed twice"));
     }
@@ -556,7 +609,7 @@ role = "sender"
     fn match_example_parses() {
         let spec = parse_job_toml(MATCH_EXAMPLE, "job-match.toml").unwrap();
         assert_eq!(spec.kind(), JobKind::Psi);
-        let psi = spec.psi.unwrap();
+        let psi = spec.psi().cloned().unwrap();
         assert_eq!(psi.mode(), PsiMode::Match);
         assert_eq!(psi.min_intersection, 100);
         assert_eq!(spec.participants.len(), 2);
@@ -578,7 +631,7 @@ role = "sender"
     #[test]
     fn cardinality_example_parses() {
         let spec = parse_job_toml(CARDINALITY_EXAMPLE, "job-cardinality.toml").unwrap();
-        let psi = spec.psi.unwrap();
+        let psi = spec.psi().cloned().unwrap();
         assert_eq!(psi.mode(), PsiMode::Cardinality);
         assert_eq!(spec.participants.len(), 2);
         let roles: Vec<_> = spec.participants.iter().map(|p| p.psi_role()).collect();
@@ -588,7 +641,7 @@ role = "sender"
     #[test]
     fn minimal_defaults() {
         let spec = parse_job_toml(MINIMAL, "m.toml").unwrap();
-        assert_eq!(spec.psi.unwrap().min_intersection, 0);
+        assert_eq!(spec.psi().cloned().unwrap().min_intersection, 0);
         assert!(spec.participants.iter().all(|p| p.columns.is_empty()));
         // Label is optional.
         let spec = parse_job_toml(&MINIMAL.replace("label = \"t\"", ""), "m.toml").unwrap();
@@ -616,13 +669,13 @@ role = "sender"
         let no_psi = MINIMAL.replace("[psi]\nmode = \"match\"\n", "");
         assert!(invalid(&no_psi).starts_with("psi:"));
         let mut spec = parse_job_toml(MINIMAL, "m").unwrap();
-        spec.psi.as_mut().unwrap().mode = 0;
+        spec.psi_mut().unwrap().mode = 0;
         assert!(
             validate_spec(&spec)
                 .unwrap_err()
                 .starts_with("psi.mode: not set")
         );
-        spec.psi.as_mut().unwrap().mode = 99;
+        spec.psi_mut().unwrap().mode = 99;
         assert!(validate_spec(&spec).unwrap_err().contains("unknown mode"));
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 
+use parley_proto::job_spec::Params;
 use parley_proto::{DpMechanism, DpParams, OtherRows, Participant as PbParticipant};
 
 use crate::limits::{
@@ -272,6 +273,28 @@ pub(crate) fn check_column(name: &str, field: &str) -> Result<(), String> {
         return Err(format!("{field}: name the segment column to group by"));
     }
     Ok(())
+}
+
+/// The job-file table a spec's kind parameters come from (`psi`, `dp_stats`, `secure_sum`).
+pub(crate) fn table_name(p: &Params) -> &'static str {
+    match p {
+        Params::Psi(_) => "psi",
+        Params::DpStats(_) => "dp_stats",
+        Params::SecureSum(_) => "secure_sum",
+    }
+}
+
+/// The error for a `kind` job whose spec carries no parameters (`missing`) or another kind's.
+pub(crate) fn wrong_params(kind: &str, found: Option<&Params>, missing: &str) -> String {
+    match found {
+        Some(p) => {
+            let t = table_name(p);
+            format!(
+                "{t}: a {kind} job takes no [{t}] table; remove it, or set kind = \"{t}\" to                  run a {t} job"
+            )
+        }
+        None => missing.to_string(),
+    }
 }
 
 /// Checks names and columns of participant number `i` (0-based).

@@ -212,10 +212,7 @@ pub fn run_blocking(run: JobRun, io: JobIo, rt: Handle) -> Result<Option<JobResu
                     run.charge(&io, &rt)
                 })?;
             tracing::info!(job = %run.job_id, categories = result.categories.len(), "dp_stats released");
-            Ok(Some(JobResult {
-                dp_stats: Some(result),
-                ..Default::default()
-            }))
+            Ok(Some(JobResult::from(result)))
         }
         Kind::PsiSum(k) => run_sum_job(run, k, io, rt, started),
         Kind::Psi(k) => run_psi_job(run, k, io, rt, started),
@@ -353,28 +350,25 @@ fn run_sum_job(
     let noisy_count = got.noisy_count.max(0) as u64;
     let suppressed = k.min_intersection > 0 && noisy_count < k.min_intersection;
     tracing::info!(job = %job, suppressed, "psi sum finished");
-    Ok(Some(JobResult {
-        psi: Some(PsiResult {
-            mode: parley_proto::PsiMode::Sum as i32,
-            receiver_records,
-            receiver_identifiers: n,
-            sender_identifiers: got.p1_identifiers,
-            intersection_records: if suppressed { 0 } else { noisy_count },
-            suppressed,
-            match_output: String::new(),
-            elapsed_ms: started.elapsed().as_millis() as u64,
-            count_noise: None,
-            sum: (!suppressed).then_some(parley_proto::SumRelease {
-                noisy_sum: got.noisy_sum as f64 * unit,
-                noisy_count: got.noisy_count,
-                sum_noise: Some(got.sum_info),
-                count_noise: Some(got.count_info),
-                lower: b.lower,
-                upper: b.upper,
-            }),
+    Ok(Some(JobResult::from(PsiResult {
+        mode: parley_proto::PsiMode::Sum as i32,
+        receiver_records,
+        receiver_identifiers: n,
+        sender_identifiers: got.p1_identifiers,
+        intersection_records: if suppressed { 0 } else { noisy_count },
+        suppressed,
+        match_output: String::new(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        count_noise: None,
+        sum: (!suppressed).then_some(parley_proto::SumRelease {
+            noisy_sum: got.noisy_sum as f64 * unit,
+            noisy_count: got.noisy_count,
+            sum_noise: Some(got.sum_info),
+            count_noise: Some(got.count_info),
+            lower: b.lower,
+            upper: b.upper,
         }),
-        ..Default::default()
-    }))
+    })))
 }
 
 /// Noises the intersection count when the job asks for DP (charging the budget first), applies
@@ -434,25 +428,22 @@ fn release(
         suppressed,
         "psi finished"
     );
-    Ok(JobResult {
-        psi: Some(PsiResult {
-            mode: k.mode.proto() as i32,
-            receiver_records: o.receiver_records,
-            receiver_identifiers: o.receiver_identifiers,
-            sender_identifiers: o.sender_identifiers,
-            intersection_records: if suppressed {
-                0
-            } else {
-                o.intersection_records
-            },
-            suppressed,
-            match_output,
-            elapsed_ms: started.elapsed().as_millis() as u64,
-            count_noise,
-            sum: None,
-        }),
-        ..Default::default()
-    })
+    Ok(JobResult::from(PsiResult {
+        mode: k.mode.proto() as i32,
+        receiver_records: o.receiver_records,
+        receiver_identifiers: o.receiver_identifiers,
+        sender_identifiers: o.sender_identifiers,
+        intersection_records: if suppressed {
+            0
+        } else {
+            o.intersection_records
+        },
+        suppressed,
+        match_output,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        count_noise,
+        sum: None,
+    }))
 }
 
 /// One side of a two-party message flow (PSI and intersection-sum).

@@ -441,7 +441,7 @@ analysts = ["alice"]
                 participant("brand", "crm", PsiRole::Receiver),
                 participant("publisher", "subscribers", PsiRole::Sender),
             ],
-            psi: Some(psi),
+            params: Some(psi.into()),
             ..Default::default()
         };
         spec.set_kind(JobKind::Psi);
@@ -492,7 +492,7 @@ analysts = ["alice"]
         );
         let dp = |epsilon: f64| {
             with_spec(offer(0), |s| {
-                s.psi.as_mut().unwrap().dp = Some(parley_proto::DpParams {
+                s.psi_mut().unwrap().dp = Some(parley_proto::DpParams {
                     epsilon,
                     ..Default::default()
                 });
@@ -517,25 +517,27 @@ analysts = ["alice"]
                 dataset: "subscribers".into(),
                 ..Default::default()
             }],
-            dp_stats: Some(parley_proto::DpStatsParams {
-                segment_column: "region".into(),
-                categories: vec!["north".into()],
-                measures: vec![
-                    parley_proto::Measure {
-                        kind: parley_proto::MeasureKind::Count as i32,
-                        epsilon: 0.25,
-                        ..Default::default()
-                    },
-                    parley_proto::Measure {
-                        kind: parley_proto::MeasureKind::Sum as i32,
-                        column: "amount".into(),
-                        upper: 10.0,
-                        epsilon: 0.5,
-                        ..Default::default()
-                    },
-                ],
-                ..Default::default()
-            }),
+            params: Some(parley_proto::job_spec::Params::DpStats(
+                parley_proto::DpStatsParams {
+                    segment_column: "region".into(),
+                    categories: vec!["north".into()],
+                    measures: vec![
+                        parley_proto::Measure {
+                            kind: parley_proto::MeasureKind::Count as i32,
+                            epsilon: 0.25,
+                            ..Default::default()
+                        },
+                        parley_proto::Measure {
+                            kind: parley_proto::MeasureKind::Sum as i32,
+                            column: "amount".into(),
+                            upper: 10.0,
+                            epsilon: 0.5,
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                },
+            )),
             ..Default::default()
         };
         spec.set_kind(JobKind::DpStats);
@@ -567,16 +569,18 @@ analysts = ["alice"]
                 participant("publisher", "subscribers"),
                 participant("retailer", "sales"),
             ],
-            secure_sum: Some(parley_proto::SecureSumParams {
-                segment_column: "region".into(),
-                categories: vec!["north".into(), "south".into()],
-                count: true,
-                value_column: "amount".into(),
-                upper: 100.0,
-                threshold,
-                min_contributors,
-                ..Default::default()
-            }),
+            params: Some(parley_proto::job_spec::Params::SecureSum(
+                parley_proto::SecureSumParams {
+                    segment_column: "region".into(),
+                    categories: vec!["north".into(), "south".into()],
+                    count: true,
+                    value_column: "amount".into(),
+                    upper: 100.0,
+                    threshold,
+                    min_contributors,
+                    ..Default::default()
+                },
+            )),
             ..Default::default()
         };
         spec.set_kind(JobKind::SecureSum);
@@ -674,7 +678,7 @@ analysts = ["alice"]
             "{err}"
         );
         let o = with_spec(offer(100), |s| {
-            if let Some(psi) = s.psi.as_mut() {
+            if let Some(psi) = s.psi_mut() {
                 psi.set_mode(PsiMode::Cardinality);
             }
         });
@@ -769,7 +773,7 @@ analysts = ["alice"]
                 .expect_err("must fail")
                 .contains("role is not set")
         );
-        let o = with_spec(offer(100), |s| s.psi = None);
+        let o = with_spec(offer(100), |s| s.params = None);
         assert!(
             check(POLICY, "publisher", &o)
                 .expect_err("must fail")

@@ -433,7 +433,7 @@ fn write_result(
             "a delivered result has an invalid job id",
         ));
     }
-    let Some(r) = d.result.as_ref().and_then(|r| r.secure_sum.as_ref()) else {
+    let Some(r) = d.result.as_ref().and_then(|r| r.secure_sum()) else {
         return Err(NodeError::protocol(
             &d.job_id,
             "a delivered result is empty",

@@ -490,7 +490,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
-            secure_sum: Some(p.clone()),
+            params: Some(p.clone().into()),
             ..Default::default()
         };
         let job = parley_jobs::Job::try_from(&spec).map_err(|e| e.to_string())?;

@@ -1,5 +1,11 @@
 //! Parley's gRPC API (package `parley.v1`): the generated tonic/prost types and services.
 //!
+//! The protos are split by layer (`proto/parley/v1/`): `link.proto` (node ↔ coordinator
+//! stream), `jobs.proto` (the analysts' and auditors' API), `spec.proto` and `result.proto`
+//! (a job and what it released, each with a `oneof` over the kinds), `dp.proto` (DP
+//! parameters and noise reports) and one file per job kind under `kinds/`. They form one
+//! package, so this crate exposes one flat module.
+//!
 //! Wire messages are plain generated structs; raw bytes from a peer are turned into
 //! validated values (points, keys) only by the crates that own those types, and every
 //! receiver bounds sizes before allocating.
@@ -25,3 +31,179 @@ pub const MAX_MESSAGE_BYTES: usize = MAX_CHUNK_BYTES + 64 * 1024;
 /// releases a result of a few MiB; what nodes send the coordinator stays within
 /// [`MAX_MESSAGE_BYTES`].
 pub const MAX_JOB_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+use job_result::Kind as ResultKind;
+use job_spec::Params;
+
+/// Read and write access to the kind's parameters of a spec (the `params` oneof).
+impl JobSpec {
+    /// The PSI parameters, when the spec carries them.
+    pub fn psi(&self) -> Option<&PsiParams> {
+        match &self.params {
+            Some(Params::Psi(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The DP-statistics parameters, when the spec carries them.
+    pub fn dp_stats(&self) -> Option<&DpStatsParams> {
+        match &self.params {
+            Some(Params::DpStats(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The secure-aggregation parameters, when the spec carries them.
+    pub fn secure_sum(&self) -> Option<&SecureSumParams> {
+        match &self.params {
+            Some(Params::SecureSum(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Mutable PSI parameters, when the spec carries them.
+    pub fn psi_mut(&mut self) -> Option<&mut PsiParams> {
+        match &mut self.params {
+            Some(Params::Psi(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Mutable DP-statistics parameters, when the spec carries them.
+    pub fn dp_stats_mut(&mut self) -> Option<&mut DpStatsParams> {
+        match &mut self.params {
+            Some(Params::DpStats(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Mutable secure-aggregation parameters, when the spec carries them.
+    pub fn secure_sum_mut(&mut self) -> Option<&mut SecureSumParams> {
+        match &mut self.params {
+            Some(Params::SecureSum(p)) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Read access to the kind's result (the `kind` oneof).
+impl JobResult {
+    /// The PSI result, when this is one.
+    pub fn psi(&self) -> Option<&PsiResult> {
+        match &self.kind {
+            Some(ResultKind::Psi(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The DP-statistics result, when this is one.
+    pub fn dp_stats(&self) -> Option<&DpStatsResult> {
+        match &self.kind {
+            Some(ResultKind::DpStats(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The secure-aggregation result, when this is one.
+    pub fn secure_sum(&self) -> Option<&SecureSumResult> {
+        match &self.kind {
+            Some(ResultKind::SecureSum(r)) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl From<PsiParams> for Params {
+    fn from(p: PsiParams) -> Self {
+        Params::Psi(p)
+    }
+}
+
+impl From<DpStatsParams> for Params {
+    fn from(p: DpStatsParams) -> Self {
+        Params::DpStats(p)
+    }
+}
+
+impl From<SecureSumParams> for Params {
+    fn from(p: SecureSumParams) -> Self {
+        Params::SecureSum(p)
+    }
+}
+
+impl From<PsiResult> for JobResult {
+    fn from(r: PsiResult) -> Self {
+        JobResult {
+            kind: Some(ResultKind::Psi(r)),
+        }
+    }
+}
+
+impl From<DpStatsResult> for JobResult {
+    fn from(r: DpStatsResult) -> Self {
+        JobResult {
+            kind: Some(ResultKind::DpStats(r)),
+        }
+    }
+}
+
+impl From<SecureSumResult> for JobResult {
+    fn from(r: SecureSumResult) -> Self {
+        JobResult {
+            kind: Some(ResultKind::SecureSum(r)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// The version-1 encoding of a spec with its optional PSI table and of a result: the
+    /// `oneof` kept the tags, so the bytes are the same and old peers still decode them.
+    #[test]
+    fn oneofs_keep_the_version_1_bytes() {
+        let spec = JobSpec {
+            label: "l".into(),
+            kind: JobKind::Psi as i32,
+            participants: vec![],
+            params: Some(Params::Psi(PsiParams {
+                mode: PsiMode::Cardinality as i32,
+                min_intersection: 7,
+                ..Default::default()
+            })),
+        };
+        // label (tag 1), kind (tag 2, varint 1), psi (tag 4, length 4: mode 2, min 7).
+        let v1 = [
+            0x0a, 0x01, b'l', 0x10, 0x01, 0x22, 0x04, 0x08, 0x02, 0x10, 0x07,
+        ];
+        assert_eq!(spec.encode_to_vec(), v1);
+        assert_eq!(JobSpec::decode(&v1[..]).unwrap(), spec);
+
+        let result = JobResult::from(SecureSumResult {
+            contributors: vec!["a".into()],
+            ..Default::default()
+        });
+        // secure_sum (tag 3, length 3: contributors (tag 1) "a").
+        let v1 = [0x1a, 0x03, 0x0a, 0x01, b'a'];
+        assert_eq!(result.encode_to_vec(), v1);
+        assert_eq!(
+            JobResult::decode(&v1[..]).unwrap().secure_sum(),
+            result.secure_sum()
+        );
+    }
+
+    #[test]
+    fn accessors_see_only_their_kind() {
+        let mut spec = JobSpec {
+            params: Some(DpStatsParams::default().into()),
+            ..Default::default()
+        };
+        assert!(spec.psi().is_none() && spec.secure_sum().is_none());
+        spec.dp_stats_mut().unwrap().min_count = 3;
+        assert_eq!(spec.dp_stats().unwrap().min_count, 3);
+        let r = JobResult::from(PsiResult::default());
+        assert!(r.psi().is_some() && r.dp_stats().is_none() && r.secure_sum().is_none());
+    }
+}

@@ -123,7 +123,7 @@ pub async fn run_demo(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<Demo
         }
         let psi = job
             .result
-            .and_then(|r| r.psi)
+            .and_then(|r| r.psi().cloned())
             .context("succeeded job without a PSI result")?;
         let truth = g.truth_match(r.0, s.0, None);
         let exact = if mode == PsiMode::Match {
@@ -266,7 +266,7 @@ async fn secure_sum_scenario(dir: &Path, records: usize) -> anyhow::Result<()> {
     }
     let r = job
         .result
-        .and_then(|r| r.secure_sum)
+        .and_then(|r| r.secure_sum().cloned())
         .context("succeeded secure_sum job without a result")?;
     println!("  contributors: {}", r.contributors.join(", "));
     for d in &r.dropped {
@@ -296,7 +296,7 @@ async fn secure_sum_scenario(dir: &Path, records: usize) -> anyhow::Result<()> {
     // of discrete Gaussian noise before masking, so nobody ever sees the un-noised totals.
     let six: Vec<(&str, &str)> = parts.iter().take(RETAILERS - 2).copied().collect();
     let mut spec = crate::harness::secure_sum_spec(&six, &cats);
-    spec.secure_sum.as_mut().context("secure_sum spec")?.dp = Some(parley_proto::DpParams {
+    spec.secure_sum_mut().context("secure_sum spec")?.dp = Some(parley_proto::DpParams {
         epsilon: 1.0,
         mechanism: parley_proto::DpMechanism::Gaussian as i32,
         delta: 1e-6,
@@ -311,7 +311,7 @@ async fn secure_sum_scenario(dir: &Path, records: usize) -> anyhow::Result<()> {
     }
     let r = job
         .result
-        .and_then(|r| r.secure_sum)
+        .and_then(|r| r.secure_sum().cloned())
         .context("succeeded secure_sum job without a result")?;
     let (cn, sn) = (r.noise.unwrap_or_default(), r.sum_noise.unwrap_or_default());
     println!(
@@ -388,7 +388,7 @@ async fn dp_scenarios(fed: &Federation, g: &Generated) -> anyhow::Result<()> {
     }
     let sum = job
         .result
-        .and_then(|r| r.psi)
+        .and_then(|r| r.psi().cloned())
         .and_then(|p| p.sum)
         .context("succeeded sum job without a sum")?;
     let truth = g.truth_sum("brand", "publisher", 0, 50_000);
@@ -442,7 +442,7 @@ async fn dp_scenarios(fed: &Federation, g: &Generated) -> anyhow::Result<()> {
     }
     let r = job
         .result
-        .and_then(|r| r.dp_stats)
+        .and_then(|r| r.dp_stats().cloned())
         .context("succeeded dp_stats job without a result")?;
     let truth = g.truth_segments("brand");
     let acc = |i: usize| {

@@ -384,13 +384,11 @@ pub fn psi_spec(
                 ..Default::default()
             },
         ],
-        psi: Some(PsiParams {
+        params: Some(parley_proto::job_spec::Params::Psi(PsiParams {
             mode: mode as i32,
             min_intersection,
             ..Default::default()
-        }),
-        dp_stats: None,
-        ..Default::default()
+        })),
     }
 }
 
@@ -433,7 +431,7 @@ pub fn sum_spec(
                 ..Default::default()
             },
         ],
-        psi: Some(PsiParams {
+        params: Some(parley_proto::job_spec::Params::Psi(PsiParams {
             mode: PsiMode::Sum as i32,
             dp: Some(laplace(epsilon)),
             count_dp: Some(laplace(epsilon)),
@@ -441,9 +439,7 @@ pub fn sum_spec(
             upper,
             decimals: 2,
             ..Default::default()
-        }),
-        dp_stats: None,
-        ..Default::default()
+        })),
     }
 }
 
@@ -482,8 +478,7 @@ pub fn dp_stats_spec(
             dataset: dataset.to_string(),
             ..Default::default()
         }],
-        psi: None,
-        dp_stats: Some(DpStatsParams {
+        params: Some(parley_proto::job_spec::Params::DpStats(DpStatsParams {
             segment_column: "region".to_string(),
             categories: categories.iter().map(|c| c.to_string()).collect(),
             other: if bucket_other {
@@ -496,8 +491,7 @@ pub fn dp_stats_spec(
             delta: 0.0,
             min_count: 0,
             decimals: 2,
-        }),
-        ..Default::default()
+        })),
     }
 }
 
@@ -516,7 +510,7 @@ pub fn secure_sum_spec(nodes: &[(&str, &str)], categories: &[&str]) -> JobSpec {
                 ..Default::default()
             })
             .collect(),
-        secure_sum: Some(SecureSumParams {
+        params: Some(parley_proto::job_spec::Params::SecureSum(SecureSumParams {
             segment_column: "region".into(),
             categories: categories.iter().map(|c| c.to_string()).collect(),
             other: OtherRows::Drop as i32,
@@ -527,8 +521,7 @@ pub fn secure_sum_spec(nodes: &[(&str, &str)], categories: &[&str]) -> JobSpec {
             decimals: 2,
             round_timeout_secs: 10,
             ..Default::default()
-        }),
-        ..Default::default()
+        })),
     }
 }
 

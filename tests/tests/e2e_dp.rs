@@ -86,7 +86,7 @@ async fn dp_stats_releases_declared_categories_within_their_noise_and_charges_th
         .await
         .unwrap();
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-    let r = job.result.unwrap().dp_stats.unwrap();
+    let r = job.result.unwrap().dp_stats().cloned().unwrap();
     let names: Vec<&str> = r.categories.iter().map(|c| c.category.as_str()).collect();
     assert_eq!(names, ["north", "south", "east"]);
     assert!((r.epsilon - 2.0).abs() < 1e-9);
@@ -120,7 +120,7 @@ async fn dp_stats_releases_declared_categories_within_their_noise_and_charges_th
         .await
         .unwrap();
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-    let r = job.result.unwrap().dp_stats.unwrap();
+    let r = job.result.unwrap().dp_stats().cloned().unwrap();
     let names: Vec<&str> = r.categories.iter().map(|c| c.category.as_str()).collect();
     assert_eq!(names, ["north", "other"]);
     let others: u64 = truth
@@ -134,7 +134,7 @@ async fn dp_stats_releases_declared_categories_within_their_noise_and_charges_th
 
     // A segment column the dataset lacks is refused at the offer, and charges nothing.
     let mut spec = dp_stats_spec("brand", "crm", &["north"], false, 1.0, 0.0);
-    spec.dp_stats.as_mut().unwrap().segment_column = "tier".into();
+    spec.dp_stats_mut().unwrap().segment_column = "tier".into();
     let job = fed.run_job(spec).await.unwrap();
     assert_eq!(job.state(), JobState::Refused);
     assert!(
@@ -162,7 +162,7 @@ async fn released_noise_has_the_declared_variance() {
             .await
             .unwrap();
         assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-        let r = job.result.unwrap().dp_stats.unwrap();
+        let r = job.result.unwrap().dp_stats().cloned().unwrap();
         scale = r.measures[0].noise.as_ref().unwrap().scale;
         for c in &r.categories {
             errors.push(c.values[0] - truth[&c.category].rows as f64);
@@ -252,10 +252,10 @@ async fn dp_psi_counts_charge_both_datasets_and_policies_can_require_dp() {
         ("retailer", "loyalty"),
         0,
     );
-    spec.psi.as_mut().unwrap().dp = Some(laplace(1.0));
+    spec.psi_mut().unwrap().dp = Some(laplace(1.0));
     let job = fed.run_job(spec).await.unwrap();
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-    let psi = job.result.unwrap().psi.unwrap();
+    let psi = job.result.unwrap().psi().cloned().unwrap();
     let noise = psi.count_noise.unwrap();
     near(
         psi.intersection_records as f64,
@@ -288,7 +288,7 @@ async fn dp_psi_counts_charge_both_datasets_and_policies_can_require_dp() {
         job.reason
     );
     let mut greedy = exact;
-    greedy.psi.as_mut().unwrap().dp = Some(laplace(3.0));
+    greedy.psi_mut().unwrap().dp = Some(laplace(3.0));
     let job = fed.run_job(greedy).await.unwrap();
     assert_eq!(job.state(), JobState::Refused);
     assert!(job.reason.contains("epsilon"), "{}", job.reason);
@@ -314,7 +314,7 @@ async fn intersection_sum_is_the_clamped_truth_within_its_noise() {
             .await
             .unwrap();
         assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-        let psi = job.result.unwrap().psi.unwrap();
+        let psi = job.result.unwrap().psi().cloned().unwrap();
         let sum = psi.sum.unwrap();
         let truth = g.truth_sum("brand", "publisher", 0, (upper * 100.0) as u64);
         assert!(truth.count > 100, "generator overlap");

@@ -42,15 +42,18 @@ async fn a_psi_job_carrying_secure_sum_parameters_is_rejected_at_submit() {
         ("publisher", "subscribers"),
         0,
     );
-    // Before the typed model this was accepted, and `secure_sum.receiver` got the result.
+    // Before the typed model this was accepted, and `secure_sum.receiver` got the result. The
+    // wire form now holds one kind's parameters, so the mismatch is kind = psi with the
+    // secure_sum parameters.
     let mut ss = secure_sum_spec(
         &[("brand", "crm"), ("publisher", "subscribers"), ("x", "y")],
         &["north"],
     )
-    .secure_sum
+    .secure_sum()
+    .cloned()
     .unwrap();
-    ss.receiver = "publisher".into();
-    spec.secure_sum = Some(ss);
+    ss.result_to = "publisher".into();
+    spec.params = Some(ss.into());
     let err = fed.submit(spec).await.unwrap_err();
     let status = err.downcast_ref::<Status>().expect("a gRPC status");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);

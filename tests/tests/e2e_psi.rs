@@ -55,7 +55,7 @@ async fn match_and_cardinality_equal_the_truth_on_messy_data() {
         .await
         .unwrap();
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-    let psi = job.result.unwrap().psi.unwrap();
+    let psi = job.result.unwrap().psi().cloned().unwrap();
     let truth = g.truth_match("brand", "publisher", None);
     assert!(truth.len() > 500, "generator should give a real overlap");
     let got = read_match_keys(&psi.match_output).unwrap();
@@ -74,7 +74,7 @@ async fn match_and_cardinality_equal_the_truth_on_messy_data() {
         .await
         .unwrap();
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-    let psi = job.result.unwrap().psi.unwrap();
+    let psi = job.result.unwrap().psi().cloned().unwrap();
     assert_eq!(
         psi.intersection_records,
         g.truth_cardinality("brand", "retailer") as u64
@@ -91,7 +91,7 @@ async fn match_and_cardinality_equal_the_truth_on_messy_data() {
     }
     let job = fed.run_job(spec).await.unwrap();
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-    let psi = job.result.unwrap().psi.unwrap();
+    let psi = job.result.unwrap().psi().cloned().unwrap();
     assert_eq!(
         read_match_keys(&psi.match_output).unwrap(),
         g.truth_match("retailer", "brand", Some(&["phone"]))
@@ -114,7 +114,7 @@ async fn small_intersections_are_suppressed() {
         .await
         .unwrap();
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-    let psi = job.result.unwrap().psi.unwrap();
+    let psi = job.result.unwrap().psi().cloned().unwrap();
     assert!(psi.suppressed);
     assert_eq!(psi.intersection_records, 0);
 
@@ -127,7 +127,7 @@ async fn small_intersections_are_suppressed() {
         ))
         .await
         .unwrap();
-    let psi = job.result.unwrap().psi.unwrap();
+    let psi = job.result.unwrap().psi().cloned().unwrap();
     assert!(
         psi.suppressed && psi.match_output.is_empty(),
         "no match file when suppressed"
@@ -142,7 +142,7 @@ async fn small_intersections_are_suppressed() {
         ))
         .await
         .unwrap();
-    let psi = job.result.unwrap().psi.unwrap();
+    let psi = job.result.unwrap().psi().cloned().unwrap();
     assert!(!psi.suppressed);
     assert_eq!(psi.intersection_records, truth);
     fed.shutdown().await.unwrap();
@@ -271,7 +271,12 @@ async fn a_malformed_point_from_a_peer_fails_the_job_cleanly() {
         .unwrap();
     assert_eq!(next.state(), JobState::Succeeded, "{}", next.reason);
     assert_eq!(
-        next.result.unwrap().psi.unwrap().intersection_records,
+        next.result
+            .unwrap()
+            .psi()
+            .cloned()
+            .unwrap()
+            .intersection_records,
         g.truth_cardinality("brand", "publisher") as u64
     );
     fed.shutdown().await.unwrap();
@@ -365,7 +370,7 @@ async fn a_node_that_disconnects_mid_job_fails_it_and_the_next_job_succeeds() {
         .await
         .unwrap();
     assert_eq!(next.state(), JobState::Succeeded, "{}", next.reason);
-    let psi = next.result.unwrap().psi.unwrap();
+    let psi = next.result.unwrap().psi().cloned().unwrap();
     assert_eq!(
         read_match_keys(&psi.match_output).unwrap(),
         g.truth_match("brand", "publisher", None)
@@ -429,7 +434,12 @@ async fn a_real_node_stopped_mid_job_fails_it_and_reconnects() {
         .unwrap();
     assert_eq!(next.state(), JobState::Succeeded, "{}", next.reason);
     assert_eq!(
-        next.result.unwrap().psi.unwrap().intersection_records,
+        next.result
+            .unwrap()
+            .psi()
+            .cloned()
+            .unwrap()
+            .intersection_records,
         g.truth_cardinality("brand", "publisher") as u64
     );
     fed.shutdown().await.unwrap();
@@ -540,7 +550,12 @@ async fn concurrent_jobs_in_opposite_directions_with_small_batches_all_succeed()
         let job = fed.wait(id, Duration::from_secs(300)).await.unwrap();
         assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
         assert_eq!(
-            job.result.unwrap().psi.unwrap().intersection_records,
+            job.result
+                .unwrap()
+                .psi()
+                .cloned()
+                .unwrap()
+                .intersection_records,
             want as u64
         );
     }

@@ -73,7 +73,7 @@ fn rogue_input() -> Vec<u64> {
 
 fn assert_sum(job: &parley_proto::Job, expected: &BTreeMap<String, (i128, i128)>, extra: bool) {
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-    let r = job.result.clone().unwrap().secure_sum.unwrap();
+    let r = job.result.clone().unwrap().secure_sum().cloned().unwrap();
     let rogue = rogue_input();
     for (c, cat) in r.categories.iter().enumerate() {
         assert_eq!(cat.category, CATS[c]);
@@ -104,10 +104,10 @@ async fn exact_sum_without_dropouts() {
     let nodes = names(5);
     let parts: Vec<(&str, &str)> = nodes.iter().map(|n| (n.as_str(), "sales")).collect();
     let mut spec = secure_sum_spec(&parts, &CATS);
-    spec.secure_sum.as_mut().unwrap().receiver = "retailer-2".into();
+    spec.secure_sum_mut().unwrap().result_to = "retailer-2".into();
     let job = fed.run_job(spec).await.unwrap();
     assert_sum(&job, &truth(&g, &nodes), false);
-    let r = job.result.clone().unwrap().secure_sum.unwrap();
+    let r = job.result.clone().unwrap().secure_sum().cloned().unwrap();
     assert_eq!(r.contributors.len(), 5);
     assert!(r.dropped.is_empty());
     // The designated receiver node gets the same result in its outputs directory.
@@ -165,7 +165,7 @@ async fn dropouts_after_each_round_still_give_the_exact_sum() {
         // A node that dropped after sending its masked input (round 2) is in the sum: the
         // others reveal its self-mask seed.
         assert_sum(&job, &expected, round == 2);
-        let r = job.result.unwrap().secure_sum.unwrap();
+        let r = job.result.unwrap().secure_sum().cloned().unwrap();
         if round < 2 {
             assert_eq!(r.contributors.len(), 4, "round {round}");
             assert!(r.dropped.iter().any(|d| d.contains("mallory")), "{r:?}");
@@ -187,7 +187,7 @@ async fn too_many_dropouts_fail_cleanly_without_a_sum() {
     let mut parts: Vec<(&str, &str)> = nodes.iter().map(|n| (n.as_str(), "sales")).collect();
     parts.push(("mallory", "sales"));
     let mut spec = secure_sum_spec(&parts, &CATS);
-    spec.secure_sum.as_mut().unwrap().round_timeout_secs = 2;
+    spec.secure_sum_mut().unwrap().round_timeout_secs = 2;
     // retailer-3 is down: the job cannot even start.
     let job = fed.run_job(spec.clone()).await.unwrap();
     assert_eq!(job.state(), JobState::Failed);
@@ -223,7 +223,7 @@ async fn tampered_replayed_and_wrong_length_messages_are_rejected() {
         let (job, _) = with_rogue(&fed, plan.clone()).await;
         // The rejected participant is excluded; the others' sum is exact.
         assert_sum(&job, &expected, false);
-        let r = job.result.unwrap().secure_sum.unwrap();
+        let r = job.result.unwrap().secure_sum().cloned().unwrap();
         let why = r
             .dropped
             .iter()
@@ -271,7 +271,7 @@ async fn distributed_dp_noise_has_the_declared_total_variance_and_is_charged_at_
     let expected = truth(&g, &nodes);
     let parts: Vec<(&str, &str)> = nodes.iter().map(|n| (n.as_str(), "sales")).collect();
     let mut spec = secure_sum_spec(&parts, &CATS);
-    spec.secure_sum.as_mut().unwrap().dp = Some(parley_proto::DpParams {
+    spec.secure_sum_mut().unwrap().dp = Some(parley_proto::DpParams {
         epsilon: 1.0,
         mechanism: parley_proto::DpMechanism::Gaussian as i32,
         delta: 1e-6,
@@ -282,7 +282,7 @@ async fn distributed_dp_noise_has_the_declared_total_variance_and_is_charged_at_
     for _ in 0..25 {
         let job = fed.run_job(spec.clone()).await.unwrap();
         assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
-        let r = job.result.unwrap().secure_sum.unwrap();
+        let r = job.result.unwrap().secure_sum().cloned().unwrap();
         let noise = r.noise.unwrap();
         scale = noise.scale;
         sum_scale = r.sum_noise.unwrap().scale;

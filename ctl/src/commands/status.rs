@@ -27,9 +27,7 @@ fn write_status(job: &Job, out: &mut (dyn Write + Send)) -> std::io::Result<()> 
     if let Some(label) = spec.map(|s| s.label.as_str()).filter(|l| !l.is_empty()) {
         writeln!(out, "label:         {label}")?;
     }
-    let min = spec
-        .and_then(|s| s.psi.as_ref())
-        .map_or(0, |p| p.min_intersection);
+    let min = spec.and_then(|s| s.psi()).map_or(0, |p| p.min_intersection);
     let min = if min > 0 {
         format!(" (min_intersection {})", group(min))
     } else {

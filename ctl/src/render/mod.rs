@@ -20,6 +20,7 @@ mod table;
 
 use std::fmt::Write as _;
 
+use parley_proto::job_result::Kind as ResultKind;
 use parley_proto::{
     DpStatsResult, Job, JobKind, JobResult, JobSpec, JobState, PsiMode, PsiResult, SecureSumResult,
     StateChange,
@@ -41,17 +42,13 @@ enum ResultView<'a> {
 }
 
 impl<'a> ResultView<'a> {
-    /// The one place a wire `JobResult` (three optional fields today, a `oneof` later) becomes
-    /// a kind. Should more than one field be set, PSI wins, then DP statistics.
+    /// The one place a wire `JobResult` (a `oneof` over the kinds) becomes a kind.
     fn of(result: &'a JobResult) -> ResultView<'a> {
-        if let Some(p) = &result.psi {
-            ResultView::Psi(p)
-        } else if let Some(d) = &result.dp_stats {
-            ResultView::DpStats(d)
-        } else if let Some(s) = &result.secure_sum {
-            ResultView::SecureSum(s)
-        } else {
-            ResultView::None
+        match &result.kind {
+            Some(ResultKind::Psi(p)) => ResultView::Psi(p),
+            Some(ResultKind::DpStats(d)) => ResultView::DpStats(d),
+            Some(ResultKind::SecureSum(s)) => ResultView::SecureSum(s),
+            None => ResultView::None,
         }
     }
 }
@@ -166,7 +163,7 @@ pub fn kind_text(spec: Option<&JobSpec>) -> String {
     match spec.kind() {
         JobKind::Psi => format!(
             "psi/{}",
-            psi::mode_name(spec.psi.as_ref().map_or(PsiMode::Unspecified, |p| p.mode()))
+            psi::mode_name(spec.psi().map_or(PsiMode::Unspecified, |p| p.mode()))
         ),
         JobKind::DpStats => "dp_stats".to_string(),
         JobKind::SecureSum => "secure_sum".to_string(),
@@ -199,7 +196,7 @@ mod tests {
     fn outcome_and_json_for_success() {
         let mut job = finished_job(JobState::Succeeded, "");
         job.result = Some(JobResult {
-            psi: Some(PsiResult {
+            kind: Some(parley_proto::job_result::Kind::Psi(PsiResult {
                 mode: PsiMode::Match as i32,
                 receiver_records: 5000,
                 receiver_identifiers: 9800,
@@ -209,8 +206,7 @@ mod tests {
                 match_output: "/data/out/matches.csv".into(),
                 elapsed_ms: 1234,
                 ..Default::default()
-            }),
-            ..Default::default()
+            })),
         });
         let text = outcome_text(&job);
         assert!(text.contains("succeeded (psi/match)"), "{text}");
@@ -249,12 +245,11 @@ mod tests {
     fn suppressed_result_says_so() {
         let mut job = finished_job(JobState::Succeeded, "");
         job.result = Some(JobResult {
-            psi: Some(PsiResult {
+            kind: Some(parley_proto::job_result::Kind::Psi(PsiResult {
                 mode: PsiMode::Cardinality as i32,
                 suppressed: true,
                 ..PsiResult::default()
-            }),
-            ..Default::default()
+            })),
         });
         let text = outcome_text(&job);
         assert!(

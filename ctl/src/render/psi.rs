@@ -32,7 +32,7 @@ pub fn write_summary(s: &mut String, spec: Option<&JobSpec>, psi: &PsiResult) {
         .map(|p| p.node.as_str())
         .unwrap_or("the receiver");
     let min = spec
-        .and_then(|sp| sp.psi.as_ref())
+        .and_then(|sp| sp.psi())
         .map_or(0, |p| p.min_intersection);
     let _ = writeln!(
         s,

@@ -35,7 +35,7 @@ impl FakeJobs {
 fn succeed(job: &mut Job) {
     transition(job, JobState::Succeeded, "", 4).unwrap();
     job.result = Some(JobResult {
-        psi: Some(PsiResult {
+        kind: Some(parley_proto::job_result::Kind::Psi(PsiResult {
             mode: PsiMode::Match as i32,
             receiver_records: 1000,
             receiver_identifiers: 1500,
@@ -45,8 +45,7 @@ fn succeed(job: &mut Job) {
             match_output: "/out/m.csv".into(),
             elapsed_ms: 12,
             ..Default::default()
-        }),
-        ..Default::default()
+        })),
     });
 }
 

@@ -6,13 +6,14 @@
 //! noisy count), its δ (Gaussian) is split evenly across them. The one participant computes
 //! the release, charges its ledger, and sends the result to the coordinator.
 
+use parley_proto::job_spec::Params;
 use parley_proto::{
     DpStatsParams, JobKind, JobSpec, Measure as PbMeasure, MeasureKind as PbMeasureKind, PsiRole,
 };
 
 use crate::job::Cost;
 use crate::limits::{MAX_CATEGORIES, MAX_COLUMN_BYTES, MAX_DECIMALS, MAX_MEASURES};
-use crate::params::{Bounds, Categories, Mechanism, check_column, check_delta};
+use crate::params::{Bounds, Categories, Mechanism, check_column, check_delta, wrong_params};
 
 /// A DP-statistics job.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,19 +94,17 @@ impl Measure {
 
 impl DpStats {
     pub(crate) fn from_spec(spec: &JobSpec) -> Result<DpStats, String> {
-        let Some(d) = &spec.dp_stats else {
-            return Err(
-                "dp_stats: a dp_stats job needs a [dp_stats] table with segment_column, \
-                 categories and at least one [[dp_stats.measures]]"
-                    .into(),
-            );
+        let d = match &spec.params {
+            Some(Params::DpStats(d)) => d,
+            other => {
+                return Err(wrong_params(
+                    "dp_stats",
+                    other.as_ref(),
+                    "dp_stats: a dp_stats job needs a [dp_stats] table with segment_column, \
+                     categories and at least one [[dp_stats.measures]]",
+                ));
+            }
         };
-        if spec.psi.is_some() {
-            return Err("psi: a dp_stats job takes no [psi] table".into());
-        }
-        if spec.secure_sum.is_some() {
-            return Err("secure_sum: a dp_stats job takes no [secure_sum] table".into());
-        }
         if spec.participants.len() != 1 {
             return Err(format!(
                 "participants: a dp_stats job runs on exactly one node's dataset, found {} \
@@ -206,7 +205,7 @@ impl DpStats {
 
     pub(crate) fn write_spec(&self, spec: &mut JobSpec) {
         spec.kind = JobKind::DpStats as i32;
-        spec.dp_stats = Some(self.proto());
+        spec.params = Some(self.proto().into());
     }
 
     /// The parameters in wire form.

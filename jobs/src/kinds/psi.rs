@@ -11,10 +11,11 @@
 //! [`crate::kinds::psi_sum`]), so [`check_pair`] checks the parts both read: the table, the
 //! mode, the two participants and their roles.
 
+use parley_proto::job_spec::Params;
 use parley_proto::{JobKind, JobSpec, PsiMode as PbPsiMode, PsiParams, PsiRole};
 
 use crate::job::{Cost, Role};
-use crate::params::{Bounds, Dp};
+use crate::params::{Bounds, Dp, wrong_params};
 
 /// What the receiver learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,12 +98,15 @@ impl Psi {
 
     pub(crate) fn write_spec(&self, spec: &mut JobSpec) {
         spec.kind = JobKind::Psi as i32;
-        spec.psi = Some(PsiParams {
-            mode: self.mode.proto() as i32,
-            min_intersection: self.min_intersection,
-            dp: self.dp.as_ref().map(Dp::proto),
-            ..Default::default()
-        });
+        spec.params = Some(
+            PsiParams {
+                mode: self.mode.proto() as i32,
+                min_intersection: self.min_intersection,
+                dp: self.dp.as_ref().map(Dp::proto),
+                ..Default::default()
+            }
+            .into(),
+        );
         set_roles(spec, self.receiver, self.sender);
     }
 
@@ -141,19 +145,17 @@ pub(crate) fn set_roles(spec: &mut JobSpec, receiver: usize, sender: usize) {
 /// Checks the PSI-family parts of a spec (every mode).
 /// Checks the PSI-specific parts of a spec.
 pub(crate) fn check_pair(spec: &JobSpec) -> Result<Pair<'_>, String> {
-    let Some(psi) = &spec.psi else {
-        return Err(
-            "psi: a psi job needs a [psi] table with mode = \"match\", \"cardinality\" or \
-             \"sum\""
-                .into(),
-        );
+    let psi = match &spec.params {
+        Some(Params::Psi(p)) => p,
+        other => {
+            return Err(wrong_params(
+                "psi",
+                other.as_ref(),
+                "psi: a psi job needs a [psi] table with mode = \"match\", \"cardinality\" or \
+                 \"sum\"",
+            ));
+        }
     };
-    if spec.dp_stats.is_some() {
-        return Err("dp_stats: a psi job takes no [dp_stats] table".into());
-    }
-    if spec.secure_sum.is_some() {
-        return Err("secure_sum: a psi job takes no [secure_sum] table".into());
-    }
     let mode = match PbPsiMode::try_from(psi.mode) {
         Ok(m @ (PbPsiMode::Match | PbPsiMode::Cardinality | PbPsiMode::Sum)) => m,
         Ok(PbPsiMode::Unspecified) => {

@@ -54,15 +54,18 @@ impl PsiSum {
 
     pub(crate) fn write_spec(&self, spec: &mut JobSpec) {
         spec.kind = JobKind::Psi as i32;
-        spec.psi = Some(PsiParams {
-            mode: PbPsiMode::Sum as i32,
-            min_intersection: self.min_intersection,
-            dp: Some(self.sum_dp.proto()),
-            count_dp: Some(self.count_dp.proto()),
-            lower: self.bounds.lower,
-            upper: self.bounds.upper,
-            decimals: self.bounds.decimals,
-        });
+        spec.params = Some(
+            PsiParams {
+                mode: PbPsiMode::Sum as i32,
+                min_intersection: self.min_intersection,
+                dp: Some(self.sum_dp.proto()),
+                count_dp: Some(self.count_dp.proto()),
+                lower: self.bounds.lower,
+                upper: self.bounds.upper,
+                decimals: self.bounds.decimals,
+            }
+            .into(),
+        );
         set_roles(spec, self.p2, self.p1);
         if let Some(p) = spec.participants.get_mut(self.p2) {
             p.value_column = self.value_column.clone();

@@ -14,10 +14,11 @@
 //! node's vector. With `[secure_sum.dp]` every node adds its share of a distributed discrete
 //! Gaussian ([`SecureSum::dp_plan`]) before masking and charges its ledger, so nobody sees an
 //! un-noised total; without it the sum is exact. The result goes to the analysts through the
-//! coordinator, and to `result_to` (job-file field `receiver`) if set.
+//! coordinator, and to `result_to` (job-file field `result_to`, formerly `receiver`) if set.
 
 use parley_crypto::dp::DistributedGaussian;
 use parley_crypto::secagg::{MAX_JOB_ID_LEN, Params, SEALED_SHARE_LEN, SIGNATURE_LEN};
+use parley_proto::job_spec::Params as SpecParams;
 use parley_proto::{
     CategoryStats, DpMechanism, JobKind, JobSpec, NoiseInfo, PsiRole, SecureSumParams,
     SecureSumResult,
@@ -29,7 +30,7 @@ use crate::limits::{
     DEFAULT_ROUND_TIMEOUT_SECS, MAX_COLUMN_BYTES, MAX_ROUND_TIMEOUT_SECS, MAX_SECURE_SUM_NODES,
     MAX_SECURE_SUM_VECTOR,
 };
-use crate::params::{Bounds, Categories, Dp, Mechanism, check_column};
+use crate::params::{Bounds, Categories, Dp, Mechanism, check_column, wrong_params};
 
 /// A secure-aggregation job, with its defaults resolved for its number of participants.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,16 +68,17 @@ pub struct ValueColumn {
 
 impl SecureSum {
     pub(crate) fn from_spec(spec: &JobSpec) -> Result<SecureSum, String> {
-        let Some(p) = &spec.secure_sum else {
-            return Err(
-                "secure_sum: a secure_sum job needs a [secure_sum] table with \
-                 segment_column, categories and count and/or value_column"
-                    .into(),
-            );
+        let p = match &spec.params {
+            Some(SpecParams::SecureSum(p)) => p,
+            other => {
+                return Err(wrong_params(
+                    "secure_sum",
+                    other.as_ref(),
+                    "secure_sum: a secure_sum job needs a [secure_sum] table with \
+                     segment_column, categories and count and/or value_column",
+                ));
+            }
         };
-        if spec.psi.is_some() || spec.dp_stats.is_some() {
-            return Err("secure_sum: a secure_sum job takes no [psi] or [dp_stats] table".into());
-        }
         let n = spec.participants.len();
         if !(3..=MAX_SECURE_SUM_NODES).contains(&n) {
             return Err(format!(
@@ -162,18 +164,18 @@ impl SecureSum {
                 p.round_timeout_secs
             ));
         }
-        let result_to = if p.receiver.is_empty() {
+        let result_to = if p.result_to.is_empty() {
             None
         } else {
             Some(
                 spec.participants
                     .iter()
-                    .position(|q| q.node == p.receiver)
+                    .position(|q| q.node == p.result_to)
                     .ok_or_else(|| {
                         format!(
-                            "secure_sum.receiver: '{}' is not a participant; name one of the \
-                             participating nodes or leave receiver out",
-                            p.receiver
+                            "secure_sum.result_to: '{}' is not a participant; name one of the \
+                             participating nodes or leave result_to out",
+                            p.result_to
                         )
                     })?,
             )
@@ -229,12 +231,12 @@ impl SecureSum {
             ),
             None => (String::new(), 0.0, 0.0, 0),
         };
-        let receiver = self
+        let result_to = self
             .result_to
             .and_then(|i| spec.participants.get(i))
             .map(|p| p.node.clone())
             .unwrap_or_default();
-        spec.secure_sum = Some(SecureSumParams {
+        spec.params = Some(SpecParams::SecureSum(SecureSumParams {
             segment_column: self.segment_column.clone(),
             categories: self.categories.names.clone(),
             other: self.categories.other.proto() as i32,
@@ -247,8 +249,8 @@ impl SecureSum {
             min_contributors: self.min_contributors,
             round_timeout_secs: self.round_timeout_secs,
             dp: self.dp.as_ref().map(Dp::proto),
-            receiver,
-        });
+            result_to,
+        }));
     }
 
     /// The segment column, then the value column if any.
@@ -600,7 +602,7 @@ mod tests {
             )
             .unwrap(),
         );
-        edit(spec.secure_sum.as_mut().unwrap());
+        edit(spec.secure_sum_mut().unwrap());
         match Job::try_from(&spec).unwrap().kind {
             Kind::SecureSum(k) => k,
             other => panic!("{other:?}"),
@@ -685,7 +687,7 @@ mod tests {
                 .collect(),
             kind: Kind::SecureSum(k),
         });
-        spec.secure_sum.as_mut().unwrap().dp = Some(laplace);
+        spec.secure_sum_mut().unwrap().dp = Some(laplace);
         let e = Job::try_from(&spec).unwrap_err().to_string();
         assert!(e.starts_with("secure_sum.dp.mechanism"), "{e}");
     }
