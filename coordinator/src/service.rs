@@ -3,7 +3,7 @@
 //! # What the coordinator sees
 //! Node names, dataset metadata (names, columns, row counts), job specs, decisions, progress
 //! counts, envelope metadata (job, sender, recipient, sequence number, size) and the results
-//! the result receiver releases. Envelope contents are AEAD-sealed between the two nodes
+//! the participant holding a result releases. Envelope contents are AEAD-sealed between the two nodes
 //! (see `parley_crypto::envelope`); the coordinator cannot read them. It forwards each node's
 //! certificate-bound key binding so peers verify keys against the federation CA, not against
 //! the coordinator's word.
