@@ -3,8 +3,8 @@
 //! # What the coordinator sees
 //! Node names, dataset metadata (names, columns, row counts), job specs, decisions, progress
 //! counts, envelope metadata (job, sender, recipient, sequence number, size) and the results
-//! the participant holding a result releases. Envelope contents are AEAD-sealed between the two nodes
-//! (see `parley_crypto::envelope`); the coordinator cannot read them. It forwards each node's
+//! that the participant holding them releases. Envelope contents are AEAD-sealed between the
+//! two nodes (see `parley_crypto::envelope`); the coordinator cannot read them. It forwards each node's
 //! certificate-bound key binding so peers verify keys against the federation CA, not against
 //! the coordinator's word.
 //!
