@@ -828,21 +828,19 @@ mod tests {
             ..Default::default()
         };
         job.set_state(JobState::Succeeded);
-        job.result = Some(JobResult {
-            kind: Some(parley_proto::job_result::Kind::SecureSum(SecureSumResult {
-                contributors: (1..=n).map(participant_name).collect(),
-                categories: expected
-                    .chunks(2)
-                    .enumerate()
-                    .map(|(c, w)| CategoryStats {
-                        category: format!("c{c}"),
-                        values: vec![w[0] as f64, w[1] as i64 as f64 * unit],
-                        suppressed: false,
-                    })
-                    .collect(),
-                ..Default::default()
-            })),
-        });
+        job.result = Some(JobResult::from(SecureSumResult {
+            contributors: (1..=n).map(participant_name).collect(),
+            categories: expected
+                .chunks(2)
+                .enumerate()
+                .map(|(c, w)| CategoryStats {
+                    category: format!("c{c}"),
+                    values: vec![w[0] as f64, w[1] as i64 as f64 * unit],
+                    suppressed: false,
+                })
+                .collect(),
+            ..Default::default()
+        }));
         job
     }
 

@@ -4,9 +4,9 @@
 //! Node names, dataset metadata (names, columns, row counts), job specs, decisions, progress
 //! counts, envelope metadata (job, sender, recipient, sequence number, size) and the results
 //! that the participant holding them releases. Envelope contents are AEAD-sealed between the
-//! two nodes (see `parley_crypto::envelope`); the coordinator cannot read them. It forwards each node's
-//! certificate-bound key binding so peers verify keys against the federation CA, not against
-//! the coordinator's word.
+//! two nodes (see `parley_crypto::envelope`); the coordinator cannot read them. It forwards
+//! each node's certificate-bound key binding so peers verify keys against the federation CA,
+//! not against the coordinator's word.
 //!
 //! # Concurrency
 //! One `std::sync::Mutex` guards the registry and live jobs; it is never held across an

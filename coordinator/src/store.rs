@@ -456,13 +456,11 @@ mod tests {
         transition(&mut j, JobState::Accepted, "", 1001);
         transition(&mut j, JobState::Running, "", 1002);
         transition(&mut j, JobState::Succeeded, "", 1003);
-        j.result = Some(JobResult {
-            kind: Some(parley_proto::job_result::Kind::Psi(PsiResult {
-                mode: PsiMode::Match as i32,
-                intersection_records: 42,
-                ..PsiResult::default()
-            })),
-        });
+        j.result = Some(JobResult::from(PsiResult {
+            mode: PsiMode::Match as i32,
+            intersection_records: 42,
+            ..PsiResult::default()
+        }));
         store.update(&j).unwrap();
         let back = store.get("job-1").unwrap().unwrap();
         assert_eq!(back, j);

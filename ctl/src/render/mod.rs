@@ -195,19 +195,17 @@ mod tests {
     #[test]
     fn outcome_and_json_for_success() {
         let mut job = finished_job(JobState::Succeeded, "");
-        job.result = Some(JobResult {
-            kind: Some(parley_proto::job_result::Kind::Psi(PsiResult {
-                mode: PsiMode::Match as i32,
-                receiver_records: 5000,
-                receiver_identifiers: 9800,
-                sender_identifiers: 1_234_567,
-                intersection_records: 1234,
-                suppressed: false,
-                match_output: "/data/out/matches.csv".into(),
-                elapsed_ms: 1234,
-                ..Default::default()
-            })),
-        });
+        job.result = Some(JobResult::from(PsiResult {
+            mode: PsiMode::Match as i32,
+            receiver_records: 5000,
+            receiver_identifiers: 9800,
+            sender_identifiers: 1_234_567,
+            intersection_records: 1234,
+            suppressed: false,
+            match_output: "/data/out/matches.csv".into(),
+            elapsed_ms: 1234,
+            ..Default::default()
+        }));
         let text = outcome_text(&job);
         assert!(text.contains("succeeded (psi/match)"), "{text}");
         assert!(text.contains("1,234,567"), "{text}");
@@ -244,13 +242,11 @@ mod tests {
     #[test]
     fn suppressed_result_says_so() {
         let mut job = finished_job(JobState::Succeeded, "");
-        job.result = Some(JobResult {
-            kind: Some(parley_proto::job_result::Kind::Psi(PsiResult {
-                mode: PsiMode::Cardinality as i32,
-                suppressed: true,
-                ..PsiResult::default()
-            })),
-        });
+        job.result = Some(JobResult::from(PsiResult {
+            mode: PsiMode::Cardinality as i32,
+            suppressed: true,
+            ..PsiResult::default()
+        }));
         let text = outcome_text(&job);
         assert!(
             text.contains("suppressed (fewer than min_intersection = 100"),

@@ -34,19 +34,17 @@ impl FakeJobs {
 
 fn succeed(job: &mut Job) {
     transition(job, JobState::Succeeded, "", 4).unwrap();
-    job.result = Some(JobResult {
-        kind: Some(parley_proto::job_result::Kind::Psi(PsiResult {
-            mode: PsiMode::Match as i32,
-            receiver_records: 1000,
-            receiver_identifiers: 1500,
-            sender_identifiers: 4000,
-            intersection_records: 250,
-            suppressed: false,
-            match_output: "/out/m.csv".into(),
-            elapsed_ms: 12,
-            ..Default::default()
-        })),
-    });
+    job.result = Some(JobResult::from(PsiResult {
+        mode: PsiMode::Match as i32,
+        receiver_records: 1000,
+        receiver_identifiers: 1500,
+        sender_identifiers: 4000,
+        intersection_records: 250,
+        suppressed: false,
+        match_output: "/out/m.csv".into(),
+        elapsed_ms: 12,
+        ..Default::default()
+    }));
 }
 
 #[tonic::async_trait]
