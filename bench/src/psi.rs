@@ -532,7 +532,7 @@ impl ProbeReport {
 }
 
 /// Runs in a fresh process: loads `csv` exactly as a node does (`Dataset::load` with the
-/// default normaliser), prepares the role exactly as `node/src/job.rs` does, then builds the
+/// default normaliser), prepares the role exactly as `node/src/jobs/psi.rs` does, then builds the
 /// role's inbound state with the **same container types and sizes** the crypto crate uses
 /// (receiver: a sorted `Vec<[u8; 32]>` of the sender's `n` points + `n × 32` B of double-blinded
 /// points + the `hit` vector; sender in cardinality mode: held points, the group shuffle copy

@@ -52,6 +52,14 @@ impl Mechanism {
     pub fn label(self, what: &str) -> String {
         format!("{what}/{}", self.name())
     }
+
+    /// The OpenDP sampler that implements it.
+    pub fn opendp(self) -> parley_crypto::dp::Mechanism {
+        match self {
+            Mechanism::Laplace => parley_crypto::dp::Mechanism::Laplace,
+            Mechanism::Gaussian => parley_crypto::dp::Mechanism::Gaussian,
+        }
+    }
 }
 
 /// DP parameters of one release, checked: ε > 0 and finite; δ = 0 for Laplace, 0 < δ < 1 for
@@ -170,6 +178,13 @@ impl Bounds {
     /// contribution can move it.
     pub fn sensitivity_units(&self) -> u64 {
         parley_crypto::dp::clamped_sum_sensitivity(self.lower, self.upper, self.decimals)
+    }
+
+    /// `v` clamped to the bounds, in integer units of 10^-decimals (rounded to nearest). The
+    /// check above keeps every result within ±2^40, so it cannot overflow.
+    pub fn units(&self, v: f64) -> i64 {
+        let scale = 10f64.powi(self.decimals as i32);
+        (v.clamp(self.lower, self.upper) * scale).round() as i64
     }
 }
 
@@ -359,4 +374,36 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_clamp_and_round_to_units() {
+        let b = Bounds::check(0.0, 100.0, 2, "t").unwrap();
+        assert_eq!(b.units(12.345), 1235);
+        assert_eq!(b.units(1e9), 10_000);
+        assert_eq!(b.units(-5.0), 0);
+        assert_eq!(b.sensitivity_units(), 10_000);
+        let b = Bounds::check(-7.5, 2.0, 0, "t").unwrap();
+        assert_eq!(b.units(-7.5), -8);
+        assert_eq!(b.units(1.4), 1);
+        assert_eq!(b.sensitivity_units(), 8);
+    }
+
+    #[test]
+    fn mechanisms_map_to_their_samplers_and_labels() {
+        assert_eq!(
+            Mechanism::Laplace.opendp(),
+            parley_crypto::dp::Mechanism::Laplace
+        );
+        assert_eq!(
+            Mechanism::Gaussian.opendp(),
+            parley_crypto::dp::Mechanism::Gaussian
+        );
+        assert_eq!(Mechanism::Gaussian.label("dp_stats"), "dp_stats/gaussian");
+    }
 }

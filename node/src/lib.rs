@@ -5,13 +5,10 @@
 pub mod config;
 pub mod dataset;
 pub mod error;
-pub mod job;
-mod job_sum;
+pub mod jobs;
 pub mod ledger;
 pub mod policy;
 pub mod runtime;
-pub mod secure_sum;
-pub mod stats;
 
 pub use error::NodeError;
 pub use runtime::{Node, run, run_loaded};

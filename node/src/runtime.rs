@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use parley_crypto::keys::NodeSecrets;
 use parley_crypto::normalize::Normalizer;
-use parley_jobs::kinds::dp_stats::MeasureKind;
+use parley_jobs::Job;
 use parley_jobs::kinds::secure_sum::{ResultFile, SecureSumReport};
-use parley_jobs::{Job, Kind};
 use parley_net::TlsMaterial;
-use parley_net::binding::{VerifiedKeys, verify_key_binding};
+use parley_net::binding::verify_key_binding;
 use parley_proto::node_link_client::NodeLinkClient;
 use parley_proto::{
     CoordinatorMessage, Envelope, Hello, JobDecision, JobOffer, JobOutcome, KeyBinding,
@@ -31,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::NodeError;
 use crate::config::NodeConfig;
 use crate::dataset::Dataset;
-use crate::job::{JobIo, JobRun, Links, head_message, run_blocking};
+use crate::jobs::{JobIo, JobRun, Links, check_columns, head_message, run_blocking};
 use crate::ledger::Ledger;
 use crate::policy::Policy;
 
@@ -199,7 +198,7 @@ enum Slot {
     Offered {
         offer: Box<JobOffer>,
         job: Arc<Job>,
-        peers: HashMap<String, VerifiedKeys>,
+        links: Links,
     },
     Running {
         inbox: mpsc::Sender<Envelope>,
@@ -316,14 +315,14 @@ async fn handle(
         coordinator_message::Body::Offer(offer) => {
             let job_id = offer.job_id.clone();
             let decision = match consider(node, &offer) {
-                Ok((job, peers)) => {
+                Ok((job, links)) => {
                     tracing::info!(job = %job_id, "job accepted");
                     jobs.insert(
                         job_id.clone(),
                         Slot::Offered {
                             offer: Box::new(offer),
                             job: Arc::new(job),
-                            peers,
+                            links,
                         },
                     );
                     JobDecision {
@@ -344,7 +343,7 @@ async fn handle(
             send(out, node_message::Body::Decision(decision)).await;
         }
         coordinator_message::Body::Start(start) => {
-            let Some(Slot::Offered { offer, job, peers }) = jobs.remove(&start.job_id) else {
+            let Some(Slot::Offered { offer, job, links }) = jobs.remove(&start.job_id) else {
                 tracing::warn!(job = %start.job_id, "start for a job this node did not accept");
                 return;
             };
@@ -363,7 +362,7 @@ async fn handle(
                 node,
                 *offer,
                 job,
-                peers,
+                links,
                 (inbox_rx, secagg_rx),
                 cancel,
                 out.clone(),
@@ -459,9 +458,9 @@ fn write_result(
 
 /// Decides on an offer: checks that the job is one this node version knows and can run
 /// (`Job::try_from`), verifies every participant's key binding against the CA, then asks the
-/// local policy and the budget. Returns the typed job and the verified peer keys, or the
-/// refusal reason (which the analyst sees).
-fn consider(node: &Node, offer: &JobOffer) -> Result<(Job, HashMap<String, VerifiedKeys>), String> {
+/// local policy and the budget. Returns the typed job and whom it talks to (from the verified
+/// keys), or the refusal reason (which the analyst sees).
+fn consider(node: &Node, offer: &JobOffer) -> Result<(Job, Links), String> {
     let me = &node.config.name;
     let spec = offer.spec.as_ref().ok_or("the offer carries no job spec")?;
     let job = Job::try_from(spec).map_err(|e| {
@@ -473,10 +472,6 @@ fn consider(node: &Node, offer: &JobOffer) -> Result<(Job, HashMap<String, Verif
     let Some((index, _)) = job.role_of(me) else {
         return Err(format!("node '{me}' is not a participant"));
     };
-    if let Kind::SecureSum(k) = &job.kind {
-        k.secagg_params(&offer.job_id)
-            .map_err(|e| format!("node '{me}' refuses: {e}"))?;
-    }
     let mut peers = HashMap::new();
     for p in &job.participants {
         let b = offer
@@ -496,6 +491,8 @@ fn consider(node: &Node, offer: &JobOffer) -> Result<(Job, HashMap<String, Verif
             "the offer carries keys for '{me}' that are not this node's keys"
         ));
     }
+    let links = Links::of(&offer.job_id, &job, index, &peers)
+        .map_err(|e| format!("node '{me}' refuses: {e}"))?;
     let datasets = &node.datasets;
     let lookup = |name: &str| -> Option<Vec<String>> {
         datasets.get(name).map(|d| {
@@ -506,77 +503,30 @@ fn consider(node: &Node, offer: &JobOffer) -> Result<(Job, HashMap<String, Verif
         })
     };
     node.policy.check(me, &job, &offer.submitted_by, &lookup)?;
-    check_columns(node, &job, index)?;
+    if let Some(ds) = node.datasets.get(&job.participants[index].dataset) {
+        check_columns(ds, &job, index).map_err(|e| format!("node '{me}': {e}"))?;
+    }
     if let Some(cost) = job.release_cost() {
         node.ledger
             .check(&job.participants[index].dataset, cost.epsilon, cost.delta)
             .map_err(|e| format!("node '{me}' refuses: {e}"))?;
     }
-    Ok((job, peers))
+    Ok((job, links))
 }
 
-/// Checks that the value and segment columns participant `index` (this node) reads exist in
-/// its dataset with the right kind, so a mistake is refused at the offer, not failed mid-job.
-fn check_columns(node: &Node, job: &Job, index: usize) -> Result<(), String> {
-    let me = &node.config.name;
-    let mine = &job.participants[index];
-    let Some(ds) = node.datasets.get(&mine.dataset) else {
-        return Ok(());
-    };
-    let need_value = |column: &str| {
-        if ds.values(column).is_none() {
-            Err(format!(
-                "node '{me}': dataset '{}' has no value column '{column}'",
-                mine.dataset
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    let need_segment = |column: &str| {
-        if ds.segments(column).is_none() {
-            Err(format!(
-                "node '{me}': dataset '{}' has no segment column '{column}'",
-                mine.dataset
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    match &job.kind {
-        Kind::Psi(_) => Ok(()),
-        Kind::PsiSum(k) if index == k.p2 => need_value(&k.value_column),
-        Kind::PsiSum(_) => Ok(()),
-        Kind::DpStats(k) => {
-            need_segment(&k.segment_column)?;
-            for m in &k.measures {
-                if let MeasureKind::Sum { column, .. } | MeasureKind::Mean { column, .. } = &m.what
-                {
-                    need_value(column)?;
-                }
-            }
-            Ok(())
-        }
-        Kind::SecureSum(k) => {
-            need_segment(&k.segment_column)?;
-            k.value.as_ref().map_or(Ok(()), |v| need_value(&v.column))
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)] // one argument per part of the job's context; regrouped with node/src/jobs/
+#[allow(clippy::too_many_arguments)] // one argument per part of the job's context and its link
 fn start_job(
     node: &Arc<Node>,
     offer: JobOffer,
     job: Arc<Job>,
-    peers: HashMap<String, VerifiedKeys>,
+    links: Links,
     (inbox, secagg): (mpsc::Receiver<Envelope>, mpsc::Receiver<SecAggRound>),
     cancel: CancellationToken,
     out: mpsc::Sender<NodeMessage>,
     done: mpsc::UnboundedSender<String>,
 ) {
     let job_id = offer.job_id.clone();
-    let prepared = prepare(node, &offer, job, &peers);
+    let prepared = prepare(node, &offer, job, links);
     let rt = tokio::runtime::Handle::current();
     let io = JobIo {
         inbox,
@@ -625,12 +575,7 @@ fn start_job(
 }
 
 /// Everything the job needs from this node, fixed at start.
-fn prepare(
-    node: &Node,
-    offer: &JobOffer,
-    job: Arc<Job>,
-    peers: &HashMap<String, VerifiedKeys>,
-) -> Result<JobRun, String> {
+fn prepare(node: &Node, offer: &JobOffer, job: Arc<Job>, links: Links) -> Result<JobRun, String> {
     let cfg = &node.config;
     let me = &cfg.name;
     let (index, _) = job
@@ -642,35 +587,6 @@ fn prepare(
         .get(&mine.dataset)
         .cloned()
         .ok_or_else(|| format!("node '{me}' has no dataset '{}'", mine.dataset))?;
-    let verified = |name: &str| {
-        peers
-            .get(name)
-            .ok_or_else(|| format!("no verified keys for '{name}'"))
-    };
-    let links = match &job.kind {
-        Kind::Psi(_) | Kind::PsiSum(_) => {
-            let other = job
-                .participants
-                .iter()
-                .enumerate()
-                .find(|(i, _)| *i != index)
-                .map(|(_, p)| p)
-                .ok_or("the job has no other participant")?;
-            Links::Peer {
-                name: other.node.clone(),
-                x25519: verified(&other.node)?.x25519_public,
-            }
-        }
-        Kind::DpStats(_) => Links::Local,
-        Kind::SecureSum(_) => {
-            let mut keys = parley_crypto::secagg::PeerKeys::new();
-            for (i, p) in job.participants.iter().enumerate() {
-                let at = u32::try_from(i + 1).map_err(|_| "too many participants".to_string())?;
-                keys.insert(at, verified(&p.node)?.ed25519_public);
-            }
-            Links::SecAgg(keys)
-        }
-    };
     Ok(JobRun {
         job_id: offer.job_id.clone(),
         me: me.clone(),

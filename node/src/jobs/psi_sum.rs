@@ -1,6 +1,7 @@
-//! The two node parties of PSI `sum` mode (intersection-sum with cardinality), driven like the
-//! other PSI roles by the job's sealed-envelope transport; the maths is
-//! `parley_crypto::psi_sum`, whose module docs state what each party learns.
+//! PSI `sum` jobs (intersection-sum with cardinality) at a node: P1 (identifiers) or P2
+//! (identifiers with values), run like the other PSI roles by the two-party stream driver over
+//! sealed envelopes; the maths is `parley_crypto::psi_sum`, whose module docs state what each
+//! party learns.
 //!
 //! # Guarantees
 //! * P1 ([`SumSenderParty`], the job's "sender") releases nothing until everything from P2 has
@@ -14,19 +15,127 @@
 //!   batches never exceed one 1 MiB chunk (32-byte points; 96-byte pairs).
 //! * Only counts and stage names appear in progress reports and errors.
 
-// The job runtime constructs these parties; until it does, only the tests use them.
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
-use std::collections::VecDeque;
-
+use parley_crypto::dp::Calibrated;
 use parley_crypto::elgamal::{CIPHERTEXT_LEN, DlogTable};
+use parley_crypto::normalize::IdHash;
 use parley_crypto::psi::POINT_LEN;
 use parley_crypto::psi_sum::{PAIR_LEN, SumP1, SumP2};
+use parley_jobs::kinds::psi_sum::PsiSum;
 use parley_proto::{
-    NoiseInfo, PointBatch, PsiHeader, PsiMessage, PsiStream, SumOutcome, psi_message,
+    JobResult, NoiseInfo, PointBatch, PsiHeader, PsiMessage, PsiResult, PsiStream, SumOutcome,
+    SumRelease, psi_message,
 };
 
+use super::dp::{calibrated, dp_err, noise_info};
+use super::envelope::EnvelopeWire;
+use super::psi::{batch, header};
+use super::two_party::{self, Party, peer_err};
+use super::wait::Waiter;
+use super::{JobIo, JobRun, value_column};
 use crate::NodeError;
-use crate::job::{Party, batch, header, peer_err};
+use crate::dataset::Dataset;
+
+/// Runs a sum-mode job: P2 (receiver role, values; returns the result) or P1 (sender role,
+/// identifiers; returns `None`).
+pub(super) fn run(
+    run: &JobRun,
+    k: &PsiSum,
+    io: &mut JobIo,
+    wait: &Waiter,
+) -> Result<Option<JobResult>, NodeError> {
+    let started = Instant::now();
+    let job = run.job_id.clone();
+    let b = k.bounds;
+    let unit = 10f64.powi(-(b.decimals as i32));
+    let sum_cal = calibrated(&job, &k.sum_dp, b.sensitivity_units())?;
+    let count_cal = calibrated(&job, &k.count_dp, 1)?;
+    let ids = run.dataset.identifiers(run.columns())?;
+    let (peer, x25519) = run.peer()?;
+    let mut wire = EnvelopeWire::new(&job, &run.me, &run.secrets, peer, x25519)?;
+    if run.index == k.p1 {
+        // P1: identifiers only. Charges and draws its noise once everything has arrived, before
+        // the noisy ciphertext leaves.
+        let flat: Vec<_> = ids.into_iter().flatten().collect();
+        let p1 = SumP1::new(flat, run.max_set_size)?;
+        let charger = run.charger(io, wait);
+        let release = Box::new(move |_count: u64| -> Result<SumNoise, NodeError> {
+            charger.charge()?;
+            let noise = |c: &Calibrated| c.noise().map_err(|e| dp_err("", e));
+            Ok(SumNoise {
+                sum_noise: noise(&sum_cal)?,
+                count_noise: noise(&count_cal)?,
+                sum_info: noise_info(&sum_cal, unit),
+                count_info: noise_info(&count_cal, 1.0),
+            })
+        });
+        let mut party = SumSenderParty::new(p1, run.batch_points, release);
+        two_party::drive(&mut party, &mut wire, io, wait)?;
+        return Ok(None);
+    }
+    // P2: per identifier, the sum of its rows' clamped values, clamped again to the bounds.
+    let column = &k.value_column;
+    let values = value_column(&run.dataset, column).map_err(|e| NodeError::protocol(&job, &e))?;
+    let (lower_units, upper_units) = (b.units(b.lower), b.units(b.upper));
+    let mut per_id: HashMap<IdHash, i64> = HashMap::new();
+    for (record, v) in ids.iter().zip(values) {
+        for id in record {
+            let e = per_id.entry(*id).or_insert(0);
+            *e = e.saturating_add(b.units(*v));
+        }
+    }
+    let receiver_records = ids.iter().filter(|r| !r.is_empty()).count() as u64;
+    drop(ids);
+    let items: Vec<_> = per_id
+        .into_iter()
+        .map(|(id, total)| (id, total.clamp(lower_units, upper_units).max(0) as u64))
+        .collect();
+    let n = items.len() as u64;
+    let p2 = SumP2::new(items, run.max_set_size)?;
+    // The noisy sum lies in [-bound, n * upper + bound] except with probability ~1e-9.
+    let bound = sum_cal.accuracy(1e-9).map_err(|e| dp_err(&job, e))?.ceil() as i64 + 1;
+    let max = i64::try_from(n)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(upper_units.max(0))
+        .saturating_add(bound);
+    let mut party = SumReceiverParty::new(p2, run.batch_points, (-bound, max));
+    two_party::drive(&mut party, &mut wire, io, wait)?;
+    let got = party.finish(-bound, max).map_err(|e| e.for_job(&job))?;
+    // P2's dataset pays for the released sum before it leaves.
+    run.charge(io, wait)?;
+    let noisy_count = got.noisy_count.max(0) as u64;
+    let suppressed = k.min_intersection > 0 && noisy_count < k.min_intersection;
+    tracing::info!(job = %job, suppressed, "psi sum finished");
+    Ok(Some(JobResult::from(PsiResult {
+        mode: parley_proto::PsiMode::Sum as i32,
+        receiver_records,
+        receiver_identifiers: n,
+        sender_identifiers: got.p1_identifiers,
+        intersection_records: if suppressed { 0 } else { noisy_count },
+        suppressed,
+        match_output: String::new(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        count_noise: None,
+        sum: (!suppressed).then_some(SumRelease {
+            noisy_sum: got.noisy_sum as f64 * unit,
+            noisy_count: got.noisy_count,
+            sum_noise: Some(got.sum_info),
+            count_noise: Some(got.count_info),
+            lower: b.lower,
+            upper: b.upper,
+        }),
+    })))
+}
+
+/// Checks at the offer that P2 (participant `index` when it is `k.p2`) has the value column.
+pub(super) fn check_columns(ds: &Dataset, k: &PsiSum, index: usize) -> Result<(), String> {
+    if index == k.p2 {
+        value_column(ds, &k.value_column)?;
+    }
+    Ok(())
+}
 
 /// Largest number of pairs in one batch: one envelope carries at most one chunk.
 const MAX_PAIRS_PER_BATCH: usize = parley_proto::MAX_CHUNK_BYTES / PAIR_LEN;
@@ -121,6 +230,8 @@ impl SumSenderParty {
 }
 
 impl Party for SumSenderParty {
+    type Message = PsiMessage;
+
     fn next_outgoing(&mut self) -> Result<Option<PsiMessage>, NodeError> {
         if !self.header_sent {
             self.header_sent = true;
@@ -294,6 +405,8 @@ impl SumReceiverParty {
 }
 
 impl Party for SumReceiverParty {
+    type Message = PsiMessage;
+
     fn next_outgoing(&mut self) -> Result<Option<PsiMessage>, NodeError> {
         if let Some(m) = self.replies.pop_front() {
             return Ok(Some(m));
@@ -389,7 +502,6 @@ impl Party for SumReceiverParty {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use parley_crypto::normalize::IdHash;
     use parley_proto::DpMechanism;
     use prost::Message;
 
@@ -423,8 +535,11 @@ mod tests {
     }
 
     /// Passes messages (through their wire encoding) until both parties are done, the way
-    /// `Wire::drive` would; returns the first error.
-    fn pump(a: &mut dyn Party, b: &mut dyn Party) -> Result<(), NodeError> {
+    /// `two_party::drive` would; returns the first error.
+    fn pump(
+        a: &mut dyn Party<Message = PsiMessage>,
+        b: &mut dyn Party<Message = PsiMessage>,
+    ) -> Result<(), NodeError> {
         let wire = |m: PsiMessage| PsiMessage::decode(m.encode_to_vec().as_slice()).unwrap();
         for _ in 0..100_000 {
             let mut moved = false;

@@ -41,15 +41,16 @@ use parley_crypto::secagg::{
     ClientAwaitingSurvivors, EncryptedShare, Params, PeerKeys, Signer,
 };
 use parley_jobs::kinds::secure_sum::SecureSum;
-use parley_proto::{JobProgress, JobResult, NodeMessage, SecAggRound, SecAggUpload, node_message};
+use parley_proto::{JobResult, SecAggRound, SecAggUpload};
 use rand::rngs::{StdRng, SysRng};
 use rand::{CryptoRng, SeedableRng};
-use tokio::runtime::Handle;
 
+use super::dp::row_categories;
+use super::rounds::{self, RoundParty};
+use super::wait::Waiter;
+use super::{JobIo, JobRun, Links, segment_column, value_column};
 use crate::NodeError;
 use crate::dataset::Dataset;
-use crate::job::{JobIo, JobRun, Links};
-use crate::stats::{row_categories, to_units};
 
 /// Adds this node's noise shares (the job's one DP plan, `SecureSum::dp_plan`) to its vector:
 /// count words and sum words per category.
@@ -72,33 +73,16 @@ pub fn add_noise(k: &SecureSum, input: &mut [u64]) -> Result<(), NodeError> {
 /// This node's input vector (the layout of `parley_jobs::kinds::secure_sum`). Errors name the
 /// dataset and column, never a value.
 pub fn local_vector(dataset: &Dataset, k: &SecureSum) -> Result<Vec<u64>, NodeError> {
-    let segments = dataset.segments(&k.segment_column).ok_or_else(|| {
-        NodeError::protocol(
-            "",
-            &format!(
-                "dataset '{}' has no segment column '{}'",
-                dataset.name(),
-                k.segment_column
-            ),
-        )
-    })?;
+    let at_fault = |e: String| NodeError::protocol("", &e);
+    let segments = segment_column(dataset, &k.segment_column).map_err(at_fault)?;
     let values = match &k.value {
         None => None,
         Some(v) => Some((
-            dataset.values(&v.column).ok_or_else(|| {
-                NodeError::protocol(
-                    "",
-                    &format!(
-                        "dataset '{}' has no value column '{}'",
-                        dataset.name(),
-                        v.column
-                    ),
-                )
-            })?,
+            value_column(dataset, &v.column).map_err(at_fault)?,
             v.bounds,
         )),
     };
-    let rows = row_categories(segments, &k.categories.names, k.categories.bucket());
+    let rows = row_categories(segments, &k.categories);
     let cats = k.categories.output_len();
     let mut counts = vec![0u64; cats];
     let mut sums = vec![0i64; cats];
@@ -106,7 +90,7 @@ pub fn local_vector(dataset: &Dataset, k: &SecureSum) -> Result<Vec<u64>, NodeEr
         let Some(r) = *r else { continue };
         counts[r] += 1;
         if let Some((v, b)) = values.and_then(|(v, b)| Some((v.get(i)?, b))) {
-            sums[r] = sums[r].saturating_add(to_units(*v, b.lower, b.upper, b.decimals));
+            sums[r] = sums[r].saturating_add(b.units(*v));
         }
     }
     let mut out = Vec::with_capacity(k.vector_len());
@@ -305,29 +289,36 @@ impl SecureSumParty {
     }
 }
 
-/// What ended a wait on the link.
-enum Wait<T> {
-    Done(T),
-    Cancelled,
-    Deadline,
+impl RoundParty for SecureSumParty {
+    fn expected_round(&self) -> Option<u32> {
+        SecureSumParty::expected_round(self)
+    }
+    fn on_round(&mut self, round: SecAggRound) -> Result<SecAggUpload, NodeError> {
+        SecureSumParty::on_round(self, round)
+    }
+}
+
+/// Checks at the offer that the columns the job reads exist in `ds` with the right kind.
+pub(super) fn check_columns(ds: &Dataset, k: &SecureSum) -> Result<(), String> {
+    segment_column(ds, &k.segment_column)?;
+    k.value
+        .as_ref()
+        .map_or(Ok(()), |v| value_column(ds, &v.column).map(|_| ()))
 }
 
 /// Runs this node's part of a `secure_sum` job on the current (blocking) thread: computes the
-/// local vector, then answers the coordinator's rounds until round 3 is sent. Returns no
-/// result (the coordinator releases it). Honours cancellation and the node's job deadline.
-pub(crate) fn run(
-    run: JobRun,
+/// local vector (charging the ledger and adding its noise share first when the job asks for
+/// distributed DP), then answers the coordinator's rounds until round 3 is sent. Returns no
+/// result (the coordinator releases it).
+pub(super) fn run(
+    run: &JobRun,
     k: &SecureSum,
-    mut io: JobIo,
-    rt: Handle,
+    io: &mut JobIo,
+    wait: &Waiter,
 ) -> Result<Option<JobResult>, NodeError> {
     let started = Instant::now();
     let job = run.job_id.clone();
-    let n = k.n;
-    let params = k
-        .secagg_params(&job)
-        .map_err(|e| NodeError::protocol(&job, &e))?;
-    let Links::SecAgg(peer_keys) = &run.links else {
+    let Links::SecAgg { params, keys } = &run.links else {
         return Err(NodeError::protocol(
             &job,
             "secure_sum runs without the participants' verified keys",
@@ -338,7 +329,7 @@ pub(crate) fn run(
     let mut input = local_vector(&run.dataset, k).map_err(|e| e.for_job(&job))?;
     if k.dp.is_some() {
         // Each node pays for the release of the noisy total before anything leaves it.
-        run.charge(&io, &rt)?;
+        run.charge(io, wait)?;
         add_noise(k, &mut input).map_err(|e| e.for_job(&job))?;
     }
     let secrets = Arc::clone(&run.secrets);
@@ -349,82 +340,11 @@ pub(crate) fn run(
             "the operating system's random number generator failed",
         )
     })?;
-    tracing::info!(job = %job, n, threshold = params.threshold, words = params.vector_len, index, "secure aggregation starting");
+    tracing::info!(job = %job, n = k.n, threshold = params.threshold, words = params.vector_len, index, "secure aggregation starting");
     let (mut party, first) =
-        SecureSumParty::new(params, index, signer, peer_keys.clone(), input, &mut rng)?;
+        SecureSumParty::new(params.clone(), index, signer, keys.clone(), input, &mut rng)?;
     drop(rng);
-
-    let deadline = tokio::time::Instant::now() + run.deadline;
-    let deadline_err = |waiting: &str| {
-        NodeError::protocol(
-            &job,
-            &format!(
-                "secure aggregation did not finish within the node's job deadline of {} s ([limits] job_deadline_secs); it was {waiting}",
-                run.deadline.as_secs()
-            ),
-        )
-    };
-    let upload = |io: &JobIo, up: SecAggUpload| -> Result<(), NodeError> {
-        let round = up.round;
-        let bytes: usize = up.messages.iter().map(Vec::len).sum();
-        tracing::debug!(job = %job, round, messages = up.messages.len(), bytes, "secure aggregation upload");
-        let msg = NodeMessage {
-            body: Some(node_message::Body::Secagg(up)),
-        };
-        let outbox = io.outbox.clone();
-        let cancel = io.cancel.clone();
-        let waited = rt.block_on(async move {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => Wait::Cancelled,
-                _ = tokio::time::sleep_until(deadline) => Wait::Deadline,
-                r = outbox.send(msg) => match r {
-                    Ok(()) => Wait::Done(()),
-                    Err(_) => Wait::Cancelled,
-                },
-            }
-        });
-        match waited {
-            Wait::Done(()) => {}
-            Wait::Cancelled => return Err(NodeError::Cancelled),
-            Wait::Deadline => return Err(deadline_err(&format!("sending round {round}"))),
-        }
-        // Best effort: progress is dropped rather than delaying the protocol.
-        let _ = io.outbox.try_send(NodeMessage {
-            body: Some(node_message::Body::Progress(JobProgress {
-                job_id: job.clone(),
-                node: String::new(),
-                stage: format!("secagg round {round}"),
-                done: u64::from(round) + 1,
-                total: 4,
-            })),
-        });
-        Ok(())
-    };
-
-    upload(&io, first)?;
-    while let Some(round) = party.expected_round() {
-        let cancel = io.cancel.clone();
-        let inbox = &mut io.secagg;
-        let waited = rt.block_on(async {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => Wait::Cancelled,
-                _ = tokio::time::sleep_until(deadline) => Wait::Deadline,
-                m = inbox.recv() => match m {
-                    Some(m) => Wait::Done(m),
-                    None => Wait::Cancelled,
-                },
-            }
-        });
-        let msg = match waited {
-            Wait::Done(m) => m,
-            Wait::Cancelled => return Err(NodeError::Cancelled),
-            Wait::Deadline => return Err(deadline_err(&format!("waiting for round {round}"))),
-        };
-        let up = party.on_round(msg)?;
-        upload(&io, up)?;
-    }
+    rounds::drive(&mut party, first, 4, io, wait)?;
     tracing::info!(job = %job, elapsed_ms = started.elapsed().as_millis() as u64, "secure aggregation finished at this node");
     Ok(None)
 }
@@ -433,42 +353,10 @@ pub(crate) fn run(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::config::{ColumnConfig, ColumnKind, DatasetConfig};
+    use crate::jobs::test_support::dataset;
     use parley_crypto::keys::NodeSecrets;
-    use parley_crypto::normalize::{Normalizer, Profile};
     use parley_crypto::secagg::{MaskedInput, Server, UnmaskShares};
     use parley_proto::{OtherRows, SecureSumParams};
-    use std::io::Write as _;
-
-    /// Loads `csv` (columns id, email, region, amount) as a dataset.
-    fn dataset(csv: &str) -> Dataset {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("crm.csv");
-        std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(csv.as_bytes()))
-            .expect("write csv");
-        let cfg = DatasetConfig {
-            name: "crm".to_owned(),
-            path,
-            key_column: "id".to_owned(),
-            max_bad_row_fraction: 0.0,
-            delimiter: None,
-            budget: None,
-            columns: [
-                ("email", ColumnKind::Email),
-                ("region", ColumnKind::Segment),
-                ("amount", ColumnKind::Value),
-            ]
-            .into_iter()
-            .map(|(name, kind)| ColumnConfig {
-                name: name.to_owned(),
-                kind,
-            })
-            .collect(),
-        };
-        let normalizer = Normalizer::new(Profile::Google, "US").expect("normalizer");
-        Dataset::load(&cfg, &normalizer).expect("dataset loads")
-    }
 
     const CSV_A: &str = "id,email,region,amount\n\
         1,a@example.com,north,12.5\n\
