@@ -108,7 +108,7 @@ use parley_proto::{
 };
 use serde::Deserialize;
 
-use crate::params::{table_name, wrong_params};
+use crate::params::{params_kind, table_name, wrong_params};
 use crate::{Job, JobError};
 
 /// A job file as written.
@@ -405,12 +405,6 @@ fn kind_params(
     dp_stats: Option<DpStatsParams>,
     secure_sum: Option<SecureSumParams>,
 ) -> Result<Option<Params>, String> {
-    let name = match kind {
-        JobKind::Psi => "psi",
-        JobKind::DpStats => "dp_stats",
-        JobKind::SecureSum => "secure_sum",
-        JobKind::Unspecified => "unspecified",
-    };
     let tables = [
         psi.map(Params::Psi),
         dp_stats.map(Params::DpStats),
@@ -418,10 +412,10 @@ fn kind_params(
     ];
     let mut own = None;
     for p in tables.into_iter().flatten() {
-        if table_name(&p) == name {
+        if params_kind(&p) == kind {
             own = Some(p);
         } else {
-            return Err(wrong_params(name, Some(&p), ""));
+            return Err(wrong_params(table_name(kind), Some(&p), ""));
         }
     }
     Ok(own)

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use parley_proto::job_spec::Params;
-use parley_proto::{DpMechanism, DpParams, OtherRows, Participant as PbParticipant};
+use parley_proto::{DpMechanism, DpParams, JobKind, OtherRows, Participant as PbParticipant};
 
 use crate::limits::{
     MAX_BOUND_UNITS, MAX_COLUMN_BYTES, MAX_COLUMNS, MAX_DECIMALS, MAX_NAME_BYTES, OTHER_CATEGORY,
@@ -290,12 +290,23 @@ pub(crate) fn check_column(name: &str, field: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The job-file table a spec's kind parameters come from (`psi`, `dp_stats`, `secure_sum`).
-pub(crate) fn table_name(p: &Params) -> &'static str {
+/// The kind whose parameters `p` are.
+pub(crate) fn params_kind(p: &Params) -> JobKind {
     match p {
-        Params::Psi(_) => "psi",
-        Params::DpStats(_) => "dp_stats",
-        Params::SecureSum(_) => "secure_sum",
+        Params::Psi(_) => JobKind::Psi,
+        Params::DpStats(_) => JobKind::DpStats,
+        Params::SecureSum(_) => JobKind::SecureSum,
+    }
+}
+
+/// A wire kind's name in job files: its `kind = "…"` value and its parameter table (`psi`,
+/// `dp_stats`, `secure_sum`).
+pub(crate) fn table_name(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Psi => "psi",
+        JobKind::DpStats => "dp_stats",
+        JobKind::SecureSum => "secure_sum",
+        JobKind::Unspecified => "unspecified",
     }
 }
 
@@ -303,7 +314,7 @@ pub(crate) fn table_name(p: &Params) -> &'static str {
 pub(crate) fn wrong_params(kind: &str, found: Option<&Params>, missing: &str) -> String {
     match found {
         Some(p) => {
-            let t = table_name(p);
+            let t = table_name(params_kind(p));
             format!(
                 "{t}: a {kind} job takes no [{t}] table; remove it, or set kind = \"{t}\" to                  run a {t} job"
             )

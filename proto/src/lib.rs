@@ -35,125 +35,72 @@ pub const MAX_JOB_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 use job_result::Kind as ResultKind;
 use job_spec::Params;
 
-/// Read and write access to the kind's parameters of a spec (the `params` oneof).
-impl JobSpec {
-    /// The PSI parameters, when the spec carries them.
-    pub fn psi(&self) -> Option<&PsiParams> {
-        match &self.params {
-            Some(Params::Psi(p)) => Some(p),
-            _ => None,
-        }
-    }
+/// For one kind: read and write access to its arm of the spec's `params` oneof, read access
+/// to its arm of the result's `kind` oneof, and `From` conversions into both. A new kind is one
+/// more invocation below.
+macro_rules! kind_arms {
+    ($variant:ident, $get:ident, $get_mut:ident, $params:ty, $result:ty, $what:literal) => {
+        impl JobSpec {
+            #[doc = concat!("The ", $what, " parameters, when the spec carries them.")]
+            pub fn $get(&self) -> Option<&$params> {
+                match &self.params {
+                    Some(Params::$variant(p)) => Some(p),
+                    _ => None,
+                }
+            }
 
-    /// The DP-statistics parameters, when the spec carries them.
-    pub fn dp_stats(&self) -> Option<&DpStatsParams> {
-        match &self.params {
-            Some(Params::DpStats(p)) => Some(p),
-            _ => None,
+            #[doc = concat!("Mutable ", $what, " parameters, when the spec carries them.")]
+            pub fn $get_mut(&mut self) -> Option<&mut $params> {
+                match &mut self.params {
+                    Some(Params::$variant(p)) => Some(p),
+                    _ => None,
+                }
+            }
         }
-    }
 
-    /// The secure-aggregation parameters, when the spec carries them.
-    pub fn secure_sum(&self) -> Option<&SecureSumParams> {
-        match &self.params {
-            Some(Params::SecureSum(p)) => Some(p),
-            _ => None,
+        impl JobResult {
+            #[doc = concat!("The ", $what, " result, when this is one.")]
+            pub fn $get(&self) -> Option<&$result> {
+                match &self.kind {
+                    Some(ResultKind::$variant(r)) => Some(r),
+                    _ => None,
+                }
+            }
         }
-    }
 
-    /// Mutable PSI parameters, when the spec carries them.
-    pub fn psi_mut(&mut self) -> Option<&mut PsiParams> {
-        match &mut self.params {
-            Some(Params::Psi(p)) => Some(p),
-            _ => None,
+        impl From<$params> for Params {
+            fn from(p: $params) -> Self {
+                Params::$variant(p)
+            }
         }
-    }
 
-    /// Mutable DP-statistics parameters, when the spec carries them.
-    pub fn dp_stats_mut(&mut self) -> Option<&mut DpStatsParams> {
-        match &mut self.params {
-            Some(Params::DpStats(p)) => Some(p),
-            _ => None,
+        impl From<$result> for JobResult {
+            fn from(r: $result) -> Self {
+                JobResult {
+                    kind: Some(ResultKind::$variant(r)),
+                }
+            }
         }
-    }
-
-    /// Mutable secure-aggregation parameters, when the spec carries them.
-    pub fn secure_sum_mut(&mut self) -> Option<&mut SecureSumParams> {
-        match &mut self.params {
-            Some(Params::SecureSum(p)) => Some(p),
-            _ => None,
-        }
-    }
+    };
 }
 
-/// Read access to the kind's result (the `kind` oneof).
-impl JobResult {
-    /// The PSI result, when this is one.
-    pub fn psi(&self) -> Option<&PsiResult> {
-        match &self.kind {
-            Some(ResultKind::Psi(r)) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// The DP-statistics result, when this is one.
-    pub fn dp_stats(&self) -> Option<&DpStatsResult> {
-        match &self.kind {
-            Some(ResultKind::DpStats(r)) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// The secure-aggregation result, when this is one.
-    pub fn secure_sum(&self) -> Option<&SecureSumResult> {
-        match &self.kind {
-            Some(ResultKind::SecureSum(r)) => Some(r),
-            _ => None,
-        }
-    }
-}
-
-impl From<PsiParams> for Params {
-    fn from(p: PsiParams) -> Self {
-        Params::Psi(p)
-    }
-}
-
-impl From<DpStatsParams> for Params {
-    fn from(p: DpStatsParams) -> Self {
-        Params::DpStats(p)
-    }
-}
-
-impl From<SecureSumParams> for Params {
-    fn from(p: SecureSumParams) -> Self {
-        Params::SecureSum(p)
-    }
-}
-
-impl From<PsiResult> for JobResult {
-    fn from(r: PsiResult) -> Self {
-        JobResult {
-            kind: Some(ResultKind::Psi(r)),
-        }
-    }
-}
-
-impl From<DpStatsResult> for JobResult {
-    fn from(r: DpStatsResult) -> Self {
-        JobResult {
-            kind: Some(ResultKind::DpStats(r)),
-        }
-    }
-}
-
-impl From<SecureSumResult> for JobResult {
-    fn from(r: SecureSumResult) -> Self {
-        JobResult {
-            kind: Some(ResultKind::SecureSum(r)),
-        }
-    }
-}
+kind_arms!(Psi, psi, psi_mut, PsiParams, PsiResult, "PSI");
+kind_arms!(
+    DpStats,
+    dp_stats,
+    dp_stats_mut,
+    DpStatsParams,
+    DpStatsResult,
+    "DP-statistics"
+);
+kind_arms!(
+    SecureSum,
+    secure_sum,
+    secure_sum_mut,
+    SecureSumParams,
+    SecureSumResult,
+    "secure-aggregation"
+);
 
 #[cfg(test)]
 mod tests {
