@@ -542,6 +542,23 @@ pub fn distributed_rho(delta_2: f64, sigma: f64, k: u32) -> f64 {
     0.5 * (delta_2 * delta_2 / (f64::from(k) * s2) + 0.5 * tau)
 }
 
+/// The largest [`distributed_rho`] over every contributor count `k` in `min..=max`, in one
+/// pass. Checking only the two ends would assume the bound is monotone or convex in `k`, which
+/// nothing guarantees.
+fn worst_distributed_rho(delta_2: f64, sigma: f64, min: u32, max: u32) -> f64 {
+    let s2 = sigma * sigma;
+    let mut tau = 0.0;
+    let mut worst = f64::NEG_INFINITY;
+    for k in 1..=max {
+        if k >= min {
+            worst = worst.max(0.5 * (delta_2 * delta_2 / (f64::from(k) * s2) + 0.5 * tau));
+        }
+        let j = f64::from(k);
+        tau += 10.0 * (-2.0 * std::f64::consts::PI.powi(2) * s2 * j / (j + 1.0)).exp();
+    }
+    worst
+}
+
 /// Calibrates per-node shares so that the sum over any `min_parties..=max_parties` contributors
 /// is `rho`-zCDP for L2 `sensitivity`.
 pub fn distributed_gaussian(
@@ -557,10 +574,8 @@ pub fn distributed_gaussian(
         return Err(DpError::CalibrationFailed);
     }
     let d = sensitivity as f64;
-    let worst = |sigma: f64| {
-        distributed_rho(d, sigma, min_parties).max(distributed_rho(d, sigma, max_parties))
-    };
-    // Start from the slack-free answer and grow until the bound holds at both ends.
+    let worst = |sigma: f64| worst_distributed_rho(d, sigma, min_parties, max_parties);
+    // Start from the slack-free answer and grow until the bound holds for every count.
     let mut sigma = (d * d / (2.0 * rho * f64::from(min_parties)))
         .sqrt()
         .max(1.0);
@@ -993,6 +1008,31 @@ mod tests {
             }
         }
     }
+    #[test]
+    fn the_worst_case_is_taken_over_every_contributor_count() {
+        for (d, sigma, min, max) in [(5.0, 3.0, 4, 8), (1.0, 0.4, 1, 50), (2.0, 0.7, 3, 200)] {
+            let direct = (min..=max)
+                .map(|k| distributed_rho(d, sigma, k))
+                .fold(f64::NEG_INFINITY, f64::max);
+            let once = worst_distributed_rho(d, sigma, min, max);
+            assert!(
+                (once - direct).abs() <= 1e-12 * direct.abs(),
+                "{once} vs {direct}"
+            );
+        }
+        // Every count in the range meets the target, small scales (where the tail term
+        // matters) included.
+        for (s, rho, min, max) in [(1, 2.0, 1, 200), (1, 0.05, 2, 30), (3, 0.5, 5, 120)] {
+            let g = distributed_gaussian(s, rho, min, max).unwrap();
+            for k in min..=max {
+                assert!(
+                    distributed_rho(s as f64, g.node_scale, k) <= rho * (1.0 + 1e-12),
+                    "s {s} rho {rho} k {k}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn distributed_gaussian_meets_its_target_at_every_survivor_count() {
         let rho = rho_for(1.0, 1e-6).unwrap();

@@ -97,6 +97,11 @@ pub const MAX_BABY_BITS: u32 = 28;
 /// allows ranges up to `2^42` values wide.
 pub const MAX_GIANT_STEPS: u64 = 1 << 20;
 
+/// The widest range the tables of [`DlogTable::for_width`] decrypt: `2^DEFAULT_BABY_BITS` baby
+/// steps times [`MAX_GIANT_STEPS`], `2^42` values. A protocol must refuse a wider range before
+/// anyone computes (or pays for) a ciphertext in it.
+pub const MAX_DECRYPT_WIDTH: u128 = (1u128 << DEFAULT_BABY_BITS) * MAX_GIANT_STEPS as u128;
+
 /// Ciphertexts per rayon task when encrypting.
 const PAR_CHUNK: usize = 256;
 
@@ -480,21 +485,21 @@ impl DlogTable {
     }
 
     /// A process-wide table sized for decrypting values in a range `width` wide: about
-    /// `sqrt(width)` baby steps (so building it and the giant steps cost about the same),
-    /// at most `2^DEFAULT_BABY_BITS`, and enough for `width` within [`MAX_GIANT_STEPS`]. Tables
-    /// are built once per size and kept. Same caveat as [`DlogTable::global`] about rayon.
+    /// `sqrt(width)` baby steps (so building it and the giant steps cost about the same), and
+    /// enough for `width` within [`MAX_GIANT_STEPS`], but never more than `2^DEFAULT_BABY_BITS`
+    /// (64 MiB): a range wider than [`MAX_DECRYPT_WIDTH`] gets that largest table, which cannot
+    /// decrypt all of it. Tables are built once per size and kept, so the cache never holds
+    /// more than 128 MiB. Same caveat as [`DlogTable::global`] about rayon.
     pub fn for_width(width: u128) -> std::sync::Arc<DlogTable> {
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex};
         static TABLES: OnceLock<Mutex<HashMap<u32, Arc<DlogTable>>>> = OnceLock::new();
         let log2 = 128 - width.max(1).leading_zeros();
         let giant_bits = MAX_GIANT_STEPS.trailing_zeros();
-        let bits = log2.div_ceil(2).max(log2.saturating_sub(giant_bits)).clamp(
-            8,
-            DEFAULT_BABY_BITS
-                .max(log2.saturating_sub(giant_bits))
-                .min(MAX_BABY_BITS),
-        );
+        let bits = log2
+            .div_ceil(2)
+            .max(log2.saturating_sub(giant_bits))
+            .clamp(8, DEFAULT_BABY_BITS);
         let tables = TABLES.get_or_init(|| Mutex::new(HashMap::new()));
         let cached = tables
             .lock()
@@ -901,8 +906,12 @@ mod tests {
             sk.vartime_decrypt(&ct, -5, 1 << 20, &small).unwrap(),
             999_999
         );
-        // Wide ranges still fit the giant-step limit.
-        let wide = DlogTable::for_width(1 << 44);
-        assert!(wide.max_width() >= 1 << 44);
+        // The widest decryptable range fits the giant-step limit; wider ones get the same,
+        // largest table rather than an unbounded one.
+        let widest = DlogTable::for_width(MAX_DECRYPT_WIDTH);
+        assert_eq!(u128::from(widest.max_width()), MAX_DECRYPT_WIDTH);
+        let wider = DlogTable::for_width(MAX_DECRYPT_WIDTH << 6);
+        assert!(std::sync::Arc::ptr_eq(&widest, &wider));
+        assert!(wider.memory_bytes() <= 64 << 20);
     }
 }

@@ -582,8 +582,10 @@ impl SumP2 {
             });
         }
         self.incoming.header(count)?;
+        // A declared count is only a claim: reserve at most 2^20 points (32 MiB) up front, as
+        // the other receivers do, and grow as points actually arrive.
         self.reblinded.reserve_exact(
-            usize::try_from(count)
+            usize::try_from(count.min(1 << 20))
                 .unwrap_or(0)
                 .saturating_mul(POINT_LEN),
         );
@@ -801,6 +803,13 @@ mod tests {
         p1.on_pairs_header(p2.pairs_count(), &p2.public_key())
             .unwrap();
         p1
+    }
+
+    #[test]
+    fn a_large_declared_stream_reserves_a_bounded_amount() {
+        let mut p2 = SumP2::new(vec![(id(1), 5)], 1 << 30).unwrap();
+        p2.on_ids_header(1 << 28).unwrap();
+        assert!(p2.reblinded.capacity() <= (1 << 20) * POINT_LEN);
     }
 
     #[test]

@@ -524,6 +524,12 @@ impl Dataset {
             .collect()
     }
 
+    /// Identifiers stored over all records and identifier columns: an upper bound on the
+    /// number of distinct identifiers any selection of columns yields.
+    pub fn identifier_count(&self) -> usize {
+        self.id_hashes.len()
+    }
+
     /// Per record (in load order), the distinct identifiers found in `columns`; an empty
     /// slice means every identifier column. A record with no identifier in those columns
     /// gets an empty list.

@@ -75,6 +75,10 @@ CREATE TRIGGER IF NOT EXISTS ledger_rows_no_delete BEFORE DELETE ON ledger_rows
 BEGIN
     SELECT RAISE(ABORT, 'parley ledger rows are append-only: DELETE refused');
 END;
+CREATE TABLE IF NOT EXISTS accepted_jobs (
+    job_id TEXT    NOT NULL PRIMARY KEY,
+    at_ms  INTEGER NOT NULL
+) STRICT;
 ";
 
 /// The columns of a row, in the order [`row_from_sql`] reads them.
@@ -399,6 +403,23 @@ impl Ledger {
     pub fn head(&self, dataset: &str) -> Result<Option<LedgerRow>, NodeError> {
         let conn = self.lock();
         read_head(&conn, &self.path, dataset)
+    }
+
+    /// Records that this node accepted job `job_id`, durably. Returns `false`, recording
+    /// nothing, when the id was accepted before (by this run or an earlier one): a job id is
+    /// used once, so that no two runs of a job ever share its envelope keys.
+    ///
+    /// # Errors
+    /// [`NodeError::LedgerStore`].
+    pub fn accept_job(&self, job_id: &str) -> Result<bool, NodeError> {
+        let conn = self.lock();
+        let added = conn
+            .execute(
+                "INSERT OR IGNORE INTO accepted_jobs (job_id, at_ms) VALUES (?1, ?2)",
+                params![job_id, now_ms()],
+            )
+            .map_err(store_error(&self.path, "record an accepted job"))?;
+        Ok(added == 1)
     }
 
     /// Names of the datasets that have rows in the ledger (configured or not), in order.
@@ -736,6 +757,18 @@ mod tests {
             let parsed = LedgerExport::from_json(&export.to_json_pretty()).expect("parse");
             audit(&parsed, &self.secrets.ed25519_public(), None)
         }
+    }
+
+    #[test]
+    fn a_job_id_is_accepted_once_across_restarts() {
+        let f = Fixture::new();
+        let l = f.open(budgets(1.0, 0.0, Period::Never));
+        assert!(l.accept_job("job-1").expect("accept"));
+        assert!(!l.accept_job("job-1").expect("accept again"));
+        assert!(l.accept_job("job-2").expect("another job"));
+        drop(l);
+        let l = f.open(budgets(1.0, 0.0, Period::Never));
+        assert!(!l.accept_job("job-1").expect("after a restart"));
     }
 
     #[test]

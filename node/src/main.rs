@@ -163,15 +163,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 None => println!("head: none (nothing charged yet)"),
             }
             println!("node Ed25519 public key: {}", hex::encode(key));
-            let head_arg = export
-                .head()
-                .map(|h| format!(" --head {h}"))
-                .unwrap_or_default();
-            println!(
-                "auditors verify it with: parleyctl audit {} --node-key {}{head_arg}",
-                out.display(),
-                hex::encode(key)
-            );
+            println!("{}", audit_advice(&out));
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger {
@@ -358,4 +350,35 @@ fn budget_json(cfg: &NodeConfig, statuses: &[BudgetStatus]) -> String {
         "datasets_without_budget": unbudgeted,
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// What `ledger export` tells the operator to hand the auditor. The command it prints takes
+/// neither the head nor the key from this export: a node operator holds the signing key and
+/// could have rewritten the ledger, so the auditor checks against the head the coordinator
+/// recorded and takes the key from the federation (`parleyctl nodes --keys`).
+fn audit_advice(out: &std::path::Path) -> String {
+    format!(
+        "give the export to the auditor, who verifies it against the coordinator's record of \
+         the head, with the node's key from the federation rather than from this output:\n  \
+         parleyctl nodes --keys          # the node's Ed25519 key, checked against the CA\n  \
+         parleyctl audit {} --node-key <KEY from parleyctl nodes --keys>",
+        out.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_audit_advice_is_not_self_certifying() {
+        let advice = super::audit_advice(std::path::Path::new("crm-ledger.json"));
+        assert!(
+            advice.contains("parleyctl audit crm-ledger.json --node-key <KEY"),
+            "{advice}"
+        );
+        assert!(advice.contains("parleyctl nodes --keys"), "{advice}");
+        assert!(
+            !advice.contains("--head") && !advice.contains("--offline"),
+            "{advice}"
+        );
+    }
 }

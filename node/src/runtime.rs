@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 use crate::NodeError;
 use crate::config::NodeConfig;
 use crate::dataset::Dataset;
-use crate::jobs::{JobIo, JobRun, Links, check_columns, head_message, run_blocking};
+use crate::jobs::{
+    JobIo, JobRun, Links, check_columns, check_job_id, create_private_file, head_message,
+    run_blocking,
+};
 use crate::ledger::Ledger;
 use crate::policy::Policy;
 
@@ -420,18 +423,8 @@ fn write_result(
     node: &Node,
     d: &parley_proto::ResultDelivery,
 ) -> Result<std::path::PathBuf, NodeError> {
-    if d.job_id.is_empty()
-        || d.job_id.len() > 64
-        || !d
-            .job_id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(NodeError::protocol(
-            "",
-            "a delivered result has an invalid job id",
-        ));
-    }
+    check_job_id(&d.job_id)
+        .map_err(|e| NodeError::protocol("", &format!("a delivered result: {e}")))?;
     let Some(r) = d.result.as_ref().and_then(|r| r.secure_sum()) else {
         return Err(NodeError::protocol(
             &d.job_id,
@@ -451,7 +444,11 @@ fn write_result(
         source: e,
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&value).unwrap_or_default()).map_err(io)?;
+    std::io::Write::write_all(
+        &mut create_private_file(&tmp).map_err(io)?,
+        &serde_json::to_vec_pretty(&value).unwrap_or_default(),
+    )
+    .map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
     Ok(path)
 }
@@ -462,6 +459,7 @@ fn write_result(
 /// keys), or the refusal reason (which the analyst sees).
 fn consider(node: &Node, offer: &JobOffer) -> Result<(Job, Links), String> {
     let me = &node.config.name;
+    check_job_id(&offer.job_id)?;
     let spec = offer.spec.as_ref().ok_or("the offer carries no job spec")?;
     let job = Job::try_from(spec).map_err(|e| {
         format!(
@@ -511,7 +509,15 @@ fn consider(node: &Node, offer: &JobOffer) -> Result<(Job, Links), String> {
             .check(&job.participants[index].dataset, cost.epsilon, cost.delta)
             .map_err(|e| format!("node '{me}' refuses: {e}"))?;
     }
-    Ok((job, links))
+    // Last: an id is used once, so a refused offer does not use it up.
+    match node.ledger.accept_job(&offer.job_id) {
+        Ok(true) => Ok((job, links)),
+        Ok(false) => Err(format!(
+            "node '{me}' has already accepted a job with id '{}'; a job id is used once",
+            offer.job_id
+        )),
+        Err(e) => Err(format!("node '{me}' cannot record the job: {e}")),
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // one argument per part of the job's context and its link

@@ -319,6 +319,41 @@ pub fn check_columns(ds: &Dataset, job: &Job, index: usize) -> Result<(), String
     }
 }
 
+/// Longest job id a node accepts.
+const MAX_JOB_ID_BYTES: usize = 64;
+
+/// Checks a job id from the coordinator before it names anything (files, ledger rows): 1 to
+/// 64 bytes of lowercase ASCII letters, digits and `-`. Errors are refusal reasons.
+pub fn check_job_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > MAX_JOB_ID_BYTES
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "the job id '{}' is not valid (1 to {MAX_JOB_ID_BYTES} lowercase letters, digits \
+             and '-')",
+            id.escape_debug()
+                .to_string()
+                .chars()
+                .take(80)
+                .collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// Creates (or truncates) `path` readable and writable by the node's user only (mode 0600 on
+/// Unix): match and result files hold record keys and released results.
+pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 /// `ds`'s value column `column`, or why there is none.
 pub(crate) fn value_column<'d>(ds: &'d Dataset, column: &str) -> Result<&'d [f64], String> {
     ds.values(column)
@@ -332,6 +367,44 @@ pub(crate) fn segment_column<'d>(
 ) -> Result<&'d SegmentColumn, String> {
     ds.segments(column)
         .ok_or_else(|| format!("dataset '{}' has no segment column '{column}'", ds.name()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_that_could_name_a_path_are_refused() {
+        check_job_id("job-0a1b2c").unwrap();
+        for bad in [
+            "",
+            "../etc/passwd",
+            "Job-1",
+            "job 1",
+            "job/1",
+            "job\n1",
+            &"a".repeat(65),
+        ] {
+            let e = check_job_id(bad).unwrap_err();
+            assert!(e.contains("not valid"), "{bad}: {e}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, "old contents that are longer").unwrap();
+        std::io::Write::write_all(&mut create_private_file(&path).unwrap(), b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let fresh = dir.path().join("y.csv");
+        create_private_file(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }
 
 /// Test fixtures shared by the kinds' unit tests.

@@ -19,7 +19,7 @@ use super::dp::{calibrated, dp_err, noise_info};
 use super::envelope::EnvelopeWire;
 use super::two_party::{self, Incoming, Party, peer_err};
 use super::wait::Waiter;
-use super::{JobIo, JobRun};
+use super::{JobIo, JobRun, create_private_file};
 use crate::NodeError;
 
 /// Runs a PSI match or cardinality job as the receiver or the sender. Returns the result at
@@ -89,7 +89,7 @@ fn release(
         let path = run.output_dir.join(format!("{}-matches.csv", run.job_id));
         let tmp = path.with_extension("csv.tmp");
         let write = || -> std::io::Result<()> {
-            let mut w = csv::Writer::from_path(&tmp)?;
+            let mut w = csv::Writer::from_writer(create_private_file(&tmp)?);
             w.write_record([run.dataset.key_column()])?;
             for &i in &o.matched_records {
                 w.write_record([run.dataset.key(i)])?;

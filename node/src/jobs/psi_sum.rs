@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use parley_crypto::dp::Calibrated;
-use parley_crypto::elgamal::{CIPHERTEXT_LEN, DlogTable};
+use parley_crypto::elgamal::{CIPHERTEXT_LEN, DlogTable, MAX_DECRYPT_WIDTH};
 use parley_crypto::normalize::IdHash;
 use parley_crypto::psi::POINT_LEN;
 use parley_crypto::psi_sum::{PAIR_LEN, SumP1, SumP2};
@@ -93,16 +93,11 @@ pub(super) fn run(
         .map(|(id, total)| (id, total.clamp(lower_units, upper_units).max(0) as u64))
         .collect();
     let n = items.len() as u64;
+    let (min, max) = decrypt_range(&job, k, &sum_cal, n)?;
     let p2 = SumP2::new(items, run.max_set_size)?;
-    // The noisy sum lies in [-bound, n * upper + bound] except with probability ~1e-9.
-    let bound = sum_cal.accuracy(1e-9).map_err(|e| dp_err(&job, e))?.ceil() as i64 + 1;
-    let max = i64::try_from(n)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(upper_units.max(0))
-        .saturating_add(bound);
-    let mut party = SumReceiverParty::new(p2, run.batch_points, (-bound, max));
+    let mut party = SumReceiverParty::new(p2, run.batch_points, (min, max));
     two_party::drive(&mut party, &mut wire, io, wait)?;
-    let got = party.finish(-bound, max).map_err(|e| e.for_job(&job))?;
+    let got = party.finish(min, max).map_err(|e| e.for_job(&job))?;
     // P2's dataset pays for the released sum before it leaves.
     run.charge(io, wait)?;
     let noisy_count = got.noisy_count.max(0) as u64;
@@ -129,12 +124,53 @@ pub(super) fn run(
     })))
 }
 
-/// Checks at the offer that P2 (participant `index` when it is `k.p2`) has the value column.
+/// Checks at the offer that P2 (participant `index` when it is `k.p2`) has the value column
+/// and can decrypt every sum its dataset could give, so that no job starts (and P1 charges)
+/// that P2 would fail to decrypt.
 pub(super) fn check_columns(ds: &Dataset, k: &PsiSum, index: usize) -> Result<(), String> {
     if index == k.p2 {
         value_column(ds, &k.value_column)?;
+        let sum_cal =
+            calibrated("", &k.sum_dp, k.bounds.sensitivity_units()).map_err(|e| e.to_string())?;
+        let n = u64::try_from(ds.identifier_count()).unwrap_or(u64::MAX);
+        decrypt_range("", k, &sum_cal, n).map_err(|e| match e {
+            NodeError::Protocol { detail, .. } => detail,
+            other => other.to_string(),
+        })?;
     }
     Ok(())
+}
+
+/// The range P2 decrypts the noisy sum of at most `n` identifiers in: `[-bound, n × upper +
+/// bound]` in units, where `bound` exceeds the noise except with probability about 1e-9.
+/// Refused when wider than P2 can decrypt ([`MAX_DECRYPT_WIDTH`]).
+fn decrypt_range(
+    job: &str,
+    k: &PsiSum,
+    sum_cal: &Calibrated,
+    n: u64,
+) -> Result<(i64, i64), NodeError> {
+    let b = k.bounds;
+    let noise = sum_cal.accuracy(1e-9).map_err(|e| dp_err(job, e))?.ceil();
+    // `as` saturates a huge or infinite bound at i64::MAX; the width check then refuses it.
+    let bound = (noise as i64).saturating_add(1);
+    let max = i64::try_from(n)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(b.units(b.upper).max(0))
+        .saturating_add(bound);
+    let width = (i128::from(max) + i128::from(bound)).unsigned_abs();
+    if width > MAX_DECRYPT_WIDTH {
+        return Err(NodeError::protocol(
+            job,
+            &format!(
+                "psi: a noisy sum over up to {n} identifiers of values clamped to at most {} \
+                 spans {width} units of 10^-{}, more than the 2^42 P2 can decrypt; lower \
+                 psi.upper or psi.decimals, or raise psi.dp.epsilon",
+                b.upper, b.decimals
+            ),
+        ));
+    }
+    Ok((bound.saturating_neg(), max))
 }
 
 /// Largest number of pairs in one batch: one envelope carries at most one chunk.
@@ -712,6 +748,52 @@ mod tests {
             .on_incoming(header(PsiStream::SumPairs, 1, 1))
             .unwrap_err();
         assert!(err.to_string().contains("public key"), "{err}");
+    }
+
+    fn sum_job(upper: f64, decimals: u32, epsilon: f64) -> PsiSum {
+        let dp = parley_jobs::params::Dp {
+            epsilon,
+            mechanism: parley_jobs::params::Mechanism::Laplace,
+            delta: 0.0,
+        };
+        PsiSum {
+            min_intersection: 0,
+            sum_dp: dp,
+            count_dp: dp,
+            bounds: parley_jobs::params::Bounds {
+                lower: 0.0,
+                upper,
+                decimals,
+            },
+            p1: 0,
+            p2: 1,
+            value_column: "amount".into(),
+        }
+    }
+
+    fn range(k: &PsiSum, n: u64) -> Result<(i64, i64), NodeError> {
+        let cal = calibrated("job-1", &k.sum_dp, k.bounds.sensitivity_units()).unwrap();
+        decrypt_range("job-1", k, &cal, n)
+    }
+
+    #[test]
+    fn the_decryption_range_covers_the_sum_and_its_noise() {
+        let k = sum_job(500.0, 2, 1.0);
+        let (min, max) = range(&k, 1000).unwrap();
+        // Laplace at sensitivity 50,000 units: the 1e-9 tail is about 50,000 × ln(1e9).
+        assert!(min < -1_000_000 && min > -2_000_000, "{min}");
+        assert_eq!(max, 1000 * 50_000 - min);
+    }
+
+    #[test]
+    fn a_range_p2_cannot_decrypt_is_refused_before_anything_runs() {
+        // 10^7 identifiers × 10^6 units is about 2^43 values.
+        let err = range(&sum_job(10_000.0, 2, 1.0), 10_000_000).unwrap_err().to_string();
+        assert!(err.contains("more than the 2^42 P2 can decrypt"), "{err}");
+        assert!(err.contains("psi.upper"), "{err}");
+        // A tiny epsilon makes the noise bound overflow-sized: refused, not wrapped around.
+        let err = range(&sum_job(1.0, 0, 1e-300), 10).unwrap_err().to_string();
+        assert!(err.contains("P2 can decrypt") || err.contains("DP release"), "{err}");
     }
 
     #[test]
