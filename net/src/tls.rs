@@ -5,16 +5,22 @@
 //! * The server speaks TLS 1.3 only, with the *ring* provider, and requires a client
 //!   certificate that chains to the federation CA and allows client authentication.
 //! * A failed or slow (> 10 s) handshake drops that connection only; the server keeps running.
+//! * Idle connections cannot starve the server: a connection takes a handshake slot only once
+//!   its first bytes (the ClientHello) arrive, silent connections are dropped after 3 s, and
+//!   when too many are waiting the one waiting longest is dropped for the newcomer. One source
+//!   address holds at most half of the handshake slots.
 //! * Clients verify the server certificate against the federation CA and the expected server
 //!   name, and present their own certificate.
 //!
 //! Not guaranteed here: *which* peer may call what. Handlers decide that with
 //! [`crate::authorize`].
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -23,7 +29,7 @@ use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,8 +41,16 @@ use crate::{NetError, PeerIdentity};
 
 /// Longest time a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most TLS handshakes in progress at once; further connections wait in the kernel backlog.
+/// Most TLS handshakes in progress at once (counted from the ClientHello's first bytes); a
+/// connection that finds none free is dropped.
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+/// Most handshakes in progress from one IP address.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = MAX_CONCURRENT_HANDSHAKES / 2;
+/// Longest a new connection may stay silent before the first bytes of its ClientHello.
+pub const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most accepted connections waiting for their first bytes; when full, the one waiting
+/// longest is dropped to make room, so a flood of idle sockets cannot shut newcomers out.
+pub const MAX_WAITING_CONNECTIONS: usize = 4096;
 /// Client connect timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 keep-alive ping interval (and timeout) on client channels.
@@ -216,8 +230,12 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, NetEr
 /// yielding established streams for
 /// `tonic::transport::Server::serve_with_incoming_shutdown`.
 ///
-/// * Each handshake runs in its own task with a [`HANDSHAKE_TIMEOUT`]; at most
-///   [`MAX_CONCURRENT_HANDSHAKES`] run at once.
+/// * Every connection is accepted at once and waits in its own task for its first bytes, at
+///   most [`CLIENT_HELLO_TIMEOUT`]; at most [`MAX_WAITING_CONNECTIONS`] wait, and a newcomer
+///   beyond that evicts the one waiting longest.
+/// * Then its handshake runs with a [`HANDSHAKE_TIMEOUT`]; at most
+///   [`MAX_CONCURRENT_HANDSHAKES`] run at once, [`MAX_HANDSHAKES_PER_SOURCE`] from one IP
+///   address; a connection that finds no slot is dropped (the client retries).
 /// * Failed handshakes are logged with the peer address and dropped; they are never yielded
 ///   as errors, so one bad client cannot stop the server. Accept errors (e.g. out of file
 ///   descriptors) are logged and retried after a short pause.
@@ -252,15 +270,8 @@ async fn accept_loop(
 ) {
     let local = listener.local_addr().ok();
     tracing::debug!(?local, "accepting TLS connections");
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let admission = Arc::new(Admission::new());
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             a = listener.accept() => a,
@@ -278,11 +289,15 @@ async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
+        let waiting = admission.wait();
+        let admission = Arc::clone(&admission);
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let Some(_slot) = admission.admit(waiting, &tcp, peer, &shutdown).await else {
+                return;
+            };
             if let Some(tls) = handshake(acceptor, tcp, peer, &shutdown).await {
                 tokio::select! {
                     () = shutdown.cancelled() => {}
@@ -292,6 +307,130 @@ async fn accept_loop(
         });
     }
     tracing::debug!(?local, "stopped accepting TLS connections");
+}
+
+/// Which accepted connections may start a TLS handshake: the waiting room for their first
+/// bytes and the handshake slots, globally and per source address.
+struct Admission {
+    /// Connections waiting for their first bytes, oldest first, each with the token that
+    /// evicts it.
+    waiting: Mutex<BTreeMap<u64, CancellationToken>>,
+    next: AtomicU64,
+    permits: Arc<Semaphore>,
+    per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// A connection's place in the waiting room.
+struct Waiting {
+    id: u64,
+    evicted: CancellationToken,
+}
+
+/// A handshake slot: a global permit and one of its source's, released on drop.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    source: IpAddr,
+    per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = lock(&self.per_source);
+        if let Some(n) = m.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Admission {
+    fn new() -> Self {
+        Admission {
+            waiting: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES)),
+            per_source: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Enters a new connection in the waiting room, evicting the one waiting longest when it
+    /// is full.
+    fn wait(&self) -> Waiting {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evicted = CancellationToken::new();
+        let mut waiting = lock(&self.waiting);
+        while waiting.len() >= MAX_WAITING_CONNECTIONS {
+            match waiting.pop_first() {
+                Some((_, oldest)) => oldest.cancel(),
+                None => break,
+            }
+        }
+        waiting.insert(id, evicted.clone());
+        Waiting { id, evicted }
+    }
+
+    /// Waits for the connection's first bytes, then takes a handshake slot. `None` (the
+    /// connection is dropped) when it stays silent, is evicted, or finds no slot free.
+    async fn admit(
+        &self,
+        w: Waiting,
+        tcp: &TcpStream,
+        peer: SocketAddr,
+        shutdown: &CancellationToken,
+    ) -> Option<Slot> {
+        let mut first = [0u8; 1];
+        let spoke = tokio::select! {
+            () = shutdown.cancelled() => None,
+            () = w.evicted.cancelled() => {
+                tracing::debug!(%peer, "too many connections waiting for a ClientHello; the oldest dropped");
+                None
+            }
+            // `peek` waits for a byte (or the end of the stream) without consuming it; a bare
+            // readiness check may report a fresh socket ready before anything arrived.
+            r = tokio::time::timeout(CLIENT_HELLO_TIMEOUT, tcp.peek(&mut first)) => match r {
+                Ok(Ok(0)) => {
+                    tracing::debug!(%peer, "connection closed before its ClientHello");
+                    None
+                }
+                Ok(Ok(_)) => Some(()),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection failed before its ClientHello; dropped");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, timeout_s = CLIENT_HELLO_TIMEOUT.as_secs(), "no ClientHello; connection dropped");
+                    None
+                }
+            },
+        };
+        lock(&self.waiting).remove(&w.id);
+        spoke?;
+        let source = peer.ip();
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            tracing::warn!(%peer, max = MAX_CONCURRENT_HANDSHAKES, "all TLS handshake slots busy; connection dropped (the client retries)");
+            return None;
+        };
+        let mut per_source = lock(&self.per_source);
+        let n = per_source.entry(source).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_SOURCE {
+            tracing::warn!(%peer, max = MAX_HANDSHAKES_PER_SOURCE, "too many TLS handshakes from one address; connection dropped");
+            return None;
+        }
+        *n += 1;
+        drop(per_source);
+        Some(Slot {
+            _permit: permit,
+            source,
+            per_source: Arc::clone(&self.per_source),
+        })
+    }
 }
 
 async fn handshake(

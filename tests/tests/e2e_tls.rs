@@ -152,3 +152,99 @@ async fn the_wrong_role_is_refused_with_permission_denied() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     fed.shutdown().await.unwrap();
 }
+
+/// Holds `n` TCP connections to `addr` open without ever speaking TLS, opening a new one
+/// whenever the server drops one, until `stop`. Returns the counters of sockets open right
+/// now and of connections made in all.
+fn idle_flood(
+    addr: std::net::SocketAddr,
+    n: usize,
+    stop: tokio_util::sync::CancellationToken,
+) -> [std::sync::Arc<std::sync::atomic::AtomicUsize>; 2] {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncReadExt as _;
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..n {
+        let (open, made, stop) = (open.clone(), made.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                open.fetch_add(1, Ordering::Relaxed);
+                made.fetch_add(1, Ordering::Relaxed);
+                let mut byte = [0u8; 1];
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    _ = s.read(&mut byte) => {}
+                }
+                open.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    }
+    [open, made]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_sockets_do_not_keep_nodes_or_analysts_out() {
+    use parley_tests::r#gen::{FederationSpec, generate};
+    use parley_tests::harness::{NodeSetup, open_policy};
+    use std::sync::atomic::Ordering;
+
+    let tmp = tempfile::tempdir().unwrap();
+    parley_net::init_tracing("error");
+    let g = generate(&tmp.path().join("data"), &FederationSpec::demo(300)).unwrap();
+    let setups = [
+        ("brand", "crm", "publisher"),
+        ("publisher", "subscribers", "brand"),
+    ]
+    .into_iter()
+    .map(|(n, d, other)| NodeSetup::new(n, g.dataset_toml(n), open_policy(&[other], &[d])))
+    .collect();
+    let mut fed = Federation::start(tmp.path(), setups).await.unwrap();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let [open, made] = idle_flood(fed.addr, 1000, stop.clone());
+    let filled = tokio::time::Instant::now() + Duration::from_secs(30);
+    while open.load(Ordering::Relaxed) < 1000 {
+        assert!(
+            tokio::time::Instant::now() < filled,
+            "the flood never reached 1000 sockets"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the server drop the first silent sockets and the flood renew them.
+    while made.load(Ordering::Relaxed) <= 1000 {
+        assert!(
+            tokio::time::Instant::now() < filled,
+            "the server never dropped an idle socket"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Under the flood, a node reconnects and an analyst's job runs end to end.
+    fed.stop_node("brand").await.unwrap();
+    fed.start_node("brand").unwrap();
+    fed.wait_connected(
+        &["brand".into(), "publisher".into()],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), parley_proto::JobState::Succeeded, "{job:?}");
+    // The flood was still there: the server kept dropping and the flood kept renewing.
+    assert!(open.load(Ordering::Relaxed) > 500);
+    stop.cancel();
+    fed.shutdown().await.unwrap();
+}
