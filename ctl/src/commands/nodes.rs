@@ -40,19 +40,31 @@ pub async fn run(
                     std::time::SystemTime::now(),
                 )
             });
-            match verified {
-                Some(Ok(k)) => writeln!(
-                    out,
-                    "{}  ledger key {}  (binding verified against the federation CA)",
-                    n.name,
-                    hex::encode(k.ed25519_public)
-                )?,
-                Some(Err(e)) => writeln!(out, "{}  key binding REJECTED: {e}", n.name)?,
-                None => writeln!(out, "{}  no key binding", n.name)?,
-            }
+            writeln!(out, "{}", key_line(&n.name, verified))?;
         }
     }
     Ok(EXIT_OK)
+}
+
+/// The `--keys` line of node `listed` (the name the coordinator lists it under): its ledger
+/// key only when the binding verified against the CA *and* names that same node, so that a
+/// coordinator cannot show one node's genuine binding under another node's name.
+fn key_line(
+    listed: &str,
+    verified: Option<Result<parley_net::binding::VerifiedKeys, parley_net::NetError>>,
+) -> String {
+    match verified {
+        Some(Ok(k)) if k.node_name != listed => format!(
+            "{listed}  key binding REJECTED: it is the binding of node '{}', not of '{listed}'",
+            k.node_name
+        ),
+        Some(Ok(k)) => format!(
+            "{listed}  ledger key {}  (binding verified against the federation CA)",
+            hex::encode(k.ed25519_public)
+        ),
+        Some(Err(e)) => format!("{listed}  key binding REJECTED: {e}"),
+        None => format!("{listed}  no key binding"),
+    }
 }
 
 /// Prints the `nodes` table: one row per dataset.
