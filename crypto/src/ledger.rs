@@ -641,8 +641,10 @@ pub enum ProblemKind {
     InvalidValue,
     /// A row takes its period's spending over the budget.
     OverBudget,
-    /// The export does not end at the expected head.
+    /// The export does not contain a head recorded outside the node (truncated or rewritten).
     Head,
+    /// A row is dated after an outside witness saw it (the node's clock ran ahead).
+    Clock,
 }
 
 /// The first problem an audit found.
@@ -701,6 +703,32 @@ pub struct AuditReport {
     pub spent: Vec<PeriodSpend>,
     /// The export's last row, if any.
     pub head: Option<Head>,
+    /// How many recorded heads the export was checked against.
+    pub witnessed_heads: usize,
+    /// Rows after the newest recorded head (an honest ledger whose last head reports were
+    /// lost, or charges made since): signed and chained, but not yet witnessed.
+    pub rows_after_witness: usize,
+}
+
+/// Largest skew allowed between a node's clock and an outside clock.
+pub const CLOCK_TOLERANCE_MS: i64 = 5 * 60 * 1000;
+
+/// A head of the chain as recorded outside the node, by the coordinator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessedHead {
+    /// The head.
+    pub head: Head,
+    /// When the witness recorded it, by the witness's clock (ms since the epoch), if known.
+    pub recorded_at_ms: Option<i64>,
+}
+
+/// What an audit compares an export with, from outside the node that wrote it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Witness {
+    /// Every head recorded for this chain, in any order: each must be in the export.
+    pub heads: Vec<WitnessedHead>,
+    /// The auditor's clock (ms since the epoch): no row or export may be dated after it.
+    pub now_ms: Option<i64>,
 }
 
 impl AuditReport {
@@ -739,6 +767,14 @@ impl fmt::Display for AuditReport {
             Some(h) => writeln!(f, "  head: {h}")?,
             None => writeln!(f, "  head: none (empty ledger)")?,
         }
+        if self.witnessed_heads > 0 && self.rows_after_witness > 0 {
+            writeln!(
+                f,
+                "  {} rows after the newest head the coordinator recorded (signed and chained, \
+                 not yet witnessed)",
+                self.rows_after_witness
+            )?;
+        }
         if let Some(p) = &self.problem {
             match p.seq {
                 Some(seq) => writeln!(f, "  problem at row {} (seq {seq}): {}", p.index, p.reason)?,
@@ -773,18 +809,44 @@ impl fmt::Display for AuditReport {
 }
 
 /// Verifies an exported chain against the node's Ed25519 public key `node_key`, and, when
-/// given, against the head the auditor expects it to end at. Stops at the first problem.
+/// given, against one head recorded outside the node ([`audit_witnessed`] with that head).
+pub fn audit(
+    export: &LedgerExport,
+    node_key: &[u8; 32],
+    expected_head: Option<&Head>,
+) -> AuditReport {
+    let witness = Witness {
+        heads: expected_head
+            .map(|h| WitnessedHead {
+                head: *h,
+                recorded_at_ms: None,
+            })
+            .into_iter()
+            .collect(),
+        now_ms: None,
+    };
+    audit_witnessed(export, node_key, &witness)
+}
+
+/// Verifies an exported chain against the node's Ed25519 public key `node_key` and against
+/// what was witnessed outside the node. Stops at the first problem.
 ///
 /// Checks per row, in order: `seq` equals the row's position; node and dataset equal the
 /// export's; `prev_hash` equals the previous row's hash ([`GENESIS_HASH`] first); the stored
 /// hash matches the contents; the signature verifies under `node_key`; `at_ms` does not go
 /// backwards; `period_start_ms` matches `at_ms` and the row's period; charge and budget are valid
-/// values; and the row's period spending, this row included, [`fits`] the row's budget. Then the
-/// last row must equal `expected_head`, if given.
-pub fn audit(
+/// values; and the row's period spending, this row included, [`fits`] the row's budget.
+///
+/// Then against `witness`: every recorded head must be a row of the export with the same hash
+/// (a missing one means rows were removed from the end, a different one that the ledger was
+/// rewritten; the export may extend past the newest); no recorded row may be dated more than
+/// [`CLOCK_TOLERANCE_MS`] after the witness recorded it; and no row, nor the export, may be
+/// dated more than that after the auditor's `now_ms`. A node that moved its clock forward to
+/// open a fresh budget period is caught by these.
+pub fn audit_witnessed(
     export: &LedgerExport,
     node_key: &[u8; 32],
-    expected_head: Option<&Head>,
+    witness: &Witness,
 ) -> AuditReport {
     let mut report = AuditReport {
         node: export.node.clone(),
@@ -796,6 +858,8 @@ pub fn audit(
         node_key: *node_key,
         spent: Vec::new(),
         head: export.head(),
+        witnessed_heads: witness.heads.len(),
+        rows_after_witness: 0,
     };
     if export.format != EXPORT_FORMAT {
         report.problem = Some(AuditProblem {
@@ -842,37 +906,94 @@ pub fn audit(
         report.rows_checked = index + 1;
         record_spend(&mut report.spent, row, &run);
     }
-    if let Some(expected) = expected_head {
-        let problem = match export.rows.last() {
-            None => Some(AuditProblem {
-                index: 0,
-                seq: None,
+    report.problem = witness_problem(export, witness);
+    let newest = witness.heads.iter().map(|w| w.head.seq).max();
+    report.rows_after_witness = match newest {
+        Some(seq) => export.rows.len().saturating_sub(seq as usize + 1),
+        None => export.rows.len(),
+    };
+    report
+}
+
+/// The first disagreement between a (verified) export and its witness.
+fn witness_problem(export: &LedgerExport, witness: &Witness) -> Option<AuditProblem> {
+    let rows = &export.rows;
+    let last = rows.len().checked_sub(1);
+    let mut heads: Vec<&WitnessedHead> = witness.heads.iter().collect();
+    heads.sort_by_key(|w| w.head.seq);
+    for w in heads {
+        let expected = &w.head;
+        let Some(row) = usize::try_from(expected.seq).ok().and_then(|i| rows.get(i)) else {
+            return Some(AuditProblem {
+                index: last.unwrap_or(0),
+                seq: rows.last().map(|r| r.seq),
+                kind: ProblemKind::Head,
+                reason: match rows.last() {
+                    None => format!(
+                        "the export has no rows but the coordinator recorded head {expected}; \
+                         rows were removed"
+                    ),
+                    Some(l) => format!(
+                        "the export ends at seq {} but the coordinator recorded head seq {}; rows \
+                         were removed from the end",
+                        l.seq, expected.seq
+                    ),
+                },
+            });
+        };
+        if row.head() != *expected {
+            return Some(AuditProblem {
+                index: row.seq as usize,
+                seq: Some(row.seq),
                 kind: ProblemKind::Head,
                 reason: format!(
-                    "the export has no rows but the expected head is {expected}; rows were removed"
+                    "row {} differs from the head {expected} the coordinator recorded; the ledger \
+                     was rewritten",
+                    row.head()
                 ),
-            }),
-            Some(last) if last.head() != *expected => Some(AuditProblem {
-                index: export.rows.len() - 1,
-                seq: Some(last.seq),
-                kind: ProblemKind::Head,
-                reason: if last.seq < expected.seq {
-                    format!(
-                        "the export ends at seq {} but the expected head is seq {}; rows were removed from the end",
-                        last.seq, expected.seq
-                    )
-                } else {
-                    format!(
-                        "the export's last row {} differs from the expected head {expected}; the ledger was rewritten",
-                        last.head()
-                    )
-                },
-            }),
-            Some(_) => None,
-        };
-        report.problem = problem;
+            });
+        }
+        if let Some(recorded) = w.recorded_at_ms
+            && row.at_ms > recorded.saturating_add(CLOCK_TOLERANCE_MS)
+        {
+            return Some(AuditProblem {
+                index: row.seq as usize,
+                seq: Some(row.seq),
+                kind: ProblemKind::Clock,
+                reason: format!(
+                    "dated {}, after the coordinator recorded it as the head at {}; the node's \
+                     clock ran ahead (which can open a fresh budget period early)",
+                    format_utc_ms(row.at_ms),
+                    format_utc_ms(recorded)
+                ),
+            });
+        }
     }
-    report
+    let now = witness.now_ms?;
+    let limit = now.saturating_add(CLOCK_TOLERANCE_MS);
+    if let Some(row) = rows.iter().find(|r| r.at_ms > limit) {
+        return Some(AuditProblem {
+            index: row.seq as usize,
+            seq: Some(row.seq),
+            kind: ProblemKind::Clock,
+            reason: format!(
+                "dated {}, in the future of the auditor's clock ({}); the node's clock ran ahead",
+                format_utc_ms(row.at_ms),
+                format_utc_ms(now)
+            ),
+        });
+    }
+    (export.exported_at_ms > limit).then(|| AuditProblem {
+        index: last.unwrap_or(0),
+        seq: None,
+        kind: ProblemKind::Clock,
+        reason: format!(
+            "the export is dated {}, in the future of the auditor's clock ({}); the node's clock \
+             ran ahead",
+            format_utc_ms(export.exported_at_ms),
+            format_utc_ms(now)
+        ),
+    })
 }
 
 /// Every check of one row except the budget.
@@ -1479,6 +1600,118 @@ mod tests {
         let p = problem(&audit(&e, &pk, Some(&head))).clone();
         assert_eq!((p.index, p.seq, p.kind), (5, Some(5), ProblemKind::Head));
         assert!(p.reason.contains("rewritten"), "{}", p.reason);
+    }
+
+    /// Every head of `rows` as the coordinator would have recorded it, a minute after each.
+    fn witnessed(rows: &[LedgerRow]) -> Vec<WitnessedHead> {
+        rows.iter()
+            .map(|r| WitnessedHead {
+                head: r.head(),
+                recorded_at_ms: Some(r.at_ms + 60_000),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rewriting_and_extending_the_chain_is_caught_by_the_head_history() {
+        let keys = NodeSecrets::generate().unwrap();
+        let pk = keys.ed25519_public();
+        let rows = chain(&keys, 6);
+        // The key holder rewrites rows 2..=5 (smaller charges), appends row 6 and reports
+        // head 6: the newest head alone is consistent with the forgery.
+        let mut forged = rows[..2].to_vec();
+        for (i, original) in rows.iter().enumerate().skip(2) {
+            let row = LedgerRow::create(
+                forged.last(),
+                "brand",
+                "crm",
+                &charge(i, 0.01),
+                original.at_ms,
+                budget(1.0, Period::Never),
+                |m| keys.sign_ed25519(m),
+            );
+            forged.push(row);
+        }
+        let extra = LedgerRow::create(
+            forged.last(),
+            "brand",
+            "crm",
+            &charge(6, 0.01),
+            T0 + 6 * HOUR,
+            budget(1.0, Period::Never),
+            |m| keys.sign_ed25519(m),
+        );
+        forged.push(extra);
+        let e = export(&keys, forged.clone());
+        assert!(audit(&e, &pk, Some(&forged[6].head())).passed());
+        // Every head the coordinator ever recorded: the honest rows 0..=5, then the forged 6.
+        let mut heads = witnessed(&rows);
+        heads.extend(witnessed(&forged[6..]));
+        let w = Witness {
+            heads,
+            now_ms: None,
+        };
+        let p = problem(&audit_witnessed(&e, &pk, &w)).clone();
+        assert_eq!((p.index, p.seq, p.kind), (2, Some(2), ProblemKind::Head));
+        assert!(p.reason.contains("rewritten"), "{}", p.reason);
+    }
+
+    #[test]
+    fn an_honest_export_may_extend_the_newest_recorded_head() {
+        let keys = NodeSecrets::generate().unwrap();
+        let pk = keys.ed25519_public();
+        let rows = chain(&keys, 6);
+        // The reports of heads 4 and 5 were lost.
+        let w = Witness {
+            heads: witnessed(&rows[..4]),
+            now_ms: Some(T0 + 2000 * HOUR),
+        };
+        let report = audit_witnessed(&export(&keys, rows), &pk, &w);
+        assert!(report.passed(), "{report}");
+        assert_eq!((report.witnessed_heads, report.rows_after_witness), (4, 2));
+        assert!(
+            report.to_string().contains("2 rows after the newest head"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_clock_run_ahead_is_caught() {
+        let keys = NodeSecrets::generate().unwrap();
+        let pk = keys.ed25519_public();
+        let rows = chain(&keys, 4);
+        // The coordinator recorded row 2 an hour before the time the row claims.
+        let mut heads = witnessed(&rows);
+        heads[2].recorded_at_ms = Some(rows[2].at_ms - HOUR);
+        let w = Witness {
+            heads,
+            now_ms: None,
+        };
+        let p = problem(&audit_witnessed(&export(&keys, rows.clone()), &pk, &w)).clone();
+        assert_eq!((p.seq, p.kind), (Some(2), ProblemKind::Clock));
+        assert!(p.reason.contains("clock ran ahead"), "{}", p.reason);
+        // Within the tolerance is fine.
+        let mut heads = witnessed(&rows);
+        heads[2].recorded_at_ms = Some(rows[2].at_ms - CLOCK_TOLERANCE_MS + 1);
+        let w = Witness {
+            heads,
+            now_ms: None,
+        };
+        assert!(audit_witnessed(&export(&keys, rows.clone()), &pk, &w).passed());
+        // Rows, or the export, dated after the auditor's clock.
+        let w = Witness {
+            heads: Vec::new(),
+            now_ms: Some(T0 + 2 * HOUR),
+        };
+        let p = problem(&audit_witnessed(&export(&keys, rows.clone()), &pk, &w)).clone();
+        assert_eq!((p.seq, p.kind), (Some(3), ProblemKind::Clock));
+        let w = Witness {
+            heads: Vec::new(),
+            now_ms: Some(T0 + 10 * HOUR),
+        };
+        let p = problem(&audit_witnessed(&export(&keys, rows), &pk, &w)).clone();
+        assert_eq!((p.seq, p.kind), (None, ProblemKind::Clock));
+        assert!(p.reason.contains("the export is dated"), "{}", p.reason);
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! `parleyctl audit`: offline verification of a node's exported privacy-budget ledger.
 //!
 //! The auditor needs the export (`parley-node ledger export`) and the node's Ed25519 public key,
-//! obtained out of band (from the node operator, or from the node's certificate-bound key
-//! binding, which `parleyctl nodes --keys` shows). The audit checks the hash chain, every
-//! signature, and spending per refresh period against the budget recorded in the rows
-//! (`parley_crypto::ledger::audit`). To catch a truncated or rewritten ledger it also compares
-//! the export's last row with the head the coordinator recorded from the node's own reports
+//! obtained out of band (from the node's certificate-bound key binding, which `parleyctl nodes
+//! --keys` shows, never from the export). The audit checks the hash chain, every signature, and
+//! spending per refresh period against the budget recorded in the rows
+//! (`parley_crypto::ledger::audit_witnessed`). To catch a truncated or rewritten ledger it also
+//! checks that every head the coordinator recorded from the node's own reports is in the export
 //! (signed by the node; the signature is checked here too, so a coordinator cannot invent a
-//! head). `--head SEQ:HASH` gives the expected head directly; `--offline` skips that check and
-//! says so.
+//! head); the export may extend past the newest. Rows dated after the coordinator recorded them,
+//! or after the auditor's clock, fail (a node clock run ahead). `--head SEQ:HASH` gives one
+//! expected head directly; `--offline` skips the head check and says so.
 //!
 //! Exit status: 0 the ledger passed, 2 it failed (the first bad row and why are printed),
 //! 1 the audit could not be run (unreadable file, bad key, coordinator unreachable).
@@ -17,7 +18,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use parley_crypto::ledger::{Head, LedgerExport, audit};
+use parley_crypto::ledger::{Head, LedgerExport, Witness, WitnessedHead, audit_witnessed};
 use parley_proto::LedgerHeadsRequest;
 
 use crate::config::{ConnectionArgs, CtlConfig, connect};
@@ -33,6 +34,13 @@ pub enum HeadSource {
     Coordinator,
     /// Not checked.
     Offline,
+}
+
+/// The auditor's clock, ms since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Parses an Ed25519 public key: 64 hex digits, or a file holding them.
@@ -81,28 +89,36 @@ pub async fn run(
             return Ok(EXIT_JOB_DID_NOT_SUCCEED);
         }
     };
-    let (expected, note) = match head {
+    let (heads, note) = match head {
         HeadSource::Given(h) => {
             let h: Head = h
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--head: {e} (expected SEQ:HASH)"))?;
-            (Some(h), format!("expected head {h} (given with --head)"))
+            let note = format!("expected head {h} (given with --head)");
+            let given = WitnessedHead {
+                head: h,
+                recorded_at_ms: None,
+            };
+            (vec![given], note)
         }
         HeadSource::Offline => (
-            None,
+            Vec::new(),
             "head NOT checked (--offline): rows removed from the end of the ledger cannot be \
              detected"
                 .to_string(),
         ),
         HeadSource::Coordinator => {
-            let recorded = coordinator_head(&export, &key, connection).await?;
-            match recorded {
-                Some(h) => (
-                    Some(h),
-                    format!("expected head {h} (recorded by the coordinator)"),
-                ),
+            let recorded = coordinator_heads(&export, &key, connection).await?;
+            match recorded.iter().map(|w| &w.head).max_by_key(|h| h.seq) {
+                Some(h) => {
+                    let note = format!(
+                        "expected head {h} (recorded by the coordinator; {} recorded heads checked)",
+                        recorded.len()
+                    );
+                    (recorded, note)
+                }
                 None if export.rows.is_empty() => (
-                    None,
+                    Vec::new(),
                     "the coordinator recorded no head and the export is empty".to_string(),
                 ),
                 None => {
@@ -120,7 +136,11 @@ pub async fn run(
             }
         }
     };
-    let report = audit(&export, &key, expected.as_ref());
+    let witness = Witness {
+        heads,
+        now_ms: Some(now_ms()),
+    };
+    let report = audit_witnessed(&export, &key, &witness);
     write!(out, "{report}")?;
     writeln!(out, "  {note}")?;
     Ok(if report.passed() {
@@ -130,17 +150,17 @@ pub async fn run(
     })
 }
 
-/// The head the coordinator recorded for the export's node and dataset, after checking the
-/// node's signature over it.
-async fn coordinator_head(
+/// Every head the coordinator recorded for the export's node and dataset, with when it
+/// recorded each, after checking the node's signature over every one.
+async fn coordinator_heads(
     export: &LedgerExport,
     key: &[u8; 32],
     connection: &ConnectionArgs,
-) -> anyhow::Result<Option<Head>> {
+) -> anyhow::Result<Vec<WitnessedHead>> {
     let config = CtlConfig::resolve(connection)?;
     let url = config.coordinator.clone();
     let mut client = connect(&config).await.context(
-        "the audit compares the export with the head the coordinator recorded; pass \
+        "the audit compares the export with the heads the coordinator recorded; pass \
          --offline to skip that check, or --head SEQ:HASH",
     )?;
     let heads = client
@@ -152,30 +172,30 @@ async fn coordinator_head(
         .map_err(|s| RpcError::new("read ledger heads", &url, s))?
         .into_inner()
         .heads;
-    let Some(recorded) = heads
-        .into_iter()
-        .find(|h| h.node == export.node)
-        .and_then(|h| h.head)
-        .filter(|h| h.dataset == export.dataset)
-    else {
-        return Ok(None);
-    };
-    let hash = <[u8; 32]>::try_from(recorded.hash.as_slice())
-        .map_err(|_| anyhow::anyhow!("the coordinator returned a malformed ledger head"))?;
-    let valid = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
-        .verify(&hash, &recorded.signature)
-        .is_ok();
-    if !valid {
-        bail!(
-            "the ledger head the coordinator recorded for node '{}' is not signed by --node-key; \
-             check the key, or the coordinator's record is not the node's",
-            export.node
-        );
+    let verifier = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key);
+    let mut out = Vec::new();
+    for r in heads.into_iter().filter(|h| h.node == export.node) {
+        let Some(head) = r.head.filter(|h| h.dataset == export.dataset) else {
+            continue;
+        };
+        let hash = <[u8; 32]>::try_from(head.hash.as_slice())
+            .map_err(|_| anyhow::anyhow!("the coordinator returned a malformed ledger head"))?;
+        if verifier.verify(&hash, &head.signature).is_err() {
+            bail!(
+                "a ledger head the coordinator recorded for node '{}' is not signed by \
+                 --node-key; check the key, or the coordinator's record is not the node's",
+                export.node
+            );
+        }
+        out.push(WitnessedHead {
+            head: Head {
+                seq: head.seq,
+                hash,
+            },
+            recorded_at_ms: (r.recorded_at_ms > 0).then_some(r.recorded_at_ms),
+        });
     }
-    Ok(Some(Head {
-        seq: recorded.seq,
-        hash,
-    }))
+    Ok(out)
 }
 
 #[cfg(test)]
