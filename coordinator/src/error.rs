@@ -6,6 +6,11 @@
 //! * **config** — a configuration file or command-line option (missing, unreadable, invalid);
 //! * **TLS** — certificates and keys, and reaching a peer over mutual TLS (from `parley-net`).
 //!
+//! The gRPC services refuse calls with a second, crate-internal enum, [`ServiceError`], grouped
+//! the same way (the caller's request, the caller's identity, the state of the job, the
+//! coordinator itself). `From<ServiceError> for tonic::Status` is the one place a refusal gets
+//! its gRPC code; the status message is the error's `Display` text.
+//!
 //! Every message is complete on its own: it says what went wrong, where, and what to do, and it
 //! embeds the underlying library error's text. Wrapped library errors are therefore *not*
 //! returned again by [`std::error::Error::source`], so printing the whole chain (as `parleyctl`
@@ -129,4 +134,221 @@ pub enum CoordError {
     /// The gRPC server stopped with an error.
     #[error("coordinator server failed: {0}")]
     Serve(String),
+}
+
+/// Why the coordinator refuses a gRPC call (see the module docs). The status code of each
+/// variant is chosen once, in `From<ServiceError> for tonic::Status`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServiceError {
+    // ───────────── request: the caller sent something invalid (InvalidArgument) ─────────────
+    /// A required message field is absent.
+    #[error("{field} is missing")]
+    Missing {
+        /// The field, e.g. `SubmitJobRequest.spec`.
+        field: &'static str,
+    },
+
+    /// The submitted job spec does not describe a valid job.
+    #[error("invalid job: {error}")]
+    InvalidJob {
+        /// Why (names the job-file field).
+        error: parley_jobs::JobError,
+    },
+
+    /// A node link did not start with `hello`.
+    #[error("the first message on a node link must be hello")]
+    NoHello,
+
+    // ───────────── identity: the caller is not who it says (PermissionDenied) ─────────────
+    /// The node's hello names another node than its certificate.
+    #[error(
+        "hello names node '{}' but the certificate is for '{cert}'; set name = \"{cert}\" in \
+         node.toml",
+        crate::service::truncate(claimed, 64)
+    )]
+    NameMismatch {
+        /// The name in the hello (peer-controlled; truncated when shown).
+        claimed: String,
+        /// The name in the node's certificate.
+        cert: String,
+    },
+
+    /// The node's key binding does not verify against the federation CA.
+    #[error("node key binding rejected: {error}")]
+    KeyBinding {
+        /// Why.
+        error: parley_net::NetError,
+    },
+
+    // ───────────── timing (DeadlineExceeded) ─────────────
+    /// A node connected but sent no hello within `[limits] hello_timeout_secs`.
+    #[error("no hello received in time")]
+    HelloTimeout,
+
+    // ───────────── job state: the call does not fit the job (NotFound, FailedPrecondition) ─────
+    /// No live or stored job has this id.
+    #[error(
+        "no job '{}'; list jobs with `parleyctl jobs`",
+        crate::service::truncate(id, 64)
+    )]
+    NoJob {
+        /// The requested id (caller-controlled; truncated when shown).
+        id: String,
+    },
+
+    /// The job to cancel has already ended.
+    #[error("job '{id}' has already ended ({state:?}); nothing to cancel")]
+    AlreadyEnded {
+        /// The job id.
+        id: String,
+        /// Its final state.
+        state: parley_proto::JobState,
+    },
+
+    // ───────────── coordinator: our own failure (Internal) ─────────────
+    /// The job store failed.
+    #[error("cannot {action}: {error}")]
+    Store {
+        /// What the service was doing, e.g. "read job store".
+        action: &'static str,
+        /// The store's error.
+        error: CoordError,
+    },
+
+    /// The job's kind names a result receiver that does not fit how the coordinator takes part
+    /// (a disagreement between `Job::result_to` and `Job::coordinator_part` in `parley-jobs`).
+    #[error(
+        "cannot run a {kind} job: its result_to does not fit how the coordinator takes part \
+         (a bug in parley-jobs)"
+    )]
+    NoDriver {
+        /// The kind's name.
+        kind: &'static str,
+    },
+}
+
+impl From<ServiceError> for tonic::Status {
+    fn from(e: ServiceError) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            ServiceError::Missing { .. }
+            | ServiceError::InvalidJob { .. }
+            | ServiceError::NoHello => Code::InvalidArgument,
+            ServiceError::NameMismatch { .. } | ServiceError::KeyBinding { .. } => {
+                Code::PermissionDenied
+            }
+            ServiceError::HelloTimeout => Code::DeadlineExceeded,
+            ServiceError::NoJob { .. } => Code::NotFound,
+            ServiceError::AlreadyEnded { .. } => Code::FailedPrecondition,
+            ServiceError::Store { .. } | ServiceError::NoDriver { .. } => Code::Internal,
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn status(e: ServiceError) -> (Code, String) {
+        let s = tonic::Status::from(e);
+        (s.code(), s.message().to_string())
+    }
+
+    #[test]
+    fn every_refusal_keeps_its_code_and_message() {
+        let store = || CoordError::Store {
+            action: "read".into(),
+            message: "disk I/O error".into(),
+        };
+        let cases = [
+            (
+                ServiceError::Missing {
+                    field: "SubmitJobRequest.spec",
+                },
+                Code::InvalidArgument,
+                "SubmitJobRequest.spec is missing".to_string(),
+            ),
+            (
+                ServiceError::Missing {
+                    field: "hello.keys",
+                },
+                Code::InvalidArgument,
+                "hello.keys is missing".to_string(),
+            ),
+            (
+                ServiceError::InvalidJob {
+                    error: parley_jobs::JobError::InvalidSpec {
+                        reason: "epsilon must be positive".into(),
+                    },
+                },
+                Code::InvalidArgument,
+                "invalid job: epsilon must be positive".to_string(),
+            ),
+            (
+                ServiceError::NoHello,
+                Code::InvalidArgument,
+                "the first message on a node link must be hello".to_string(),
+            ),
+            (
+                ServiceError::NameMismatch {
+                    claimed: "x".repeat(70),
+                    cert: "brand".into(),
+                },
+                Code::PermissionDenied,
+                format!(
+                    "hello names node '{}…' but the certificate is for 'brand'; set name = \
+                     \"brand\" in node.toml",
+                    "x".repeat(64)
+                ),
+            ),
+            (
+                ServiceError::KeyBinding {
+                    error: parley_net::NetError::InvalidCommonName {
+                        name: "n".into(),
+                        reason: "too long",
+                    },
+                },
+                Code::PermissionDenied,
+                "node key binding rejected: invalid CA common name 'n': too long".to_string(),
+            ),
+            (
+                ServiceError::HelloTimeout,
+                Code::DeadlineExceeded,
+                "no hello received in time".to_string(),
+            ),
+            (
+                ServiceError::NoJob { id: "job-1".into() },
+                Code::NotFound,
+                "no job 'job-1'; list jobs with `parleyctl jobs`".to_string(),
+            ),
+            (
+                ServiceError::AlreadyEnded {
+                    id: "job-1".into(),
+                    state: parley_proto::JobState::Succeeded,
+                },
+                Code::FailedPrecondition,
+                "job 'job-1' has already ended (Succeeded); nothing to cancel".to_string(),
+            ),
+            (
+                ServiceError::Store {
+                    action: "read job store",
+                    error: store(),
+                },
+                Code::Internal,
+                format!("cannot read job store: {}", store()),
+            ),
+            (
+                ServiceError::NoDriver { kind: "psi_sum" },
+                Code::Internal,
+                "cannot run a psi_sum job: its result_to does not fit how the coordinator takes \
+                 part (a bug in parley-jobs)"
+                    .to_string(),
+            ),
+        ];
+        for (e, code, message) in cases {
+            assert_eq!(status(e), (code, message));
+        }
+    }
 }

@@ -6,8 +6,13 @@
 //! by calling [`run`] with a listener bound to `127.0.0.1:0`.
 
 pub mod config;
+mod drivers;
 pub mod error;
-mod secure_sum;
+mod grpc;
+mod heads;
+mod lifecycle;
+mod registry;
+mod relay;
 pub mod service;
 pub mod store;
 

@@ -788,12 +788,17 @@ mod tests {
     #[test]
     fn a_range_p2_cannot_decrypt_is_refused_before_anything_runs() {
         // 10^7 identifiers × 10^6 units is about 2^43 values.
-        let err = range(&sum_job(10_000.0, 2, 1.0), 10_000_000).unwrap_err().to_string();
+        let err = range(&sum_job(10_000.0, 2, 1.0), 10_000_000)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("more than the 2^42 P2 can decrypt"), "{err}");
         assert!(err.contains("psi.upper"), "{err}");
         // A tiny epsilon makes the noise bound overflow-sized: refused, not wrapped around.
         let err = range(&sum_job(1.0, 0, 1e-300), 10).unwrap_err().to_string();
-        assert!(err.contains("P2 can decrypt") || err.contains("DP release"), "{err}");
+        assert!(
+            err.contains("P2 can decrypt") || err.contains("DP release"),
+            "{err}"
+        );
     }
 
     #[test]

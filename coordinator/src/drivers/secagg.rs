@@ -1,9 +1,13 @@
 //! The coordinator as the server of secure aggregation (`secure_sum` jobs).
 //!
 //! Drives `parley_crypto::secagg`'s server rounds over the node links: collects each round's
-//! messages, decides who dropped out (disconnected, or silent until the round deadline, or
-//! sent a message the server rejects), broadcasts the next round to the survivors and finally
-//! unmasks the sum. See the crypto module for the protocol and its guarantees.
+//! messages, decides who dropped out (disconnected, failed, silent until the round deadline,
+//! or sent a message the server rejects), broadcasts the next round to the survivors and
+//! finally unmasks the sum. [`SecAggRun`] is the protocol state of one job (no I/O); the
+//! `Inner` methods at the end move it along under the state lock and queue the round
+//! messages. Decoding an upload runs on the blocking pool and the unmasking in
+//! `spawn_blocking`, never on the async runtime. See the crypto module for the protocol and
+//! its guarantees.
 //!
 //! # What the coordinator learns
 //! Who took part in each round, message sizes, and the sum of the vectors of the nodes whose
@@ -12,6 +16,7 @@
 //! `min_contributors` inputs, fail the job without computing any sum.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parley_crypto::secagg::{
@@ -20,7 +25,9 @@ use parley_crypto::secagg::{
 };
 use parley_jobs::kinds::secure_sum::SecureSum;
 use parley_jobs::{Job, Kind};
-use parley_proto::{JobResult, SecAggRound, SecAggUpload};
+use parley_proto::{JobResult, JobState, SecAggRound, SecAggUpload, coordinator_message};
+
+use crate::service::{Inner, Outgoing, State, coord_msg};
 
 /// Where the server is in the protocol.
 enum Stage {
@@ -343,5 +350,131 @@ fn check_sender(claimed: u32, actual: u32) -> Result<(), String> {
         Err(format!(
             "the message says it is from participant {claimed}, but it came from participant {actual}"
         ))
+    }
+}
+
+impl Inner {
+    /// Takes a node's secure-aggregation upload (CPU-heavy: run it off the async runtime).
+    pub(crate) fn on_secagg(self: &Arc<Self>, node: &str, up: SecAggUpload) -> Outgoing {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let job_id = up.job_id.clone();
+        let Some(run) = st.live.get_mut(&job_id).and_then(|l| l.driver.secagg()) else {
+            tracing::debug!(job = %job_id, node, "secure-aggregation message for a job that is not running");
+            return Vec::new();
+        };
+        if let Err(reason) = run.on_upload(node, up) {
+            tracing::warn!(job = %job_id, node, %reason, "secure-aggregation message rejected");
+        }
+        self.secagg_step(st, &job_id)
+    }
+
+    /// Advances a secure aggregation whose round is complete: broadcasts the next round,
+    /// starts the unmasking, or fails the job.
+    pub(crate) fn secagg_step(self: &Arc<Self>, st: &mut State, job_id: &str) -> Outgoing {
+        let mut out = Vec::new();
+        loop {
+            let Some(run) = st.live.get_mut(job_id).and_then(|l| l.driver.secagg()) else {
+                return out;
+            };
+            if !run.round_complete() {
+                return out;
+            }
+            match run.advance() {
+                Err(reason) => {
+                    out.extend(self.end_job(st, job_id, JobState::Failed, &reason, None, None));
+                    return out;
+                }
+                Ok(Advance::Send(msgs)) => {
+                    let (round, timeout) = (run.round(), run.round_timeout());
+                    let mut gone = Vec::new();
+                    for (node, mut m) in msgs {
+                        m.job_id = job_id.to_string();
+                        match st.node_tx(&node) {
+                            Some(tx) => {
+                                out.push((tx, coord_msg(coordinator_message::Body::Secagg(m))))
+                            }
+                            None => gone.push(node),
+                        }
+                    }
+                    if let Some(run) = st.live.get_mut(job_id).and_then(|l| l.driver.secagg()) {
+                        for node in gone {
+                            run.drop_out(&node, "disconnected");
+                        }
+                    }
+                    self.spawn_round_timer(job_id, round, timeout);
+                }
+                Ok(Advance::Finish(server)) => {
+                    self.spawn_unmask(job_id, server);
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// Unmasks the sum on the blocking pool, then ends the job with its result.
+    fn spawn_unmask(self: &Arc<Self>, job_id: &str, server: Box<ServerAwaitingUnmask>) {
+        let inner = Arc::clone(self);
+        let id = job_id.to_string();
+        tokio::spawn(async move {
+            let sum = tokio::task::spawn_blocking(move || server.finish()).await;
+            let out = {
+                let mut st = inner.lock();
+                let (state, note, result) = match sum {
+                    Ok(Ok(sum)) => {
+                        let result = st
+                            .live
+                            .get_mut(&id)
+                            .and_then(|l| l.driver.secagg())
+                            .map(|run| run.result(&sum));
+                        match result {
+                            Some(Ok(r)) => (JobState::Succeeded, String::new(), Some(r)),
+                            Some(Err(e)) => (
+                                JobState::Failed,
+                                format!("cannot decode the secure sum: {e}"),
+                                None,
+                            ),
+                            None => (JobState::Succeeded, String::new(), None),
+                        }
+                    }
+                    Ok(Err(e)) => (
+                        JobState::Failed,
+                        format!("secure aggregation stopped: {e}; no sum was computed"),
+                        None,
+                    ),
+                    Err(_) => (
+                        JobState::Failed,
+                        "internal error: the unmasking task panicked".to_string(),
+                        None,
+                    ),
+                };
+                inner.end_job(&mut st, &id, state, &note, result, None)
+            };
+            Self::send_all(out).await;
+        });
+    }
+
+    /// After `timeout`, treats the nodes silent in `round` as dropped and moves on.
+    pub(crate) fn spawn_round_timer(self: &Arc<Self>, job_id: &str, round: u32, timeout: Duration) {
+        let inner = Arc::clone(self);
+        let id = job_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let out = {
+                let mut guard = inner.lock();
+                let st = &mut *guard;
+                let expired = st
+                    .live
+                    .get_mut(&id)
+                    .and_then(|l| l.driver.secagg())
+                    .is_some_and(|run| run.timeout(round));
+                if expired {
+                    inner.secagg_step(st, &id)
+                } else {
+                    Vec::new()
+                }
+            };
+            Self::send_all(out).await;
+        });
     }
 }

@@ -1,0 +1,66 @@
+//! Ledger heads: the latest row of each node's privacy-budget ledger, per dataset.
+//!
+//! A node reports its ledger heads (dataset, sequence number, row hash, Ed25519 signature) over
+//! its link. The coordinator records a head only when the signature over the hash verifies with
+//! the Ed25519 key of the node's certificate-bound key binding, and only when it is newer than
+//! the recorded one: a head that would move backwards is logged and the recorded head kept (the
+//! node's ledger lost or rewrote rows). Analysts and auditors read the recorded heads through
+//! `Jobs/LedgerHeads`. A head carries no dataset contents.
+
+use parley_proto::{LedgerHead, RecordedHead};
+
+use crate::error::ServiceError;
+use crate::service::Inner;
+use crate::store::{HeadUpdate, now_ms};
+
+impl Inner {
+    /// Records a node's ledger head after checking the node's signature over the row hash
+    /// (with the Ed25519 key of its certificate-bound key binding). Blocks on the store: run
+    /// it off the async runtime.
+    pub(crate) fn on_ledger_head(&self, node: &str, head: LedgerHead) {
+        let Some(key) = self.ed25519_key_of(node) else {
+            return;
+        };
+        let valid = head.hash.len() == 32
+            && ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &key)
+                .verify(&head.hash, &head.signature)
+                .is_ok();
+        if !valid {
+            tracing::warn!(node, dataset = %head.dataset, "ledger head with an invalid signature ignored");
+            return;
+        }
+        match self.store.record_head(node, &head, now_ms()) {
+            Ok(HeadUpdate::Rejected) => tracing::warn!(
+                node,
+                dataset = %head.dataset,
+                seq = head.seq,
+                "node reported a ledger head older than the recorded one; kept the recorded head (its ledger lost or rewrote rows)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(node, error = %e, "cannot record ledger head"),
+        }
+    }
+
+    /// The recorded heads, filtered by `node` and `dataset` (empty: all).
+    pub(crate) fn ledger_heads(
+        &self,
+        node: &str,
+        dataset: &str,
+    ) -> Result<Vec<RecordedHead>, ServiceError> {
+        let heads = self
+            .store
+            .heads(node, dataset)
+            .map_err(|error| ServiceError::Store {
+                action: "read ledger heads",
+                error,
+            })?;
+        Ok(heads
+            .into_iter()
+            .map(|h| RecordedHead {
+                node: h.node,
+                head: Some(h.head),
+                recorded_at_ms: h.recorded_at_ms,
+            })
+            .collect())
+    }
+}
