@@ -131,8 +131,8 @@ impl parley_proto::jobs_server::Jobs for Coordinator {
     }
 
     async fn get(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
-        parley_net::authorize(&request, &[Role::Analyst, Role::Auditor], "Jobs/Get")?;
-        let job = self.inner.job_or_stored(&request.get_ref().job_id)?;
+        let who = parley_net::authorize(&request, &[Role::Analyst, Role::Auditor], "Jobs/Get")?;
+        let job = self.inner.job_for(&who, &request.get_ref().job_id)?;
         Ok(Response::new(job))
     }
 
@@ -140,8 +140,9 @@ impl parley_proto::jobs_server::Jobs for Coordinator {
         &self,
         request: Request<GetJobRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        parley_net::authorize(&request, &[Role::Analyst, Role::Auditor], "Jobs/Watch")?;
+        let who = parley_net::authorize(&request, &[Role::Analyst, Role::Auditor], "Jobs/Watch")?;
         let id = request.into_inner().job_id;
+        self.inner.job_for(&who, &id)?;
         let (job, rx) = self.inner.subscribe(&id)?;
         let (tx, out) = mpsc::channel(64);
         let inner = Arc::clone(&self.inner);
@@ -196,12 +197,12 @@ impl parley_proto::jobs_server::Jobs for Coordinator {
         &self,
         request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
-        parley_net::authorize(&request, &[Role::Analyst, Role::Auditor], "Jobs/List")?;
+        let who = parley_net::authorize(&request, &[Role::Analyst, Role::Auditor], "Jobs/List")?;
         let limit = match request.get_ref().limit {
             0 => 100,
             n => n.min(10_000) as usize,
         };
-        let jobs = self.inner.list_jobs(limit)?;
+        let jobs = self.inner.list_jobs(&who, limit)?;
         Ok(Response::new(ListJobsResponse { jobs }))
     }
 

@@ -35,6 +35,8 @@ use parley_proto::{
 };
 use tokio::sync::broadcast;
 
+use parley_net::{PeerIdentity, Role};
+
 use crate::drivers::Driver;
 use crate::error::ServiceError;
 use crate::service::{Inner, NodeTx, Outgoing, State, coord_msg, truncate};
@@ -54,6 +56,16 @@ pub(crate) struct LiveJob {
 
 /// A live job's state and the stream of its later events (see [`Inner::subscribe`]).
 pub(crate) type Subscription = (Job, Option<broadcast::Receiver<JobEvent>>);
+
+/// Whether `caller` may see `job`: only the analyst who submitted it, and every auditor
+/// (read-only). Nodes never call the Jobs API.
+pub(crate) fn may_see(caller: &PeerIdentity, job: &Job) -> bool {
+    match caller.role {
+        Role::Auditor => true,
+        Role::Analyst => job.submitted_by == caller.name,
+        Role::Node | Role::Coordinator => false,
+    }
+}
 
 impl Inner {
     /// Persists a job; store failures are logged (the in-memory state stays authoritative
@@ -435,6 +447,10 @@ impl Inner {
         analyst: &str,
         req: CancelJobRequest,
     ) -> Result<Job, ServiceError> {
+        // Only the analyst who submitted a job may cancel it; to anyone else it does not exist.
+        if self.job_or_stored(&req.job_id)?.submitted_by != analyst {
+            return Err(ServiceError::NoJob { id: req.job_id });
+        }
         let note = if req.reason.is_empty() {
             format!("cancelled by analyst '{analyst}'")
         } else {
@@ -460,10 +476,14 @@ impl Inner {
     }
 
     /// The `limit` most recent jobs, live ones in their current state.
-    pub(crate) fn list_jobs(&self, limit: usize) -> Result<Vec<Job>, ServiceError> {
+    pub(crate) fn list_jobs(
+        &self,
+        caller: &PeerIdentity,
+        limit: usize,
+    ) -> Result<Vec<Job>, ServiceError> {
         let mut jobs = self
             .store
-            .list(limit)
+            .list_where(limit, |j| may_see(caller, j))
             .map_err(|error| ServiceError::Store {
                 action: "read job store",
                 error,
@@ -475,6 +495,17 @@ impl Inner {
             }
         }
         Ok(jobs)
+    }
+
+    /// Job `id` as `caller` may see it: a job another analyst submitted is reported as not
+    /// existing, so its id, state and result stay private.
+    pub(crate) fn job_for(&self, caller: &PeerIdentity, id: &str) -> Result<Job, ServiceError> {
+        let job = self.job_or_stored(id)?;
+        if may_see(caller, &job) {
+            Ok(job)
+        } else {
+            Err(ServiceError::NoJob { id: id.to_string() })
+        }
     }
 
     /// A job's current state and, while it is live, a receiver of its later events
@@ -611,6 +642,66 @@ mod tests {
         }
     }
 
+    fn caller(role: Role, name: &str) -> PeerIdentity {
+        PeerIdentity {
+            role,
+            name: name.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn analysts_see_and_cancel_only_their_own_jobs() {
+        let (inner, id, _) = running_match().await;
+        let (ana, bob) = (caller(Role::Analyst, "ana"), caller(Role::Analyst, "bob"));
+        let audrey = caller(Role::Auditor, "audrey");
+        assert_eq!(inner.job_for(&ana, &id).unwrap().id, id);
+        assert_eq!(inner.job_for(&audrey, &id).unwrap().id, id);
+        // To another analyst the job does not exist: the same answer as for an unknown id.
+        let hidden = tonic::Status::from(inner.job_for(&bob, &id).unwrap_err());
+        let unknown = tonic::Status::from(inner.job_for(&bob, "job-none").unwrap_err());
+        assert_eq!(hidden.code(), tonic::Code::NotFound);
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+        assert!(!hidden.message().contains("ana"), "{}", hidden.message());
+        assert_eq!(inner.list_jobs(&ana, 10).unwrap().len(), 1);
+        assert_eq!(inner.list_jobs(&audrey, 10).unwrap().len(), 1);
+        assert!(inner.list_jobs(&bob, 10).unwrap().is_empty());
+        let req = CancelJobRequest {
+            job_id: id.clone(),
+            reason: String::new(),
+        };
+        let refused = tonic::Status::from(inner.cancel("bob", req).await.unwrap_err());
+        assert_eq!(refused.code(), tonic::Code::NotFound);
+        assert_eq!(stored(&inner, &id).state(), JobState::Running);
+    }
+
+    #[tokio::test]
+    async fn an_envelope_from_a_non_participant_is_dropped_and_the_job_runs_on() {
+        let (inner, id, _) = running_match().await;
+        connect(&inner, "stranger", true);
+        for to in ["brand", "publisher"] {
+            let env = parley_proto::Envelope {
+                job_id: id.clone(),
+                from: "publisher".into(),
+                to: to.into(),
+                seq: 0,
+                sealed: vec![0; 64],
+            };
+            assert!(inner.on_envelope("stranger", env).await.is_empty());
+        }
+        assert_eq!(stored(&inner, &id).state(), JobState::Running);
+        // A participant breaking the rules still fails the job.
+        let bad = parley_proto::Envelope {
+            job_id: id.clone(),
+            from: "publisher".into(),
+            to: "stranger".into(),
+            seq: 0,
+            sealed: vec![0; 64],
+        };
+        let out = inner.on_envelope("publisher", bad).await;
+        assert!(!out.is_empty());
+        assert_eq!(stored(&inner, &id).state(), JobState::Failed);
+    }
+
     #[tokio::test]
     async fn the_receivers_result_succeeds_the_job() {
         let (inner, id, _) = running_match().await;
@@ -718,7 +809,12 @@ mod tests {
         let req = SubmitJobRequest { spec: Some(bad) };
         let invalid = inner.submit("ana", req).await;
         assert!(matches!(invalid, Err(ServiceError::InvalidJob { .. })));
-        assert!(inner.list_jobs(10).unwrap().is_empty());
+        assert!(
+            inner
+                .list_jobs(&caller(Role::Auditor, "audrey"), 10)
+                .unwrap()
+                .is_empty()
+        );
 
         connect(&inner, "brand", true);
         let req = SubmitJobRequest {

@@ -4,8 +4,9 @@
 //! `parley_crypto::envelope`); it sees and checks only its metadata. An envelope is forwarded
 //! only when its job is running, its sender is a participant, its recipient is another
 //! participant that is connected, and it is at most [`MAX_SEALED_BYTES`]; the `from` field is
-//! set by the coordinator from the sender's authenticated link, never taken from the node. Any
-//! other envelope fails its job (a late one for an ended job is dropped).
+//! set by the coordinator from the sender's authenticated link, never taken from the node. An
+//! envelope from a node that is not a participant, or a late one for an ended job, is dropped
+//! (so no outsider can end a job by naming its id); any other bad envelope fails its job.
 
 use std::sync::Arc;
 
@@ -41,7 +42,8 @@ impl Inner {
         }
     }
 
-    /// Checks and routes an envelope; returns the recipient queue or a reason to fail the job.
+    /// Checks and routes an envelope; returns the recipient queue, `None` to drop it, or a
+    /// reason to fail the job.
     fn route(
         &self,
         from: &str,
@@ -51,13 +53,15 @@ impl Inner {
         let Some(live) = st.live.get(&env.job_id) else {
             return Ok(None); // late message for an ended job
         };
+        if !live.participants.iter().any(|p| p == from) {
+            // Dropped, never fatal: otherwise any node could end any job whose id it names.
+            tracing::warn!(job = %env.job_id, node = from, "envelope from a node that is not a participant of the job dropped");
+            return Ok(None);
+        }
         if !live.undecided.is_empty() || live.job.state() != JobState::Running {
             return Err(format!(
                 "node '{from}' sent a protocol message before the job started"
             ));
-        }
-        if !live.participants.iter().any(|p| p == from) {
-            return Err(format!("node '{from}' is not a participant of this job"));
         }
         if env.to == from || !live.participants.contains(&env.to) {
             return Err(format!(

@@ -321,6 +321,39 @@ impl JobStore {
             .collect()
     }
 
+    /// The `limit` most recent jobs that `keep` accepts, newest first (read in pages, so a
+    /// filter that keeps few jobs still returns up to `limit`).
+    pub fn list_where(
+        &self,
+        limit: usize,
+        keep: impl Fn(&Job) -> bool,
+    ) -> Result<Vec<Job>, CoordError> {
+        const PAGE: i64 = 500;
+        let conn = self.conn();
+        let mut out = Vec::new();
+        let mut offset = 0i64;
+        while out.len() < limit {
+            let rows = query_rows(
+                &conn,
+                "SELECT id, body FROM jobs ORDER BY seq DESC LIMIT ?1 OFFSET ?2",
+                [PAGE, offset],
+            )
+            .map_err(|e| store_err("list jobs".to_string(), e))?;
+            let last_page = (rows.len() as i64) < PAGE;
+            for (id, body) in rows {
+                let job = decode(&id, &body)?;
+                if keep(&job) && out.len() < limit {
+                    out.push(job);
+                }
+            }
+            if last_page {
+                break;
+            }
+            offset += PAGE;
+        }
+        Ok(out)
+    }
+
     /// Start-up recovery: marks every job that had not ended (submitted, accepted or running)
     /// as failed, with `reason` recorded in its history at `now_ms`. Returns the ids of the
     /// jobs it failed, oldest first. All or nothing: one transaction.

@@ -203,3 +203,58 @@ async fn an_offer_of_an_unknown_kind_is_refused_with_a_reason() {
     stop.cancel();
     fed.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analyst_cannot_read_watch_list_or_cancel_another_analysts_job() {
+    use parley_proto::{CancelJobRequest, GetJobRequest};
+    use parley_tests::harness::{AUDITOR, issue};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let fed = federation(tmp.path()).await;
+    issue(&fed.certs, parley_net::Role::Analyst, "bob", &[]).unwrap();
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("publisher", "subscribers"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        job.state(),
+        parley_proto::JobState::Succeeded,
+        "{}",
+        job.reason
+    );
+    let get = || GetJobRequest {
+        job_id: job.id.clone(),
+    };
+
+    let mut bob = fed.jobs_client("bob").await.unwrap();
+    let e = bob.get(get()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e = bob.watch(get()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let listed = bob.list(ListJobsRequest { limit: 0 }).await.unwrap();
+    assert!(listed.into_inner().jobs.is_empty());
+    let cancel = CancelJobRequest {
+        job_id: job.id.clone(),
+        reason: "mine now".into(),
+    };
+    let e = bob.cancel(cancel).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+    // The submitting analyst and the auditor still see it, result included.
+    let mut alice = fed.analyst().await.unwrap();
+    let mine = alice.get(get()).await.unwrap().into_inner();
+    assert!(mine.result.is_some());
+    let listed = alice.list(ListJobsRequest { limit: 0 }).await.unwrap();
+    assert_eq!(listed.into_inner().jobs.len(), 1);
+    let mut audrey = fed.jobs_client(AUDITOR).await.unwrap();
+    let seen = audrey.get(get()).await.unwrap().into_inner();
+    assert_eq!(seen.id, job.id);
+    let listed = audrey.list(ListJobsRequest { limit: 0 }).await.unwrap();
+    assert_eq!(listed.into_inner().jobs.len(), 1);
+    fed.shutdown().await.unwrap();
+}
