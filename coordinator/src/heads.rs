@@ -2,10 +2,13 @@
 //!
 //! A node reports its ledger heads (dataset, sequence number, row hash, Ed25519 signature) over
 //! its link. The coordinator records a head only when the signature over the hash verifies with
-//! the Ed25519 key of the node's certificate-bound key binding, and only when it is newer than
-//! the recorded one: a head that would move backwards is logged and the recorded head kept (the
-//! node's ledger lost or rewrote rows). Analysts and auditors read the recorded heads through
-//! `Jobs/LedgerHeads`. A head carries no dataset contents.
+//! the Ed25519 key of the node's certificate-bound key binding, only when it is not dated more
+//! than `parley_crypto::ledger::CLOCK_TOLERANCE_MS` after the coordinator's clock, and only when
+//! it is newer than the recorded one: a head that would move backwards is logged and the
+//! recorded head kept (the node's ledger lost or rewrote rows). Every recorded head is kept,
+//! append-only, so an audit can require all of them in an export. Analysts and auditors read
+//! the newest heads, or one chain's whole history, through `Jobs/LedgerHeads`. A head carries
+//! no dataset contents.
 
 use parley_proto::{LedgerHead, RecordedHead};
 
@@ -29,7 +32,18 @@ impl Inner {
             tracing::warn!(node, dataset = %head.dataset, "ledger head with an invalid signature ignored");
             return;
         }
-        match self.store.record_head(node, &head, now_ms()) {
+        let now = now_ms();
+        if head.at_ms > now.saturating_add(parley_crypto::ledger::CLOCK_TOLERANCE_MS) {
+            tracing::warn!(
+                node,
+                dataset = %head.dataset,
+                seq = head.seq,
+                ahead_ms = head.at_ms - now,
+                "ledger head dated in the future of the coordinator's clock ignored (the node's clock runs ahead)"
+            );
+            return;
+        }
+        match self.store.record_head(node, &head, now) {
             Ok(HeadUpdate::Rejected) => tracing::warn!(
                 node,
                 dataset = %head.dataset,
@@ -41,19 +55,22 @@ impl Inner {
         }
     }
 
-    /// The recorded heads, filtered by `node` and `dataset` (empty: all).
+    /// The recorded heads, filtered by `node` and `dataset` (empty: all): the newest of each
+    /// chain, or, when both are given, every head recorded for that one chain, oldest first.
     pub(crate) fn ledger_heads(
         &self,
         node: &str,
         dataset: &str,
     ) -> Result<Vec<RecordedHead>, ServiceError> {
-        let heads = self
-            .store
-            .heads(node, dataset)
-            .map_err(|error| ServiceError::Store {
-                action: "read ledger heads",
-                error,
-            })?;
+        let heads = if node.is_empty() || dataset.is_empty() {
+            self.store.heads(node, dataset)
+        } else {
+            self.store.head_history(node, dataset)
+        };
+        let heads = heads.map_err(|error| ServiceError::Store {
+            action: "read ledger heads",
+            error,
+        })?;
         Ok(heads
             .into_iter()
             .map(|h| RecordedHead {

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::CoordError;
 
 /// Schema version written to `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,6 +53,32 @@ CREATE TABLE ledger_heads (
     recorded_at_ms  INTEGER NOT NULL,
     PRIMARY KEY (node, dataset)
 ) STRICT;
+";
+
+/// Version 3 keeps every head each node reported, append-only, so that an audit can require
+/// all of them in a ledger export (a rewrite that only keeps the newest head consistent is
+/// caught). Existing newest heads are carried over.
+const SCHEMA_V3: &str = "
+CREATE TABLE ledger_head_history (
+    node            TEXT    NOT NULL,
+    dataset         TEXT    NOT NULL,
+    seq             INTEGER NOT NULL,
+    hash            BLOB    NOT NULL,
+    signature       BLOB    NOT NULL,
+    at_ms           INTEGER NOT NULL,
+    recorded_at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (node, dataset, seq)
+) STRICT;
+CREATE TRIGGER ledger_head_history_no_update BEFORE UPDATE ON ledger_head_history
+BEGIN
+    SELECT RAISE(ABORT, 'recorded ledger heads are append-only: UPDATE refused');
+END;
+CREATE TRIGGER ledger_head_history_no_delete BEFORE DELETE ON ledger_head_history
+BEGIN
+    SELECT RAISE(ABORT, 'recorded ledger heads are append-only: DELETE refused');
+END;
+INSERT INTO ledger_head_history SELECT node, dataset, seq, hash, signature, at_ms, recorded_at_ms
+    FROM ledger_heads;
 ";
 
 /// A ledger head as recorded, with who reported it and when.
@@ -150,14 +176,11 @@ impl JobStore {
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(open_err)?;
         match version {
-            0 => {
-                tx.execute_batch(SCHEMA_V1).map_err(open_err)?;
-                tx.execute_batch(SCHEMA_V2).map_err(open_err)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(open_err)?;
-            }
-            1 => {
-                tx.execute_batch(SCHEMA_V2).map_err(open_err)?;
+            0..=2 => {
+                let steps = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+                for step in &steps[usize::try_from(version).unwrap_or(0)..] {
+                    tx.execute_batch(step).map_err(open_err)?;
+                }
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(open_err)?;
             }
@@ -257,23 +280,57 @@ impl JobStore {
                 params![node, head.dataset, seq, head.hash, head.signature, head.at_ms, now_ms],
             )
             .map_err(|e| store_err(action(), e))?;
+            tx.execute(
+                "INSERT OR IGNORE INTO ledger_head_history
+                     (node, dataset, seq, hash, signature, at_ms, recorded_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    node,
+                    head.dataset,
+                    seq,
+                    head.hash,
+                    head.signature,
+                    head.at_ms,
+                    now_ms
+                ],
+            )
+            .map_err(|e| store_err(action(), e))?;
         }
         tx.commit().map_err(|e| store_err(action(), e))?;
         Ok(update)
     }
 
-    /// Recorded heads, optionally only of one node and/or dataset (empty = all), ordered by
-    /// node then dataset.
+    /// The newest recorded heads, optionally only of one node and/or dataset (empty = all),
+    /// ordered by node then dataset.
     pub fn heads(&self, node: &str, dataset: &str) -> Result<Vec<StoredHead>, CoordError> {
+        self.read_heads(
+            "SELECT node, dataset, seq, hash, signature, at_ms, recorded_at_ms FROM ledger_heads
+             WHERE (?1 = '' OR node = ?1) AND (?2 = '' OR dataset = ?2)
+             ORDER BY node, dataset",
+            node,
+            dataset,
+        )
+    }
+
+    /// Every head recorded for one node's dataset, oldest first.
+    pub fn head_history(&self, node: &str, dataset: &str) -> Result<Vec<StoredHead>, CoordError> {
+        self.read_heads(
+            "SELECT node, dataset, seq, hash, signature, at_ms, recorded_at_ms
+             FROM ledger_head_history WHERE node = ?1 AND dataset = ?2 ORDER BY seq",
+            node,
+            dataset,
+        )
+    }
+
+    fn read_heads(
+        &self,
+        sql: &str,
+        node: &str,
+        dataset: &str,
+    ) -> Result<Vec<StoredHead>, CoordError> {
         let conn = self.conn();
         let action = || "read ledger heads".to_string();
-        let mut stmt = conn
-            .prepare(
-                "SELECT node, dataset, seq, hash, signature, at_ms, recorded_at_ms FROM ledger_heads
-                 WHERE (?1 = '' OR node = ?1) AND (?2 = '' OR dataset = ?2)
-                 ORDER BY node, dataset",
-            )
-            .map_err(|e| store_err(action(), e))?;
+        let mut stmt = conn.prepare(sql).map_err(|e| store_err(action(), e))?;
         let rows = stmt
             .query_map(params![node, dataset], |row| {
                 let seq: i64 = row.get(2)?;
@@ -613,6 +670,65 @@ mod tests {
         // New inserts keep counting after the restart.
         store.insert(&job("job-0", 3)).unwrap();
         assert_eq!(store.list(1).unwrap()[0].id, "job-0");
+    }
+
+    fn head(seq: u64, tag: u8, at_ms: i64) -> parley_proto::LedgerHead {
+        parley_proto::LedgerHead {
+            dataset: "crm".into(),
+            seq,
+            hash: vec![tag; 32],
+            signature: vec![1; 64],
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn every_advancing_head_is_kept_append_only() {
+        let store = JobStore::open_in_memory().unwrap();
+        for seq in 0..3 {
+            let got = store
+                .record_head("brand", &head(seq, seq as u8, 10), 20)
+                .unwrap();
+            assert_eq!(got, HeadUpdate::Advanced);
+        }
+        // A rewrite of seq 1 is refused and the history keeps the original.
+        let got = store.record_head("brand", &head(1, 9, 10), 20).unwrap();
+        assert_eq!(got, HeadUpdate::Rejected);
+        let newest = store.heads("brand", "crm").unwrap();
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].head.seq, 2);
+        let history = store.head_history("brand", "crm").unwrap();
+        let seqs: Vec<_> = history
+            .iter()
+            .map(|h| (h.head.seq, h.head.hash[0]))
+            .collect();
+        assert_eq!(seqs, [(0, 0), (1, 1), (2, 2)]);
+        let err = store
+            .conn()
+            .execute("DELETE FROM ledger_head_history", [])
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+
+    #[test]
+    fn a_version_2_store_gets_its_heads_carried_into_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            conn.execute_batch(SCHEMA_V2).unwrap();
+            conn.execute(
+                "INSERT INTO ledger_heads VALUES ('brand', 'crm', 4, x'00', x'00', 5, 6)",
+                [],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+        }
+        let store = JobStore::open(&path).unwrap();
+        let history = store.head_history("brand", "crm").unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!((history[0].head.seq, history[0].recorded_at_ms), (4, 6));
     }
 
     #[test]
