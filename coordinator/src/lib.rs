@@ -55,7 +55,11 @@ pub async fn run(
         stop.cancelled().await;
         closer.close_all();
     });
+    // Server-side HTTP/2 keep-alive: a half-open node link (peer gone without a FIN) is
+    // detected and closed within two intervals instead of lingering.
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(parley_net::KEEP_ALIVE))
+        .http2_keepalive_timeout(Some(parley_net::KEEP_ALIVE))
         .add_service(
             parley_proto::node_link_server::NodeLinkServer::new(svc.clone())
                 .max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES)

@@ -675,6 +675,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stale_links_end_does_not_fail_the_jobs_of_the_new_link() {
+        let (inner, _, old_link) = running_match().await;
+        // The publisher reconnects; then a new job runs on its new link.
+        connect(&inner, "publisher", true);
+        let req = SubmitJobRequest {
+            spec: Some(spec(MATCH)),
+        };
+        let job = inner.submit("ana", req).await.unwrap();
+        decide(&inner, "brand", &job.id, true);
+        decide(&inner, "publisher", &job.id, true);
+        assert_eq!(stored(&inner, &job.id).state(), JobState::Running);
+        // The old link's stream ends only now.
+        assert!(inner.on_disconnect("publisher", old_link).is_empty());
+        assert_eq!(stored(&inner, &job.id).state(), JobState::Running);
+        assert!(inner.list_nodes().iter().any(|n| n.name == "publisher"));
+    }
+
+    #[tokio::test]
     async fn an_envelope_from_a_non_participant_is_dropped_and_the_job_runs_on() {
         let (inner, id, _) = running_match().await;
         connect(&inner, "stranger", true);

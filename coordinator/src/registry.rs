@@ -114,12 +114,20 @@ impl Inner {
     /// Unregisters connection `conn_id` of `node` (unless the node has reconnected since) and
     /// ends the node's part in its live jobs.
     pub(crate) fn on_disconnect(self: &Arc<Self>, node: &str, conn_id: u64) -> Outgoing {
-        {
+        let current = {
             let mut st = self.lock();
-            if st.nodes.get(node).map(|c| c.conn_id) == Some(conn_id) {
+            let current = st.nodes.get(node).map(|c| c.conn_id) == Some(conn_id);
+            if current {
                 st.nodes.remove(node);
                 tracing::info!(node, "node disconnected");
             }
+            current
+        };
+        if !current {
+            // A stale link (the node has reconnected since; its jobs on this link were ended
+            // then) must not fail the jobs of the node's new link.
+            tracing::debug!(node, conn_id, "a replaced link of the node ended");
+            return Vec::new();
         }
         self.fail_jobs_of(
             node,
