@@ -164,10 +164,10 @@ pub(crate) enum ServiceError {
     #[error(
         "hello names node '{}' but the certificate is for '{cert}'; set name = \"{cert}\" in \
          node.toml",
-        crate::service::truncate(claimed, 64)
+        crate::service::sanitize(claimed, 64)
     )]
     NameMismatch {
-        /// The name in the hello (peer-controlled; truncated when shown).
+        /// The name in the hello (peer-controlled; sanitized when shown).
         claimed: String,
         /// The name in the node's certificate.
         cert: String,
@@ -189,10 +189,10 @@ pub(crate) enum ServiceError {
     /// No live or stored job has this id.
     #[error(
         "no job '{}'; list jobs with `parleyctl jobs`",
-        crate::service::truncate(id, 64)
+        crate::service::sanitize(id, 64)
     )]
     NoJob {
-        /// The requested id (caller-controlled; truncated when shown).
+        /// The requested id (caller-controlled; sanitized when shown).
         id: String,
     },
 

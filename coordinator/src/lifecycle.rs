@@ -39,7 +39,7 @@ use parley_net::{PeerIdentity, Role};
 
 use crate::drivers::Driver;
 use crate::error::ServiceError;
-use crate::service::{Inner, NodeTx, Outgoing, State, coord_msg, truncate};
+use crate::service::{Inner, NodeTx, Outgoing, State, coord_msg, sanitize};
 use crate::store::{new_job_id, now_ms, transition};
 
 /// A job that has not reached a final state.
@@ -278,7 +278,7 @@ impl Inner {
             return Vec::new();
         }
         if !d.accept {
-            let reason = truncate(&d.reason, 1000);
+            let reason = sanitize(&d.reason, 1000);
             tracing::info!(job = %d.job_id, node, "job refused");
             return self.end_job(
                 st,
@@ -359,7 +359,7 @@ impl Inner {
             return;
         }
         p.node = node.to_string();
-        p.stage = truncate(&p.stage, 64);
+        p.stage = sanitize(&p.stage, 64);
         if let Some(tx) = st.watchers.get(&p.job_id) {
             let _ = tx.send(JobEvent {
                 job: None,
@@ -390,11 +390,11 @@ impl Inner {
                 self.end_job(st, &o.job_id, JobState::Succeeded, "", Some(r), None)
             }
             Some(job_outcome::Outcome::Failure(reason)) => {
-                let why = format!("it failed: {}", truncate(&reason, 300));
+                let why = format!("it failed: {}", sanitize(&reason, 300));
                 if live.driver.drop_out(node, &why) {
                     return self.drive(st, &o.job_id);
                 }
-                let note = format!("node '{node}' failed the job: {}", truncate(&reason, 1000));
+                let note = format!("node '{node}' failed the job: {}", sanitize(&reason, 1000));
                 self.end_job(st, &o.job_id, JobState::Failed, &note, None, Some(node))
             }
             None => Vec::new(),
@@ -456,7 +456,7 @@ impl Inner {
         } else {
             format!(
                 "cancelled by analyst '{analyst}': {}",
-                truncate(&req.reason, 500)
+                sanitize(&req.reason, 500)
             )
         };
         let out = {

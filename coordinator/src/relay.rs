@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use parley_proto::{CoordinatorMessage, Envelope, JobState, coordinator_message};
 
-use crate::service::{Inner, NodeTx, Outgoing, coord_msg, truncate};
+use crate::service::{Inner, NodeTx, Outgoing, coord_msg, sanitize};
 
 /// Largest sealed envelope the coordinator relays.
 pub(crate) const MAX_SEALED_BYTES: usize = parley_proto::MAX_CHUNK_BYTES + 1024;
@@ -66,7 +66,7 @@ impl Inner {
         if env.to == from || !live.participants.contains(&env.to) {
             return Err(format!(
                 "node '{from}' addressed an envelope to '{}', which is not another participant",
-                truncate(&env.to, 64)
+                sanitize(&env.to, 64)
             ));
         }
         if env.sealed.len() > MAX_SEALED_BYTES {

@@ -118,15 +118,35 @@ pub(crate) fn coord_msg(body: coordinator_message::Body) -> CoordinatorMessage {
     CoordinatorMessage { body: Some(body) }
 }
 
-/// `s` cut to at most `max` bytes (at a character boundary), with `…` when cut: for
-/// peer-controlled text in notes and messages.
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+/// Peer- or client-supplied text made safe to store and print: control characters (terminal
+/// escapes, newlines, NUL) replaced by U+FFFD, then cut to at most `max` bytes (at a character
+/// boundary), with `…` when cut.
+pub(crate) fn sanitize(s: &str, max: usize) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if clean.len() <= max {
+        return clean;
     }
     let mut end = max;
-    while !s.is_char_boundary(end) {
+    while !clean.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &s[..end])
+    format!("{}…", &clean[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize;
+
+    #[test]
+    fn peer_text_loses_control_characters_and_is_cut() {
+        assert_eq!(sanitize("ok", 10), "ok");
+        assert_eq!(
+            sanitize("a\x1b[2Jb\nc\0", 100),
+            "a\u{fffd}[2Jb\u{fffd}c\u{fffd}"
+        );
+        assert_eq!(sanitize("ééé", 3), "é…");
+    }
 }
