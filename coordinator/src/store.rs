@@ -365,17 +365,7 @@ impl JobStore {
 
     /// Returns at most `limit` jobs, newest (last inserted) first.
     pub fn list(&self, limit: usize) -> Result<Vec<Job>, CoordError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let conn = self.conn();
-        let rows = query_rows(
-            &conn,
-            "SELECT id, body FROM jobs ORDER BY seq DESC LIMIT ?1",
-            [limit],
-        )
-        .map_err(|e| store_err("list jobs".to_string(), e))?;
-        rows.into_iter()
-            .map(|(id, body)| decode(&id, &body))
-            .collect()
+        self.list_where(limit, |_| true)
     }
 
     /// The `limit` most recent jobs that `keep` accepts, newest first (read in pages, so a
@@ -398,8 +388,11 @@ impl JobStore {
             .map_err(|e| store_err("list jobs".to_string(), e))?;
             let last_page = (rows.len() as i64) < PAGE;
             for (id, body) in rows {
+                if out.len() == limit {
+                    break;
+                }
                 let job = decode(&id, &body)?;
-                if keep(&job) && out.len() < limit {
+                if keep(&job) {
                     out.push(job);
                 }
             }

@@ -1582,10 +1582,20 @@ mod tests {
         assert_eq!((p.index, p.seq, p.kind), (0, None, ProblemKind::Head));
 
         // A key holder rewriting history from row 2 on produces a valid chain with another head.
-        let mut rewritten = rows[..2].to_vec();
-        for (i, original) in rows.iter().enumerate().skip(2) {
+        let e = export(&keys, rewrite_from(&keys, &rows, 2));
+        assert!(audit(&e, &pk, None).passed());
+        let p = problem(&audit(&e, &pk, Some(&head))).clone();
+        assert_eq!((p.index, p.seq, p.kind), (5, Some(5), ProblemKind::Head));
+        assert!(p.reason.contains("rewritten"), "{}", p.reason);
+    }
+
+    /// `rows` as a key holder could rewrite them: the same until `from`, then re-created with
+    /// smaller charges at the original times, re-chained and re-signed.
+    fn rewrite_from(keys: &NodeSecrets, rows: &[LedgerRow], from: usize) -> Vec<LedgerRow> {
+        let mut out = rows[..from].to_vec();
+        for (i, original) in rows.iter().enumerate().skip(from) {
             let row = LedgerRow::create(
-                rewritten.last(),
+                out.last(),
                 "brand",
                 "crm",
                 &charge(i, 0.01),
@@ -1593,13 +1603,9 @@ mod tests {
                 budget(1.0, Period::Never),
                 |m| keys.sign_ed25519(m),
             );
-            rewritten.push(row);
+            out.push(row);
         }
-        let e = export(&keys, rewritten);
-        assert!(audit(&e, &pk, None).passed());
-        let p = problem(&audit(&e, &pk, Some(&head))).clone();
-        assert_eq!((p.index, p.seq, p.kind), (5, Some(5), ProblemKind::Head));
-        assert!(p.reason.contains("rewritten"), "{}", p.reason);
+        out
     }
 
     /// Every head of `rows` as the coordinator would have recorded it, a minute after each.
@@ -1619,19 +1625,7 @@ mod tests {
         let rows = chain(&keys, 6);
         // The key holder rewrites rows 2..=5 (smaller charges), appends row 6 and reports
         // head 6: the newest head alone is consistent with the forgery.
-        let mut forged = rows[..2].to_vec();
-        for (i, original) in rows.iter().enumerate().skip(2) {
-            let row = LedgerRow::create(
-                forged.last(),
-                "brand",
-                "crm",
-                &charge(i, 0.01),
-                original.at_ms,
-                budget(1.0, Period::Never),
-                |m| keys.sign_ed25519(m),
-            );
-            forged.push(row);
-        }
+        let mut forged = rewrite_from(&keys, &rows, 2);
         let extra = LedgerRow::create(
             forged.last(),
             "brand",

@@ -317,8 +317,16 @@ async fn handle(
     match body {
         coordinator_message::Body::Offer(offer) => {
             let job_id = offer.job_id.clone();
-            let decision = match consider(node, &offer) {
-                Ok((job, links)) => {
+            // Off the async runtime: key-binding checks, the ledger's budget check and the
+            // durable record of the accepted id (an fsync) all block.
+            let n = Arc::clone(node);
+            let considered = tokio::task::spawn_blocking(move || {
+                consider(&n, &offer).map(|(job, links)| (offer, job, links))
+            })
+            .await
+            .unwrap_or_else(|_| Err("internal error: considering the offer panicked".into()));
+            let decision = match considered {
+                Ok((offer, job, links)) => {
                     tracing::info!(job = %job_id, "job accepted");
                     jobs.insert(
                         job_id.clone(),

@@ -545,6 +545,23 @@ pub fn budget_toml_with_delta(epsilon: f64, delta: f64) -> String {
     format!("\n[datasets.budget]\nepsilon = {epsilon:?}\ndelta = {delta:?}\n")
 }
 
+/// A federation of two nodes, brand (`crm`) and publisher (`subscribers`), with `records`
+/// generated records each and open policies towards each other.
+pub async fn brand_and_publisher(dir: &Path, records: usize) -> anyhow::Result<Federation> {
+    let g = crate::r#gen::generate(
+        &dir.join("data"),
+        &crate::r#gen::FederationSpec::demo(records),
+    )?;
+    let setups = [
+        ("brand", "crm", "publisher"),
+        ("publisher", "subscribers", "brand"),
+    ]
+    .into_iter()
+    .map(|(n, d, other)| NodeSetup::new(n, g.dataset_toml(n), open_policy(&[other], &[d])))
+    .collect();
+    Federation::start(dir, setups).await
+}
+
 /// A policy letting `partners` run every job kind on `datasets` in either role (a dp_stats
 /// job has no partner, so any rule covers it).
 pub fn open_policy(partners: &[&str], datasets: &[&str]) -> String {

@@ -12,8 +12,7 @@ use parley_proto::{
     CoordinatorMessage, JobDecision, JobOffer, JobSpec, ListJobsRequest, NodeMessage, Participant,
     PsiMode, Welcome, coordinator_message, node_message,
 };
-use parley_tests::r#gen::{FederationSpec, generate};
-use parley_tests::harness::{Federation, NodeSetup, open_policy, psi_spec, secure_sum_spec};
+use parley_tests::harness::{Federation, brand_and_publisher, psi_spec, secure_sum_spec};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -21,15 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 async fn federation(dir: &Path) -> Federation {
     parley_net::init_tracing("warn");
-    let g = generate(&dir.join("data"), &FederationSpec::demo(200)).unwrap();
-    let setups = [
-        ("brand", "crm", "publisher"),
-        ("publisher", "subscribers", "brand"),
-    ]
-    .into_iter()
-    .map(|(n, d, other)| NodeSetup::new(n, g.dataset_toml(n), open_policy(&[other], &[d])))
-    .collect();
-    Federation::start(dir, setups).await.unwrap()
+    brand_and_publisher(dir, 200).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,21 +189,12 @@ fn idle_flood(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_sockets_do_not_keep_nodes_or_analysts_out() {
-    use parley_tests::r#gen::{FederationSpec, generate};
-    use parley_tests::harness::{NodeSetup, open_policy};
+    use parley_tests::harness::brand_and_publisher;
     use std::sync::atomic::Ordering;
 
     let tmp = tempfile::tempdir().unwrap();
     parley_net::init_tracing("error");
-    let g = generate(&tmp.path().join("data"), &FederationSpec::demo(300)).unwrap();
-    let setups = [
-        ("brand", "crm", "publisher"),
-        ("publisher", "subscribers", "brand"),
-    ]
-    .into_iter()
-    .map(|(n, d, other)| NodeSetup::new(n, g.dataset_toml(n), open_policy(&[other], &[d])))
-    .collect();
-    let mut fed = Federation::start(tmp.path(), setups).await.unwrap();
+    let mut fed = brand_and_publisher(tmp.path(), 300).await.unwrap();
 
     let stop = tokio_util::sync::CancellationToken::new();
     let [open, made] = idle_flood(fed.addr, 1000, stop.clone());

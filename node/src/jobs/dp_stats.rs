@@ -242,12 +242,7 @@ mod tests {
     use super::*;
     use crate::jobs::test_support::dataset;
 
-    const CSV: &str = "id,email,region,amount\n\
-        1,a@example.com,north,12.5\n\
-        2,b@example.com,south,3\n\
-        3,c@example.com,north,250\n\
-        4,d@example.com,east,7.25\n\
-        5,e@example.com,north,-4\n";
+    use crate::jobs::test_support::CRM_CSV as CSV;
 
     fn job(other: Other, measures: Vec<Measure>, min_count: u64) -> DpStats {
         DpStats {

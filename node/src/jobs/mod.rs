@@ -418,6 +418,15 @@ pub(crate) mod test_support {
     use crate::config::{ColumnConfig, ColumnKind, DatasetConfig};
     use crate::dataset::Dataset;
 
+    /// Five records of a small CRM: a key, an email, a region segment and an amount (one
+    /// negative, one above typical bounds).
+    pub(crate) const CRM_CSV: &str = "id,email,region,amount\n\
+        1,a@example.com,north,12.5\n\
+        2,b@example.com,south,3\n\
+        3,c@example.com,north,250\n\
+        4,d@example.com,east,7.25\n\
+        5,e@example.com,north,-4\n";
+
     /// Loads `csv` (columns id, email, region, amount) as a dataset.
     pub(crate) fn dataset(csv: &str) -> Dataset {
         let dir = tempfile::tempdir().expect("tempdir");

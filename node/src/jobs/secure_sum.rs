@@ -358,12 +358,7 @@ mod tests {
     use parley_crypto::secagg::{MaskedInput, Server, UnmaskShares};
     use parley_proto::{OtherRows, SecureSumParams};
 
-    const CSV_A: &str = "id,email,region,amount\n\
-        1,a@example.com,north,12.5\n\
-        2,b@example.com,south,3\n\
-        3,c@example.com,north,250\n\
-        4,d@example.com,east,7.25\n\
-        5,e@example.com,north,-4\n";
+    use crate::jobs::test_support::CRM_CSV as CSV_A;
 
     /// The typed job for `p` with `n` participants. Two-node runs (below what a job may ask)
     /// exercise the party alone: the parameters are checked with three participants, then
