@@ -1313,6 +1313,7 @@ pub async fn bench_sum_one(
         (RECEIVER, DATASET),
         "email",
         (SENDER, DATASET),
+        &["email"],
         SUM_LOWER,
         SUM_UPPER,
         opts.epsilon,

@@ -454,7 +454,14 @@ mod tests {
             (cost.epsilon, cost.mechanism.as_str()),
             (total, "dp_stats/laplace")
         );
-        assert_eq!(job("job-secure-sum.toml").release_cost(), None);
+        let ss = job("job-secure-sum.toml").release_cost().unwrap();
+        assert_eq!((ss.epsilon, ss.delta), (1.0, 1e-6));
+        // Only an exact job (which node policies must allow) charges nothing.
+        let mut spec = JobSpec::from(&job("job-secure-sum.toml"));
+        let p = spec.secure_sum_mut().unwrap();
+        p.dp = None;
+        p.exact = true;
+        assert_eq!(Job::try_from(&spec).unwrap().release_cost(), None);
 
         let mut spec = JobSpec::from(&job("job-cardinality.toml"));
         spec.psi_mut().unwrap().dp = Some(parley_proto::DpParams {

@@ -33,6 +33,9 @@
 //! lower = 0.0                        # clamping bounds of the receiver's values
 //! upper = 500.0
 //! decimals = 2                       # summed in cents; default 2
+//! max_records_per_identifier = 1     # DP jobs: the contribution bound (default 1): the
+//!                                    # receiver keeps at most this many records per
+//!                                    # identifier and per person; noise scales with it
 //! [psi.dp]                           # noise on the sum (required in sum mode; optional in
 //! epsilon = 0.5                      # match/cardinality, where it noises the count)
 //! mechanism = "laplace"              # laplace (default) | gaussian (then set delta)
@@ -48,6 +51,8 @@
 //! node = "publisher"
 //! dataset = "exposures"
 //! role = "sender"                    # P1: identifiers only, learns the intersection size
+//! columns = ["email", "phone"]       # DP jobs name the sender's columns: noise scales
+//!                                    # with their number
 //! ```
 //!
 //! DP statistics over one node's dataset:
@@ -60,6 +65,8 @@
 //! other = "bucket"                   # bucket (count as "other") | drop (default)
 //! mechanism = "laplace"              # laplace (default) | gaussian (then set delta)
 //! min_count = 50                     # suppress categories with a smaller noisy count
+//! max_rows_per_person = 1            # the contribution bound (default 1): rows used per
+//!                                    # person (the dataset's person column); noise scales
 //! [[dp_stats.measures]]
 //! kind = "count"
 //! epsilon = 0.5
@@ -149,6 +156,10 @@ struct SecureSumToml {
     #[serde(default)]
     round_timeout_secs: u32,
     dp: Option<DpToml>,
+    #[serde(default)]
+    exact: bool,
+    #[serde(default)]
+    max_rows_per_person: u32,
     /// The participant that gets a copy of the result (`receiver`, its version-1 name, is
     /// accepted too).
     #[serde(default, alias = "receiver")]
@@ -177,6 +188,8 @@ struct PsiToml {
     upper: f64,
     #[serde(default = "default_decimals")]
     decimals: u32,
+    #[serde(default)]
+    max_records_per_identifier: u32,
 }
 
 fn default_decimals() -> u32 {
@@ -243,6 +256,8 @@ struct DpStatsToml {
     min_count: u64,
     #[serde(default = "default_decimals")]
     decimals: u32,
+    #[serde(default)]
+    max_rows_per_person: u32,
     #[serde(default)]
     measures: Vec<MeasureToml>,
 }
@@ -332,6 +347,7 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         lower: psi.lower,
         upper: psi.upper,
         decimals: psi.decimals,
+        max_records_per_identifier: psi.max_records_per_identifier,
     });
     let dp_stats = file.dp_stats.map(|d| DpStatsParams {
         segment_column: d.segment_column,
@@ -356,6 +372,7 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         delta: d.delta,
         min_count: d.min_count,
         decimals: d.decimals,
+        max_rows_per_person: d.max_rows_per_person,
     });
     let secure_sum = file.secure_sum.map(|d| SecureSumParams {
         segment_column: d.segment_column,
@@ -371,6 +388,8 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         round_timeout_secs: d.round_timeout_secs,
         dp: d.dp.as_ref().map(DpToml::proto),
         result_to: d.result_to,
+        exact: d.exact,
+        max_rows_per_person: d.max_rows_per_person,
     });
     let params = kind_params(kind, psi, dp_stats, secure_sum).map_err(invalid)?;
     let spec = JobSpec {
@@ -556,6 +575,79 @@ role = "sender"
         );
         let dup = text.replace("retailer-5", "retailer-4");
         assert!(invalid(&dup).contains("listed twice"));
+    }
+
+    #[test]
+    fn contribution_bounds_are_checked_and_scale_the_sensitivity() {
+        use crate::Kind;
+        let card = include_str!("../examples/job-cardinality.toml");
+        let dp = card.replace(
+            "min_intersection = 50\n",
+            "min_intersection = 50\nmax_records_per_identifier = 5\n[psi.dp]\nepsilon = 0.5\n",
+        );
+        let job = parse_job(&dp, "test.toml").unwrap();
+        let Kind::Psi(k) = &job.kind else {
+            panic!("not psi")
+        };
+        // 5 records per identifier at the receiver × 1 sender column.
+        assert_eq!(k.count_sensitivity(), 5);
+        let two = dp.replace("columns = [\"email\"]", "columns = [\"email\", \"phone\"]");
+        let Kind::Psi(k) = parse_job(&two, "test.toml").unwrap().kind else {
+            panic!("not psi")
+        };
+        assert_eq!(k.count_sensitivity(), 10);
+        // The bound survives the wire form.
+        let spec = parley_proto::JobSpec::from(&parse_job(&two, "test.toml").unwrap());
+        assert_eq!(spec.psi().unwrap().max_records_per_identifier, 5);
+
+        let e = invalid(&dp.replace("columns = [\"email\"]", ""));
+        assert!(
+            e.contains("must list the sender's identifier columns"),
+            "{e}"
+        );
+        let e = invalid(&dp.replace(
+            "max_records_per_identifier = 5",
+            "max_records_per_identifier = 5000",
+        ));
+        assert!(e.contains("at most 1000"), "{e}");
+        let e = invalid(&card.replace(
+            "min_intersection = 50\n",
+            "max_records_per_identifier = 2\n",
+        ));
+        assert!(e.contains("only a DP job"), "{e}");
+
+        let sum = include_str!("../examples/job-sum.toml");
+        let Kind::PsiSum(k) = parse_job(sum, "test.toml").unwrap().kind else {
+            panic!("not sum")
+        };
+        assert_eq!(k.count_sensitivity(), 1);
+        assert_eq!(k.sum_sensitivity_units(), 50_000);
+        let three = sum
+            .replace(
+                "max_records_per_identifier = 1 ",
+                "max_records_per_identifier = 3 ",
+            )
+            .replace(
+                "columns = [\"email\"]  # DP jobs",
+                "columns = [\"email\", \"phone\"]  # DP jobs",
+            );
+        let Kind::PsiSum(k) = parse_job(&three, "test.toml").unwrap().kind else {
+            panic!("not sum")
+        };
+        assert_eq!(k.count_sensitivity(), 3);
+
+        let stats = include_str!("../examples/job-dp-stats.toml");
+        let Kind::DpStats(k) = parse_job(stats, "test.toml").unwrap().kind else {
+            panic!("not dp_stats")
+        };
+        assert_eq!(k.count_sensitivity(), 1);
+        let many = stats.replace("max_rows_per_person = 1 ", "max_rows_per_person = 20 ");
+        let Kind::DpStats(k) = parse_job(&many, "test.toml").unwrap().kind else {
+            panic!("not dp_stats")
+        };
+        assert_eq!(k.count_sensitivity(), 20);
+        let e = invalid(&stats.replace("max_rows_per_person = 1 ", "max_rows_per_person = 20000 "));
+        assert!(e.contains("max_rows_per_person"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,15 @@ pub const MAX_DECIMALS: u32 = 6;
 /// Largest clamping bound, in units of 10^-decimals, so that sums of up to 2^20 values stay
 /// within the 2^60 range the protocols decode.
 pub const MAX_BOUND_UNITS: f64 = (1u64 << 40) as f64;
+/// Largest contribution bound of a DP PSI job (`max_records_per_identifier`): the noise
+/// grows with it, so beyond this a count is all noise.
+pub const MAX_RECORDS_PER_IDENTIFIER: u32 = 1000;
+/// Largest contribution bound of a dp_stats job (`max_rows_per_person`).
+pub const MAX_ROWS_PER_PERSON: u32 = 10_000;
+/// The ε of a secure_sum job that sets neither `[secure_sum.dp]` nor `exact = true`.
+pub const DEFAULT_SECURE_SUM_EPSILON: f64 = 1.0;
+/// The δ of a secure_sum job that sets neither `[secure_sum.dp]` nor `exact = true`.
+pub const DEFAULT_SECURE_SUM_DELTA: f64 = 1e-6;
 /// Most participants of a secure_sum job.
 pub const MAX_SECURE_SUM_NODES: usize = 200;
 /// Longest secure_sum vector (one masked vector must fit one 1 MiB message).

@@ -174,6 +174,11 @@ pub struct DatasetConfig {
     pub path: PathBuf,
     /// Column holding the record key written to match outputs; must be in the header.
     pub key_column: String,
+    /// The privacy unit: the column naming the person each row belongs to (default: the key
+    /// column). Every DP release bounds what one person contributes, so a transaction table
+    /// names its customer column here.
+    #[serde(default)]
+    pub person_column: Option<String>,
     /// Largest fraction of bad rows (0..=1) before loading fails (default 0.01).
     #[serde(default = "default_max_bad_row_fraction")]
     pub max_bad_row_fraction: f64,
@@ -486,6 +491,17 @@ impl NodeConfig {
                 return Err(invalid(
                     &at("key_column"),
                     "is empty; name the CSV column holding the record key".to_owned(),
+                ));
+            }
+            if d.person_column
+                .as_deref()
+                .is_some_and(|c| c.trim().is_empty())
+            {
+                return Err(invalid(
+                    &at("person_column"),
+                    "is empty; name the CSV column identifying the person (or remove it to \
+                     use the key column)"
+                        .to_owned(),
                 ));
             }
             if !(0.0..=1.0).contains(&d.max_bad_row_fraction) {

@@ -6,7 +6,8 @@
 //! phone numbers are never kept: only their hashes.
 //!
 //! Row rules:
-//! * the key cell must not be blank, else the row is bad (`missing key`);
+//! * the key cell must not be blank, else the row is bad (`missing key`); so must the person
+//!   cell when the dataset names a separate `person_column` (`missing person`);
 //! * a blank identifier cell is simply absent; an identifier that does not normalise is
 //!   dropped and counted per (column, reason); a row left with no valid identifier is bad
 //!   (`no valid identifier`);
@@ -20,8 +21,12 @@
 //! Privacy: reports and errors carry line numbers, column names, counts and reasons only —
 //! never a cell's content.
 //!
+//! Persons: every row belongs to one person, named by the dataset's person column (the key
+//! column unless `person_column` says otherwise); [`Dataset::persons`] numbers them. The
+//! person is the privacy unit that DP releases bound contributions of.
+//!
 //! Memory: keys live in one string buffer, identifiers in flat arrays with per-record
-//! offsets (about 34 bytes per identifier plus 16 bytes and the key's length per record), so
+//! offsets (about 34 bytes per identifier plus 20 bytes and the key's length per record), so
 //! 10^6 records with two identifiers each take roughly 100 MB.
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,6 +50,8 @@ pub const MAX_EXAMPLES: usize = 20;
 
 /// Reason recorded for a row whose key cell is blank.
 pub const REASON_MISSING_KEY: &str = "missing key";
+/// Reason recorded for a row whose person cell is blank.
+pub const REASON_MISSING_PERSON: &str = "missing person";
 /// Reason recorded for a row without any valid identifier.
 pub const REASON_NO_IDENTIFIER: &str = "no valid identifier";
 
@@ -181,6 +188,7 @@ enum ColumnData {
 ///    at `id_offsets[i]..id_offsets[i + 1]`, at least one per record, no (column, hash) twice.
 /// 3. Every `id_cols[j]` indexes `columns`, and that column has an identifier kind.
 /// 4. `data.len() == columns.len()`; value and segment columns hold `len()` entries.
+/// 5. `persons.len() == len()`; equal codes mean the same person.
 ///
 /// `Debug` prints metadata and counts only, never keys or values.
 #[derive(Clone)]
@@ -188,8 +196,10 @@ pub struct Dataset {
     name: String,
     path: PathBuf,
     key_column: String,
+    person_column: String,
     columns: Vec<ColumnConfig>,
     data: Vec<ColumnData>,
+    persons: Vec<u32>,
     keys: String,
     key_offsets: Vec<usize>,
     id_offsets: Vec<usize>,
@@ -204,6 +214,7 @@ impl fmt::Debug for Dataset {
             .field("name", &self.name)
             .field("path", &self.path)
             .field("key_column", &self.key_column)
+            .field("person_column", &self.person_column)
             .field("columns", &self.columns)
             .field("records", &self.len())
             .field("identifiers", &self.id_hashes.len())
@@ -312,6 +323,18 @@ impl Dataset {
             &cfg.key_column,
             "[[datasets]] key_column in the node config",
         )?;
+        let person_column = cfg
+            .person_column
+            .clone()
+            .unwrap_or_else(|| cfg.key_column.clone());
+        let person_field = if person_column == cfg.key_column {
+            None
+        } else {
+            Some(find(
+                &person_column,
+                "[[datasets]] person_column in the node config",
+            )?)
+        };
         let mut located = Vec::with_capacity(cfg.columns.len());
         for (declared, c) in cfg.columns.iter().enumerate() {
             let field = find(&c.name, "[[datasets.columns]] name in the node config")?;
@@ -333,6 +356,7 @@ impl Dataset {
             name: cfg.name.clone(),
             path: cfg.path.clone(),
             key_column: cfg.key_column.clone(),
+            person_column,
             columns: cfg.columns.clone(),
             data: cfg
                 .columns
@@ -345,6 +369,7 @@ impl Dataset {
                     }
                 })
                 .collect(),
+            persons: Vec::new(),
             keys: String::new(),
             key_offsets: vec![0],
             id_offsets: vec![0],
@@ -353,6 +378,7 @@ impl Dataset {
             report: LoadReport::default(),
         };
         let mut segment_index: Vec<HashMap<String, u32>> = vec![HashMap::new(); cfg.columns.len()];
+        let mut person_index: HashMap<String, u32> = HashMap::new();
 
         // Rows are read in chunks; each chunk is parsed (normalised and hashed) in parallel,
         // then committed in file order so that examples and records keep the file's order.
@@ -390,7 +416,12 @@ impl Dataset {
                 .map(|item| match item {
                     Item::Record(r) => {
                         let line = r.position().map_or(0, csv::Position::line);
-                        parse_row(r, line, key_field, &header, &located, normalizer)
+                        let fields = Fields {
+                            key: key_field,
+                            person: person_field,
+                            located: &located,
+                        };
+                        parse_row(r, line, &fields, &header, normalizer)
                     }
                     Item::Broken(line, reason) => Parsed {
                         line: *line,
@@ -410,7 +441,7 @@ impl Dataset {
                 match p.row {
                     Err(reason) => report.bad_row(p.line, reason),
                     Ok(row) => {
-                        ds.push(row, &mut segment_index);
+                        ds.push(row, &mut segment_index, &mut person_index);
                         report.rows_loaded += 1;
                     }
                 }
@@ -421,6 +452,11 @@ impl Dataset {
             }));
         }
 
+        drop(person_index);
+        if person_field.is_none() {
+            ds.persons = ds.number_keys();
+        }
+        ds.persons.shrink_to_fit();
         ds.keys.shrink_to_fit();
         ds.key_offsets.shrink_to_fit();
         ds.id_offsets.shrink_to_fit();
@@ -444,8 +480,29 @@ impl Dataset {
         Ok(ds)
     }
 
+    /// Numbers the records' keys: equal keys get equal codes (the person is the key).
+    fn number_keys(&self) -> Vec<u32> {
+        let mut index: HashMap<&str, u32> = HashMap::with_capacity(self.len());
+        (0..self.len())
+            .map(|i| {
+                let next = u32::try_from(index.len()).unwrap_or(u32::MAX);
+                *index.entry(self.key(i)).or_insert(next)
+            })
+            .collect()
+    }
+
     /// Appends a good row (keeps the invariants).
-    fn push(&mut self, row: Row, segment_index: &mut [HashMap<String, u32>]) {
+    fn push(
+        &mut self,
+        row: Row,
+        segment_index: &mut [HashMap<String, u32>],
+        person_index: &mut HashMap<String, u32>,
+    ) {
+        if let Some(person) = row.person {
+            let next = u32::try_from(person_index.len()).unwrap_or(u32::MAX);
+            self.persons
+                .push(*person_index.entry(person).or_insert(next));
+        }
         self.keys.push_str(&row.key);
         self.key_offsets.push(self.keys.len());
         for (col, h) in row.ids {
@@ -508,6 +565,16 @@ impl Dataset {
     /// Record `i`'s key, exactly as in the file. Panics if `i >= len()`.
     pub fn key(&self, i: usize) -> &str {
         &self.keys[self.key_offsets[i]..self.key_offsets[i + 1]]
+    }
+
+    /// The column naming each row's person (the privacy unit).
+    pub fn person_column(&self) -> &str {
+        &self.person_column
+    }
+
+    /// Per record, its person's code: records with the same code belong to the same person.
+    pub fn persons(&self) -> &[u32] {
+        &self.persons
     }
 
     /// The declared columns, in config order.
@@ -642,9 +709,19 @@ enum Item {
     Broken(u64, String),
 }
 
+/// Where the used fields are in a CSV record.
+struct Fields<'a> {
+    key: usize,
+    /// The person column, when it is not the key column.
+    person: Option<usize>,
+    located: &'a [Located],
+}
+
 /// The fields of a good row.
 struct Row {
     key: String,
+    /// The person cell (trimmed), when the person column is not the key column.
+    person: Option<String>,
     /// (declared column, number).
     values: Vec<(usize, f64)>,
     /// (declared column, trimmed category).
@@ -665,24 +742,23 @@ struct Parsed {
 fn parse_row(
     record: &csv::ByteRecord,
     line: u64,
-    key_field: usize,
+    fields: &Fields<'_>,
     header: &[String],
-    located: &[Located],
     normalizer: &Normalizer,
 ) -> Parsed {
     let mut dropped = Vec::new();
-    let row = parse_fields(record, key_field, header, located, normalizer, &mut dropped);
+    let row = parse_fields(record, fields, header, normalizer, &mut dropped);
     Parsed { line, row, dropped }
 }
 
 fn parse_fields(
     record: &csv::ByteRecord,
-    key_field: usize,
+    fields: &Fields<'_>,
     header: &[String],
-    located: &[Located],
     normalizer: &Normalizer,
     dropped: &mut Vec<(usize, &'static str)>,
 ) -> Result<Row, String> {
+    let located = fields.located;
     let cell = |field: usize| -> Result<&str, String> {
         let bytes = record.get(field).unwrap_or_default();
         std::str::from_utf8(bytes).map_err(|_| {
@@ -691,12 +767,23 @@ fn parse_fields(
         })
     };
 
-    let key = cell(key_field)?;
+    let key = cell(fields.key)?;
     if key.trim().is_empty() {
         return Err(REASON_MISSING_KEY.to_owned());
     }
+    let person = match fields.person {
+        None => None,
+        Some(field) => {
+            let p = cell(field)?.trim();
+            if p.is_empty() {
+                return Err(REASON_MISSING_PERSON.to_owned());
+            }
+            Some(p.to_owned())
+        }
+    };
     let mut row = Row {
         key: key.to_owned(),
+        person,
         values: Vec::new(),
         segments: Vec::new(),
         ids: Vec::with_capacity(located.len()),
@@ -797,6 +884,7 @@ mod tests {
             name: "crm".to_owned(),
             path,
             key_column: "id".to_owned(),
+            person_column: None,
             max_bad_row_fraction: fraction,
             delimiter: None,
             budget: None,
@@ -1062,6 +1150,7 @@ mod tests {
             name: "crm".to_owned(),
             path: PathBuf::from("/nonexistent/crm.csv"),
             key_column: "id".to_owned(),
+            person_column: None,
             max_bad_row_fraction: 0.01,
             delimiter: None,
             budget: None,
@@ -1094,6 +1183,35 @@ mod tests {
             ds.identifiers(&[]).expect("ids")[0],
             vec![email("a@example.com")]
         );
+    }
+
+    #[test]
+    fn persons_come_from_the_person_column_or_the_key() {
+        let csv = b"id,customer,email\n1,c7,a@example.com\n2,c7,b@example.com\n3, c9 ,c@example.com\n4,,d@example.com\n1,c9,e@example.com\n";
+        // By default the key is the person: keys 1, 2, 3, 1 (row 4 has a key too).
+        let by_key = load(csv, &[("email", ColumnKind::Email)], 0.5).expect("loads");
+        assert_eq!(by_key.person_column(), "id");
+        assert_eq!(by_key.persons(), [0, 1, 2, 3, 0]);
+        // With a person column: c7, c7, c9 (trimmed), and row 4 is bad.
+        let mut fx = fixture(csv, &[("email", ColumnKind::Email)], 0.5);
+        fx.cfg.person_column = Some("customer".to_owned());
+        let ds = Dataset::load(&fx.cfg, &normalizer()).expect("loads");
+        assert_eq!(ds.person_column(), "customer");
+        assert_eq!(ds.persons(), [0, 0, 1, 1]);
+        assert_eq!(ds.len(), 4);
+        assert_eq!(ds.report().bad_row_count(), 1);
+        assert!(
+            ds.report()
+                .bad_rows
+                .keys()
+                .any(|r| r.contains(REASON_MISSING_PERSON)),
+            "{:?}",
+            ds.report()
+        );
+        // A person column missing from the header names the setting.
+        fx.cfg.person_column = Some("household".to_owned());
+        let err = Dataset::load(&fx.cfg, &normalizer()).unwrap_err();
+        assert!(err.to_string().contains("person_column"), "{err}");
     }
 
     #[test]

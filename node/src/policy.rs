@@ -75,6 +75,17 @@ pub struct Rule {
     /// requirement. Other job kinds ignore it.
     #[serde(default)]
     pub min_contributors: Option<u32>,
+    /// Floor on a DP job's contribution bound: the job's `max_records_per_identifier` (PSI)
+    /// or `max_rows_per_person` (dp_stats, secure_sum) must be at least this, so that a dataset whose
+    /// persons have several records is not cut down to one record each. The noise is always
+    /// calibrated to the job's bound, whatever it is. Absent = no requirement.
+    #[serde(default)]
+    pub min_records_per_person: Option<u32>,
+    /// When true, this node takes part in `secure_sum` jobs that release exact sums
+    /// (`exact = true`). Absent = false: only distributed-DP sums, because an exact job
+    /// {A,B,C,D} minus an exact job {A,B,C} reveals D's exact vector.
+    #[serde(default)]
+    pub allow_exact_sums: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +105,10 @@ struct Request<'a> {
     min_intersection: u64,
     /// The fewest contributors the job releases a sum of (`secure_sum` jobs only).
     min_contributors: Option<u32>,
+    /// The DP job's contribution bound (records per identifier or person), if it has one.
+    contribution_bound: Option<u32>,
+    /// A secure_sum job that releases exact sums.
+    exact_sum: bool,
     analyst: &'a str,
     cost: Option<Cost>,
 }
@@ -167,6 +182,22 @@ impl Rule {
             gaps.push(format!(
                 "requires min_contributors ≥ {min}, job releases sums of {job} contributors or more"
             ));
+        }
+        if let (Some(min), Some(job)) = (self.min_records_per_person, req.contribution_bound)
+            && job < min
+        {
+            gaps.push(format!(
+                "requires a contribution bound of at least {min} records per person, job uses \
+                 {job} (raise max_records_per_identifier or max_rows_per_person)"
+            ));
+        }
+        if req.exact_sum && self.allow_exact_sums != Some(true) {
+            gaps.push(
+                "does not allow exact sums (a second job without this node would reveal its \
+                 exact values); use distributed DP ([secure_sum.dp]) or set \
+                 allow_exact_sums = true in the rule"
+                    .to_owned(),
+            );
         }
         if let Some(analysts) = &self.analysts
             && !allows(analysts, req.analyst)
@@ -248,6 +279,12 @@ impl Rule {
             && !(max.is_finite() && max > 0.0)
         {
             return Err(format!("max_epsilon must be a positive number, got {max}"));
+        }
+        if self.min_records_per_person == Some(0) {
+            return Err(
+                "min_records_per_person = 0 requires nothing; use at least 1, or remove the field"
+                    .to_owned(),
+            );
         }
         if self.min_contributors == Some(0) {
             return Err(
@@ -336,11 +373,23 @@ impl Policy {
                 columns.push(c.to_owned());
             }
         }
-        let (min_intersection, min_contributors) = match &job.kind {
-            Kind::Psi(k) => (k.min_intersection, None),
-            Kind::PsiSum(k) => (k.min_intersection, None),
-            Kind::DpStats(_) => (0, None),
-            Kind::SecureSum(k) => (0, Some(k.min_contributors)),
+        let (min_intersection, min_contributors, contribution_bound) = match &job.kind {
+            Kind::Psi(k) => (
+                k.min_intersection,
+                None,
+                k.dp.is_some().then_some(k.bound.max_records_per_identifier),
+            ),
+            Kind::PsiSum(k) => (
+                k.min_intersection,
+                None,
+                Some(k.bound.max_records_per_identifier),
+            ),
+            Kind::DpStats(k) => (0, None, Some(k.max_rows_per_person)),
+            Kind::SecureSum(k) => (
+                0,
+                Some(k.min_contributors),
+                k.dp.is_some().then_some(k.max_rows_per_person),
+            ),
         };
         let req = Request {
             kind,
@@ -355,6 +404,8 @@ impl Policy {
             columns,
             min_intersection,
             min_contributors,
+            contribution_bound,
+            exact_sum: matches!(&job.kind, Kind::SecureSum(k) if k.dp.is_none()),
             analyst,
             cost: job.release_cost(),
         };
@@ -618,15 +669,56 @@ analysts = ["alice"]
         // Other kinds ignore min_contributors.
         let psi = "[[rule]]\npartners = [\"*\"]\nkinds = [\"psi_match\"]\ndatasets = [\"*\"]\nmin_contributors = 5\n";
         assert_eq!(check(psi, "publisher", &offer(0)), Ok(()));
-        assert_eq!(
-            release_cost(secure_sum_offer(0, 0).spec.as_ref().unwrap()),
-            None
-        );
+        // Without [secure_sum.dp] the job gets the default distributed DP.
+        let cost = release_cost(secure_sum_offer(0, 0).spec.as_ref().unwrap()).unwrap();
+        assert_eq!((cost.epsilon, cost.delta), (1.0, 1e-6));
         let e = Policy::from_toml_str(&policy.replace("= 3", "= 0")).unwrap_err();
         assert!(
             e.to_string().contains("rule #1: min_contributors = 0"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn exact_sums_need_an_explicit_opt_in() {
+        let policy = "[[rule]]\npartners = [\"*\"]\nkinds = [\"secure_sum\"]\ndatasets = [\"*\"]\n";
+        let mut exact = secure_sum_offer(0, 0);
+        if let Some(parley_proto::job_spec::Params::SecureSum(p)) =
+            exact.spec.as_mut().and_then(|s| s.params.as_mut())
+        {
+            p.exact = true;
+        }
+        // The default (distributed DP) job is allowed, the exact one is not.
+        assert_eq!(check(policy, "publisher", &secure_sum_offer(0, 0)), Ok(()));
+        let e = check(policy, "publisher", &exact).unwrap_err();
+        assert!(e.contains("does not allow exact sums"), "{e}");
+        let opted_in = format!("{policy}allow_exact_sums = true\n");
+        assert_eq!(check(&opted_in, "publisher", &exact), Ok(()));
+    }
+
+    #[test]
+    fn contribution_bound_floors_are_enforced() {
+        let policy = "[[rule]]\npartners = [\"*\"]\nkinds = [\"secure_sum\", \"psi_match\"]\ndatasets = [\"*\"]\nmin_records_per_person = 3\n";
+        // An exact match job has no contribution bound to check.
+        assert_eq!(check(policy, "publisher", &offer(0)), Ok(()));
+        let mut dp = offer(0);
+        if let Some(psi) = dp.spec.as_mut().and_then(|s| s.psi_mut()) {
+            psi.dp = Some(parley_proto::DpParams {
+                epsilon: 1.0,
+                mechanism: parley_proto::DpMechanism::Laplace as i32,
+                delta: 0.0,
+            });
+            psi.max_records_per_identifier = 2;
+        }
+        let e = check(policy, "publisher", &dp).unwrap_err();
+        assert!(e.contains("contribution bound of at least 3"), "{e}");
+        if let Some(psi) = dp.spec.as_mut().and_then(|s| s.psi_mut()) {
+            psi.max_records_per_identifier = 3;
+        }
+        assert_eq!(check(policy, "publisher", &dp), Ok(()));
+        let e = check(policy, "publisher", &secure_sum_offer(0, 0)).unwrap_err();
+        assert!(e.contains("contribution bound of at least 3"), "{e}");
+        assert!(Policy::from_toml_str(&policy.replace("= 3", "= 0")).is_err());
     }
 
     #[test]

@@ -295,12 +295,11 @@ async fn secure_sum_scenario(dir: &Path, records: usize) -> anyhow::Result<()> {
     // The same totals with distributed DP over the six node-run retailers: each adds its share
     // of discrete Gaussian noise before masking, so nobody ever sees the un-noised totals.
     let six: Vec<(&str, &str)> = parts.iter().take(RETAILERS - 2).copied().collect();
-    let mut spec = crate::harness::secure_sum_spec(&six, &cats);
-    spec.secure_sum_mut().context("secure_sum spec")?.dp = Some(parley_proto::DpParams {
-        epsilon: 1.0,
-        mechanism: parley_proto::DpMechanism::Gaussian as i32,
-        delta: 1e-6,
-    });
+    let spec = crate::harness::with_distributed_dp(
+        crate::harness::secure_sum_spec(&six, &cats),
+        1.0,
+        1e-6,
+    );
     let job = fed.run_job(spec).await?;
     if job.state() != JobState::Succeeded {
         bail!(
@@ -378,6 +377,7 @@ async fn dp_scenarios(fed: &Federation, g: &Generated) -> anyhow::Result<()> {
             ("brand", "crm"),
             "email",
             ("publisher", "subscribers"),
+            &["email_sha256"],
             0.0,
             500.0,
             1.0,

@@ -392,6 +392,27 @@ pub fn psi_spec(
     }
 }
 
+/// Makes `spec` (a match or cardinality job) a DP job: Laplace noise of `epsilon` on the count,
+/// contribution bound `max_records_per_identifier`, the sender matching on `sender_columns`.
+pub fn with_dp(
+    mut spec: JobSpec,
+    epsilon: f64,
+    max_records_per_identifier: u32,
+    sender_columns: &[&str],
+) -> JobSpec {
+    use parley_proto::PsiRole;
+    if let Some(psi) = spec.psi_mut() {
+        psi.dp = Some(laplace(epsilon));
+        psi.max_records_per_identifier = max_records_per_identifier;
+    }
+    for p in &mut spec.participants {
+        if p.psi_role() == PsiRole::Sender {
+            p.columns = sender_columns.iter().map(|c| c.to_string()).collect();
+        }
+    }
+    spec
+}
+
 /// Laplace DP parameters with this epsilon.
 pub fn laplace(epsilon: f64) -> parley_proto::DpParams {
     parley_proto::DpParams {
@@ -402,12 +423,13 @@ pub fn laplace(epsilon: f64) -> parley_proto::DpParams {
 }
 
 /// An intersection-sum job: `values` = (node, dataset) of P2 (email column, `amount` values,
-/// receives the result), `ids` = (node, dataset) of P1 (all identifier columns), clamping to
+/// receives the result), `ids` = (node, dataset) of P1 matching on `id_columns`, clamping to
 /// [lower, upper] with cents, Laplace noise of `epsilon` on the sum and on the count.
 pub fn sum_spec(
     values: (&str, &str),
     email_column: &str,
     ids: (&str, &str),
+    id_columns: &[&str],
     lower: f64,
     upper: f64,
     epsilon: f64,
@@ -428,6 +450,7 @@ pub fn sum_spec(
                 node: ids.0.to_string(),
                 dataset: ids.1.to_string(),
                 psi_role: PsiRole::Sender as i32,
+                columns: id_columns.iter().map(|c| c.to_string()).collect(),
                 ..Default::default()
             },
         ],
@@ -491,12 +514,14 @@ pub fn dp_stats_spec(
             delta: 0.0,
             min_count: 0,
             decimals: 2,
+            max_rows_per_person: 0,
         })),
     }
 }
 
 /// A secure_sum job over `nodes` (node, dataset): per `region` category, the row count and
-/// the sum of `amount` clamped to [0, 1000] (cents), with a 10 s round deadline.
+/// the sum of `amount` clamped to [0, 1000] (cents), with a 10 s round deadline, released
+/// exactly (`exact = true`; set `dp` and clear `exact` for distributed DP).
 pub fn secure_sum_spec(nodes: &[(&str, &str)], categories: &[&str]) -> JobSpec {
     use parley_proto::{JobKind, OtherRows, Participant, SecureSumParams};
     JobSpec {
@@ -520,19 +545,38 @@ pub fn secure_sum_spec(nodes: &[(&str, &str)], categories: &[&str]) -> JobSpec {
             upper: 1000.0,
             decimals: 2,
             round_timeout_secs: 10,
+            exact: true,
             ..Default::default()
         })),
     }
 }
 
-/// A policy letting every node in `partners` run secure_sum on `dataset`.
+/// Makes a secure_sum `spec` release with distributed DP (discrete Gaussian at `epsilon`,
+/// `delta`) instead of exactly.
+pub fn with_distributed_dp(mut spec: JobSpec, epsilon: f64, delta: f64) -> JobSpec {
+    if let Some(p) = spec.secure_sum_mut() {
+        p.exact = false;
+        p.dp = Some(parley_proto::DpParams {
+            epsilon,
+            mechanism: parley_proto::DpMechanism::Gaussian as i32,
+            delta,
+        });
+    }
+    spec
+}
+
+/// A policy letting every node in `partners` run secure_sum on `dataset`, exact sums
+/// included.
 pub fn secure_sum_policy(partners: &[String], dataset: &str) -> String {
     let q = partners
         .iter()
         .map(|s| format!("\"{s}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    format!("[[rule]]\npartners = [{q}]\nkinds = [\"secure_sum\"]\ndatasets = [\"{dataset}\"]\n")
+    format!(
+        "[[rule]]\npartners = [{q}]\nkinds = [\"secure_sum\"]\ndatasets = [\"{dataset}\"]\n\
+         allow_exact_sums = true\n"
+    )
 }
 
 /// A `[datasets.budget]` table to append after a dataset's TOML block.

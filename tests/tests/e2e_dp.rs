@@ -15,8 +15,8 @@ use parley_node::ledger::Ledger;
 use parley_proto::{JobState, PsiMode};
 use parley_tests::r#gen::{FederationSpec, Generated, generate};
 use parley_tests::harness::{
-    AUDITOR, Federation, NodeSetup, budget_toml, dp_stats_spec, laplace, open_policy, psi_spec,
-    sum_spec,
+    AUDITOR, Federation, NodeSetup, budget_toml, dp_stats_spec, open_policy, psi_spec, sum_spec,
+    with_dp,
 };
 
 /// brand (crm), publisher (subscribers), retailer (loyalty), each with the given budget.
@@ -246,17 +246,25 @@ async fn concurrent_jobs_on_one_dataset_never_overspend() {
 async fn dp_psi_counts_charge_both_datasets_and_policies_can_require_dp() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut fed, g) = federation(tmp.path(), 1500, 5.0).await;
-    let mut spec = psi_spec(
-        PsiMode::Cardinality,
-        ("brand", "crm"),
-        ("retailer", "loyalty"),
-        0,
+    // The generator's duplicates are pairs of records of one person: a bound of 2 keeps all.
+    let spec = with_dp(
+        psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("retailer", "loyalty"),
+            0,
+        ),
+        1.0,
+        2,
+        &["email", "phone"],
     );
-    spec.psi_mut().unwrap().dp = Some(laplace(1.0));
     let job = fed.run_job(spec).await.unwrap();
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
     let psi = job.result.unwrap().psi().cloned().unwrap();
+    assert_eq!(psi.records_dropped, 0);
     let noise = psi.count_noise.unwrap();
+    // One person moves the count by 2 records per identifier × 2 sender columns.
+    assert_eq!(noise.sensitivity, 4.0);
     near(
         psi.intersection_records as f64,
         g.truth_cardinality("brand", "retailer") as f64,
@@ -287,8 +295,7 @@ async fn dp_psi_counts_charge_both_datasets_and_policies_can_require_dp() {
         "{}",
         job.reason
     );
-    let mut greedy = exact;
-    greedy.psi_mut().unwrap().dp = Some(laplace(3.0));
+    let greedy = with_dp(exact, 3.0, 1, &["email"]);
     let job = fed.run_job(greedy).await.unwrap();
     assert_eq!(job.state(), JobState::Refused);
     assert!(job.reason.contains("epsilon"), "{}", job.reason);
@@ -307,6 +314,7 @@ async fn intersection_sum_is_the_clamped_truth_within_its_noise() {
                 ("brand", "crm"),
                 "email",
                 ("publisher", "subscribers"),
+                &["email_sha256"],
                 0.0,
                 upper,
                 eps,
@@ -489,6 +497,7 @@ async fn an_invalid_sum_ciphertext_fails_the_job_cleanly_and_charges_nothing() {
             ("brand", "crm"),
             "email",
             ("mallory", "any"),
+            &["email"],
             0.0,
             100.0,
             1.0,
@@ -537,5 +546,135 @@ async fn an_invalid_sum_ciphertext_fails_the_job_cleanly_and_charges_nothing() {
     assert!(done.result.is_none());
     // P2 charges only what it releases: nothing was released.
     assert_eq!(spent(&fed, "brand"), (0.0, 0));
+    fed.shutdown().await.unwrap();
+}
+
+/// A household email carried by 50 of the brand's records, a VIP customer with 50 purchase
+/// rows: DP releases are calibrated to the job's contribution bound, the records beyond it
+/// are left out and counted, and node policies can set a floor on the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_in_fifty_records_moves_a_release_by_the_bound_only() {
+    parley_net::init_tracing("warn");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // brand: 50 records share one email (a household), 100 have their own.
+    let mut crm = String::from("customer_id,email\n");
+    for i in 0..50 {
+        crm.push_str(&format!("H{i},family@example.com\n"));
+    }
+    for i in 0..100 {
+        crm.push_str(&format!("C{i},user{i}@example.com\n"));
+    }
+    // brand purchases: customer "vip" has 50 rows, 20 others one each.
+    let mut purchases = String::from("order_id,customer,email,region,amount\n");
+    for i in 0..50 {
+        purchases.push_str(&format!("O{i},vip,vip@example.com,north,10\n"));
+    }
+    for i in 0..20 {
+        purchases.push_str(&format!("P{i},c{i},c{i}@example.com,north,10\n"));
+    }
+    // publisher: the household email and 60 of the others.
+    let mut list = String::from("id,email\n");
+    list.push_str("S-family,family@example.com\n");
+    for i in 0..60 {
+        list.push_str(&format!("S{i},user{i}@example.com\n"));
+    }
+    for (name, text) in [("crm", &crm), ("purchases", &purchases), ("list", &list)] {
+        std::fs::write(data.join(format!("{name}.csv")), text).unwrap();
+    }
+    let dataset = |name: &str, key: &str, extra: &str| {
+        format!(
+            "[[datasets]]\nname = \"{name}\"\npath = {}\nkey_column = \"{key}\"\n{extra}\
+             [[datasets.columns]]\nname = \"email\"\nkind = \"email\"\n",
+            toml::Value::String(data.join(format!("{name}.csv")).display().to_string())
+        )
+    };
+    let brand = dataset("crm", "customer_id", "")
+        + &budget_toml(10.0)
+        + "\n"
+        + &dataset("purchases", "order_id", "person_column = \"customer\"\n")
+        + "[[datasets.columns]]\nname = \"region\"\nkind = \"segment\"\n\
+           [[datasets.columns]]\nname = \"amount\"\nkind = \"value\"\n"
+        + &budget_toml(10.0);
+    let publisher_policy = open_policy(&["brand"], &["list"]) + "min_records_per_person = 2\n";
+    let fed = Federation::start(
+        tmp.path(),
+        vec![
+            NodeSetup::new(
+                "brand",
+                brand,
+                open_policy(&["publisher"], &["crm", "purchases"]),
+            ),
+            NodeSetup::new(
+                "publisher",
+                dataset("list", "id", "") + &budget_toml(10.0),
+                publisher_policy,
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let cardinality = || {
+        psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("publisher", "list"),
+            0,
+        )
+    };
+
+    // Exact: all 50 household records match, and 60 others.
+    let job = fed.run_job(cardinality()).await.unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    assert_eq!(job.result.unwrap().psi().unwrap().intersection_records, 110);
+
+    // The publisher's policy floor refuses a bound of 1, and names it.
+    let job = fed
+        .run_job(with_dp(cardinality(), 1.0, 1, &["email"]))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), JobState::Refused);
+    assert!(
+        job.reason.contains("contribution bound of at least 2"),
+        "{}",
+        job.reason
+    );
+
+    // A bound of 5: 45 household records are left out, and the noise is calibrated to 5.
+    let job = fed
+        .run_job(with_dp(cardinality(), 1.0, 5, &["email"]))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    let psi = job.result.unwrap().psi().cloned().unwrap();
+    assert_eq!(psi.records_dropped, 45);
+    let noise = psi.count_noise.unwrap();
+    assert_eq!(noise.sensitivity, 5.0);
+    assert!((noise.scale - 5.0).abs() < 1e-6, "{noise:?}");
+    near(
+        psi.intersection_records as f64,
+        65.0,
+        noise.accuracy95,
+        "bounded cardinality",
+    );
+    // Both datasets paid the job's ε, which now holds per person.
+    assert_eq!(spent(&fed, "publisher"), (1.0, 1));
+
+    // dp_stats over a transaction table: the VIP's 50 rows count as at most 5.
+    let mut stats = dp_stats_spec("brand", "purchases", &["north"], false, 1.0, 0.0);
+    stats.dp_stats_mut().unwrap().max_rows_per_person = 5;
+    let job = fed.run_job(stats).await.unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    let r = job.result.unwrap().dp_stats().cloned().unwrap();
+    assert_eq!(r.rows_dropped, 45);
+    let noise = r.measures[0].noise.unwrap();
+    assert_eq!(noise.sensitivity, 5.0);
+    near(
+        r.categories[0].values[0],
+        25.0,
+        noise.accuracy95,
+        "bounded count",
+    );
     fed.shutdown().await.unwrap();
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use parley_proto::{JobOffer, JobState};
 use parley_tests::r#gen::{FederationSpec, Generated, IdStyle, PartySpec, generate};
-use parley_tests::harness::{Federation, NodeSetup, secure_sum_policy, secure_sum_spec};
+use parley_tests::harness::{
+    Federation, NodeSetup, secure_sum_policy, secure_sum_spec, with_distributed_dp,
+};
 use parley_tests::rogue::{Rogue, SecAggPlan};
 
 const CATS: [&str; 4] = ["north", "south", "east", "west"];
@@ -270,12 +272,7 @@ async fn distributed_dp_noise_has_the_declared_total_variance_and_is_charged_at_
     let fed = Federation::start(dir, setups).await.unwrap();
     let expected = truth(&g, &nodes);
     let parts: Vec<(&str, &str)> = nodes.iter().map(|n| (n.as_str(), "sales")).collect();
-    let mut spec = secure_sum_spec(&parts, &CATS);
-    spec.secure_sum_mut().unwrap().dp = Some(parley_proto::DpParams {
-        epsilon: 1.0,
-        mechanism: parley_proto::DpMechanism::Gaussian as i32,
-        delta: 1e-6,
-    });
+    let spec = with_distributed_dp(secure_sum_spec(&parts, &CATS), 1.0, 1e-6);
     let mut errors = Vec::new();
     let mut sum_errors = Vec::new();
     let (mut scale, mut sum_scale) = (0.0, 0.0);

@@ -7,7 +7,7 @@ use parley_proto::{DpStatsResult, MeasureKind};
 use serde_json::{Value, json};
 
 use super::noise::{noise_json, noise_text};
-use super::table::short;
+use super::table::{group, short};
 
 /// "count", "sum(COLUMN)", "mean(COLUMN)".
 fn measure_name(kind: MeasureKind, column: &str) -> String {
@@ -32,6 +32,13 @@ pub fn write_summary(s: &mut String, r: &DpStatsResult) {
         "  dataset:              {} (epsilon {} charged{delta})",
         r.dataset, r.epsilon
     );
+    if r.rows_dropped > 0 {
+        let _ = writeln!(
+            s,
+            "  contribution bound:   {} rows left out (beyond max_rows_per_person)",
+            group(r.rows_dropped)
+        );
+    }
     let mut headers = vec!["CATEGORY".to_string()];
     for m in &r.measures {
         let Some(measure) = &m.measure else { continue };
@@ -87,6 +94,7 @@ pub fn json(r: &DpStatsResult) -> Value {
         "dataset": r.dataset,
         "epsilon": r.epsilon,
         "delta": r.delta,
+        "rows_dropped": r.rows_dropped,
         "measures": r.measures.iter().map(|m| {
             let measure = m.measure.clone().unwrap_or_default();
             json!({
@@ -120,15 +128,17 @@ mod tests {
             delta: 0.0,
             scale: 2.0,
             accuracy95: 6.4,
+            sensitivity: 1.0,
         };
         assert_eq!(
             noise_text(&n),
-            "±6.4 at 95% (laplace, epsilon 0.5, noise scale 2)"
+            "±6.4 at 95% (laplace, epsilon 0.5, noise scale 2, one person moves it by ≤ 1)"
         );
         let r = DpStatsResult {
             dataset: "crm".into(),
             epsilon: 1.0,
             delta: 0.0,
+            rows_dropped: 0,
             measures: vec![MeasureResult {
                 measure: Some(Measure {
                     kind: MeasureKind::Count as i32,

@@ -15,15 +15,21 @@ pub fn mechanism_name(m: DpMechanism) -> &'static str {
     }
 }
 
-/// "±12.3 at 95% (laplace, epsilon 0.5, scale 2)".
+/// "±12.3 at 95% (laplace, epsilon 0.5, noise scale 2, one person moves it by ≤ 1)".
 pub fn noise_text(n: &NoiseInfo) -> String {
     let delta = if n.delta > 0.0 {
         format!(", delta {}", n.delta)
     } else {
         String::new()
     };
+    // Results from nodes that predate the field carry no sensitivity.
+    let person = if n.sensitivity > 0.0 {
+        format!(", one person moves it by ≤ {}", short(n.sensitivity))
+    } else {
+        String::new()
+    };
     format!(
-        "±{} at 95% ({}, epsilon {}{delta}, noise scale {})",
+        "±{} at 95% ({}, epsilon {}{delta}, noise scale {}{person})",
         short(n.accuracy95),
         mechanism_name(n.mechanism()),
         n.epsilon,
@@ -39,5 +45,6 @@ pub fn noise_json(n: &NoiseInfo) -> Value {
         "delta": n.delta,
         "scale": n.scale,
         "accuracy95": n.accuracy95,
+        "sensitivity": n.sensitivity,
     })
 }

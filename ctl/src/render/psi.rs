@@ -45,6 +45,14 @@ pub fn write_summary(s: &mut String, spec: Option<&JobSpec>, psi: &PsiResult) {
         "  sender identifiers:   {}",
         group(psi.sender_identifiers)
     );
+    if psi.records_dropped > 0 {
+        let _ = writeln!(
+            s,
+            "  contribution bound:   {} receiver records left out (beyond \
+             max_records_per_identifier per identifier or person)",
+            group(psi.records_dropped)
+        );
+    }
     if let Some(sum) = &psi.sum {
         psi_sum::write_summary(s, sum);
     } else if psi.suppressed {
@@ -96,6 +104,7 @@ pub fn json(p: &PsiResult) -> Value {
         "suppressed": p.suppressed,
         "match_output": p.match_output,
         "elapsed_ms": p.elapsed_ms,
+        "records_dropped": p.records_dropped,
         "dp": json!({
             "count_noise": p.count_noise.as_ref().map_or(Value::Null, noise_json),
             "sum": p.sum.as_ref().map_or(Value::Null, psi_sum::json),

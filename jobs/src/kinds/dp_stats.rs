@@ -5,6 +5,11 @@
 //! of its measures' (basic composition; a mean splits its own ε between a noisy sum and a
 //! noisy count), its δ (Gaussian) is split evenly across them. The one participant computes
 //! the release, charges its ledger, and sends the result to the coordinator.
+//!
+//! The privacy unit is the person (the dataset's person column): at most
+//! `max_rows_per_person` (L) rows of each person are used, so one person moves a count vector
+//! by at most L and a sum vector by at most L · max(|lower|, |upper|), in L1 and in L2; those
+//! are the sensitivities ([`DpStats::count_sensitivity`], [`DpStats::sum_sensitivity_units`]).
 
 use parley_proto::job_spec::Params;
 use parley_proto::{
@@ -12,7 +17,9 @@ use parley_proto::{
 };
 
 use crate::job::Cost;
-use crate::limits::{MAX_CATEGORIES, MAX_COLUMN_BYTES, MAX_DECIMALS, MAX_MEASURES};
+use crate::limits::{
+    MAX_CATEGORIES, MAX_COLUMN_BYTES, MAX_DECIMALS, MAX_MEASURES, MAX_ROWS_PER_PERSON,
+};
 use crate::params::{Bounds, Categories, Mechanism, check_column, check_delta, wrong_params};
 
 /// A DP-statistics job.
@@ -32,6 +39,8 @@ pub struct DpStats {
     pub min_count: u64,
     /// Decimal places kept for sums.
     pub decimals: u32,
+    /// At most this many rows of each person are used (the contribution bound, >= 1).
+    pub max_rows_per_person: u32,
 }
 
 /// One measure.
@@ -192,7 +201,15 @@ impl DpStats {
                     .into(),
             );
         }
+        if d.max_rows_per_person > MAX_ROWS_PER_PERSON {
+            return Err(format!(
+                "dp_stats.max_rows_per_person: at most {MAX_ROWS_PER_PERSON}, got {}; the \
+                 noise grows with it",
+                d.max_rows_per_person
+            ));
+        }
         Ok(DpStats {
+            max_rows_per_person: d.max_rows_per_person.max(1),
             segment_column: d.segment_column.clone(),
             categories,
             measures,
@@ -219,7 +236,19 @@ impl DpStats {
             delta: self.delta,
             min_count: self.min_count,
             decimals: self.decimals,
+            max_rows_per_person: self.max_rows_per_person,
         }
+    }
+
+    /// The most one person moves a count vector (L1 and L2): its rows used.
+    pub fn count_sensitivity(&self) -> u64 {
+        u64::from(self.max_rows_per_person.max(1))
+    }
+
+    /// The most one person moves a sum vector with `bounds`, in units of 10^-decimals.
+    pub fn sum_sensitivity_units(&self, bounds: &Bounds) -> u64 {
+        self.count_sensitivity()
+            .saturating_mul(bounds.sensitivity_units())
     }
 
     /// The segment column, then each measure's value column, each once.

@@ -7,6 +7,15 @@
 //! The receiver computes the result and sends it to the coordinator; with `[psi.dp]` the
 //! released count is noised (discrete Laplace or Gaussian) and both datasets pay its ε.
 //!
+//! # The privacy unit is the person
+//! A DP count is calibrated to the most one person can move it. The receiver keeps at most
+//! `max_records_per_identifier` (m) of its records per identifier and per person, and the
+//! sender at most one identifier per declared identifier column (k) per person, so adding or
+//! removing one person at the receiver moves the count by at most m, and at the sender (k
+//! identifiers, each in at most m receiver records) by at most k·m: the count's sensitivity
+//! ([`Psi::count_sensitivity`]). A DP job therefore names the sender's columns, so that both
+//! sides derive the same k.
+//!
 //! The job file's `[psi]` table is shared with intersection-sum (`mode = "sum"`, see
 //! [`crate::kinds::psi_sum`]), so [`check_pair`] checks the parts both read: the table, the
 //! mode, the two participants and their roles.
@@ -15,6 +24,7 @@ use parley_proto::job_spec::Params;
 use parley_proto::{JobKind, JobSpec, PsiMode as PbPsiMode, PsiParams, PsiRole};
 
 use crate::job::{Cost, Role};
+use crate::limits::MAX_RECORDS_PER_IDENTIFIER;
 use crate::params::{Bounds, Dp, wrong_params};
 
 /// What the receiver learns.
@@ -65,6 +75,35 @@ pub struct Psi {
     pub receiver: usize,
     /// Index of the sender among the participants.
     pub sender: usize,
+    /// The contribution bound of a DP job (see the module docs).
+    pub bound: Contribution,
+}
+
+/// How much one person can contribute to a DP PSI release (module docs of [`crate::kinds::psi`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contribution {
+    /// The receiver keeps at most this many of its records per identifier and per person.
+    pub max_records_per_identifier: u32,
+    /// The number of identifier columns the sender matches on (0 for an exact job, which
+    /// may leave them to the sender's dataset).
+    pub sender_columns: u32,
+}
+
+impl Contribution {
+    /// The most one person moves a count of matched records: m · max(k, 1).
+    pub fn count_sensitivity(&self) -> u64 {
+        u64::from(self.max_records_per_identifier.max(1)) * u64::from(self.sender_columns.max(1))
+    }
+
+    /// The most one person moves a count of matched identifiers (sum mode, where P2 has
+    /// one identifier per record): at most m of its own, or k of the sender's.
+    pub fn identifier_sensitivity(&self) -> u64 {
+        u64::from(
+            self.max_records_per_identifier
+                .max(self.sender_columns)
+                .max(1),
+        )
+    }
 }
 
 /// What [`check_pair`] establishes about a PSI-family spec.
@@ -74,6 +113,7 @@ pub(crate) struct Pair<'a> {
     pub(crate) count_dp: Option<Dp>,
     pub(crate) receiver: usize,
     pub(crate) sender: usize,
+    pub(crate) bound: Contribution,
 }
 
 impl Psi {
@@ -93,7 +133,13 @@ impl Psi {
             dp: pair.dp,
             receiver: pair.receiver,
             sender: pair.sender,
+            bound: pair.bound,
         })
+    }
+
+    /// The most one person moves the released count (see the module docs).
+    pub fn count_sensitivity(&self) -> u64 {
+        self.bound.count_sensitivity()
     }
 
     pub(crate) fn write_spec(&self, spec: &mut JobSpec) {
@@ -103,6 +149,11 @@ impl Psi {
                 mode: self.mode.proto() as i32,
                 min_intersection: self.min_intersection,
                 dp: self.dp.as_ref().map(Dp::proto),
+                max_records_per_identifier: if self.dp.is_some() {
+                    self.bound.max_records_per_identifier
+                } else {
+                    0
+                },
                 ..Default::default()
             }
             .into(),
@@ -143,7 +194,6 @@ pub(crate) fn set_roles(spec: &mut JobSpec, receiver: usize, sender: usize) {
 }
 
 /// Checks the PSI-family parts of a spec (every mode).
-/// Checks the PSI-specific parts of a spec.
 pub(crate) fn check_pair(spec: &JobSpec) -> Result<Pair<'_>, String> {
     let psi = match &spec.params {
         Some(Params::Psi(p)) => p,
@@ -285,11 +335,58 @@ pub(crate) fn check_pair(spec: &JobSpec) -> Result<Pair<'_>, String> {
         .iter()
         .position(|p| p.psi_role() == PsiRole::Receiver)
         .unwrap_or(0);
+    let sender = 1 - receiver;
+    let bound = check_bound(spec, psi, dp.is_some(), sender)?;
     Ok(Pair {
         psi,
         dp,
         count_dp,
         receiver,
-        sender: 1 - receiver,
+        sender,
+        bound,
+    })
+}
+
+/// The contribution bound of a PSI-family job: `max_records_per_identifier` (DP jobs only,
+/// default 1) and the number of the sender's identifier columns, which a DP job must list.
+fn check_bound(
+    spec: &JobSpec,
+    psi: &PsiParams,
+    dp: bool,
+    sender: usize,
+) -> Result<Contribution, String> {
+    let m = psi.max_records_per_identifier;
+    if !dp {
+        if m != 0 {
+            return Err(
+                "psi.max_records_per_identifier: only a DP job (with [psi.dp]) bounds \
+                        contributions; remove it or add [psi.dp]"
+                    .into(),
+            );
+        }
+        return Ok(Contribution {
+            max_records_per_identifier: 0,
+            sender_columns: 0,
+        });
+    }
+    if m > MAX_RECORDS_PER_IDENTIFIER {
+        return Err(format!(
+            "psi.max_records_per_identifier: at most {MAX_RECORDS_PER_IDENTIFIER}, got {m}; \
+             the noise grows with it"
+        ));
+    }
+    let p = &spec.participants[sender];
+    if p.columns.is_empty() {
+        return Err(format!(
+            "participant {} (node '{}'): columns: a DP job must list the sender's identifier \
+             columns (e.g. columns = [\"email\", \"phone\"]): the noise is scaled by how many \
+             there are, and both nodes must derive the same number",
+            sender + 1,
+            p.node
+        ));
+    }
+    Ok(Contribution {
+        max_records_per_identifier: m.max(1),
+        sender_columns: u32::try_from(p.columns.len()).unwrap_or(u32::MAX),
     })
 }

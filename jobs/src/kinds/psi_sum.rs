@@ -10,7 +10,7 @@
 use parley_proto::{JobKind, JobSpec, PsiMode as PbPsiMode, PsiParams};
 
 use crate::job::{Cost, Role};
-use crate::kinds::psi::{check_pair, set_roles};
+use crate::kinds::psi::{Contribution, check_pair, set_roles};
 use crate::params::{Bounds, Dp};
 
 /// An intersection-sum job.
@@ -31,6 +31,9 @@ pub struct PsiSum {
     pub p2: usize,
     /// P2's value column.
     pub value_column: String,
+    /// The contribution bound: P2 keeps at most `max_records_per_identifier` records per
+    /// person; P1 matches on `sender_columns` columns.
+    pub bound: Contribution,
 }
 
 impl PsiSum {
@@ -49,7 +52,21 @@ impl PsiSum {
             p1: pair.sender,
             p2: pair.receiver,
             value_column: spec.participants[pair.receiver].value_column.clone(),
+            bound: pair.bound,
         })
+    }
+
+    /// The most one person moves the released count of matched identifiers. P2 sums each
+    /// identifier's values and clamps the total, and keeps at most m records per person, so a
+    /// P2 person changes at most m identifiers; a P1 person (k columns) at most k.
+    pub fn count_sensitivity(&self) -> u64 {
+        self.bound.identifier_sensitivity()
+    }
+
+    /// The most one person moves the released sum, in units of 10^-decimals.
+    pub fn sum_sensitivity_units(&self) -> u64 {
+        self.count_sensitivity()
+            .saturating_mul(self.bounds.sensitivity_units())
     }
 
     pub(crate) fn write_spec(&self, spec: &mut JobSpec) {
@@ -63,6 +80,7 @@ impl PsiSum {
                 lower: self.bounds.lower,
                 upper: self.bounds.upper,
                 decimals: self.bounds.decimals,
+                max_records_per_identifier: self.bound.max_records_per_identifier,
             }
             .into(),
         );

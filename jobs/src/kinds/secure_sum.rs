@@ -11,10 +11,16 @@
 //! # Who learns what
 //! The coordinator learns only the sum (mod 2^64) of the vectors of the nodes whose masked
 //! inputs arrived, and who took part in each round; no node learns anything about another
-//! node's vector. With `[secure_sum.dp]` every node adds its share of a distributed discrete
-//! Gaussian ([`SecureSum::dp_plan`]) before masking and charges its ledger, so nobody sees an
-//! un-noised total; without it the sum is exact. The result goes to the analysts through the
-//! coordinator, and to `result_to` (job-file field `result_to`, formerly `receiver`) if set.
+//! node's vector. Every node adds its share of a distributed discrete Gaussian
+//! ([`SecureSum::dp_plan`]) before masking and charges its ledger, so nobody sees an
+//! un-noised total: at the job's `[secure_sum.dp]`, or by default at
+//! [`DEFAULT_SECURE_SUM_EPSILON`] and [`DEFAULT_SECURE_SUM_DELTA`]. Only a job that says
+//! `exact = true` releases exact sums, and every node's policy must allow that
+//! (`allow_exact_sums`): an exact job {A,B,C,D} minus an exact job {A,B,C} reveals D's exact
+//! vector, and D's `min_contributors` cannot stop it because D is not in the second job. At
+//! most `max_rows_per_person` rows of each person count at each node. The result goes to the
+//! analysts through the coordinator, and to `result_to` (job-file field `result_to`, formerly
+//! `receiver`) if set.
 
 use parley_crypto::dp::DistributedGaussian;
 use parley_crypto::secagg::{MAX_JOB_ID_LEN, Params, SEALED_SHARE_LEN, SIGNATURE_LEN};
@@ -27,7 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::Cost;
 use crate::limits::{
-    DEFAULT_ROUND_TIMEOUT_SECS, MAX_COLUMN_BYTES, MAX_ROUND_TIMEOUT_SECS, MAX_SECURE_SUM_NODES,
+    DEFAULT_ROUND_TIMEOUT_SECS, DEFAULT_SECURE_SUM_DELTA, DEFAULT_SECURE_SUM_EPSILON,
+    MAX_COLUMN_BYTES, MAX_ROUND_TIMEOUT_SECS, MAX_ROWS_PER_PERSON, MAX_SECURE_SUM_NODES,
     MAX_SECURE_SUM_VECTOR,
 };
 use crate::params::{Bounds, Categories, Dp, Mechanism, check_column, wrong_params};
@@ -49,8 +56,11 @@ pub struct SecureSum {
     pub min_contributors: u32,
     /// Deadline of each round, seconds (default [`DEFAULT_ROUND_TIMEOUT_SECS`]).
     pub round_timeout_secs: u32,
-    /// Distributed DP (mechanism Gaussian).
+    /// Distributed DP (mechanism Gaussian); `None` only for a job that asked for exact sums
+    /// (`exact = true`), which every node's policy must allow.
     pub dp: Option<Dp>,
+    /// At most this many rows of each person are used at every node (>= 1).
+    pub max_rows_per_person: u32,
     /// Index of a participant that receives a copy of the result.
     pub result_to: Option<usize>,
     /// Number of participants.
@@ -180,7 +190,28 @@ impl SecureSum {
                     })?,
             )
         };
+        if p.max_rows_per_person > MAX_ROWS_PER_PERSON {
+            return Err(format!(
+                "secure_sum.max_rows_per_person: at most {MAX_ROWS_PER_PERSON}, got {}; the \
+                 noise grows with it",
+                p.max_rows_per_person
+            ));
+        }
         let dp = match &p.dp {
+            Some(_) if p.exact => {
+                return Err(
+                    "secure_sum.exact: an exact job has no noise; remove exact = true \
+                            or [secure_sum.dp]"
+                        .into(),
+                );
+            }
+            None if p.exact => None,
+            // Distributed DP is the default: an exact sum can be differenced.
+            None => Some(Dp {
+                epsilon: DEFAULT_SECURE_SUM_EPSILON,
+                delta: DEFAULT_SECURE_SUM_DELTA,
+                mechanism: Mechanism::Gaussian,
+            }),
             Some(dp) => {
                 let dp = Dp::from_proto(dp, "secure_sum.dp")?;
                 if dp.mechanism != Mechanism::Gaussian {
@@ -192,7 +223,6 @@ impl SecureSum {
                 }
                 Some(dp)
             }
-            None => None,
         };
         let job = SecureSum {
             segment_column: p.segment_column.clone(),
@@ -211,6 +241,7 @@ impl SecureSum {
                 p.round_timeout_secs
             },
             dp,
+            max_rows_per_person: p.max_rows_per_person.max(1),
             result_to,
             n: n as u32,
         };
@@ -250,6 +281,8 @@ impl SecureSum {
             round_timeout_secs: self.round_timeout_secs,
             dp: self.dp.as_ref().map(Dp::proto),
             result_to,
+            exact: self.dp.is_none(),
+            max_rows_per_person: self.max_rows_per_person,
         }));
     }
 
@@ -292,20 +325,21 @@ impl SecureSum {
         out
     }
 
-    /// The distributed-DP shares: for the count words (sensitivity 1) and the sum words
-    /// (sensitivity = the clamping bound in units), in that order, whichever the job releases;
+    /// The distributed-DP shares: for the count words (sensitivity L = `max_rows_per_person`)
+    /// and the sum words (sensitivity L × the clamping bound in units), in that order, whichever the job releases;
     /// the (ε, δ) budget is split evenly between them in zCDP and provisioned for any number
     /// of contributors from `min_contributors` to `n`. Empty for an exact job.
     pub fn dp_plan(&self) -> Result<Vec<DistributedGaussian>, String> {
         let Some(dp) = self.dp else {
             return Ok(Vec::new());
         };
+        let rows = u64::from(self.max_rows_per_person.max(1));
         let mut sens = Vec::new();
         if self.count {
-            sens.push(1);
+            sens.push(rows);
         }
         if let Some(v) = &self.value {
-            sens.push(v.bounds.sensitivity_units());
+            sens.push(rows.saturating_mul(v.bounds.sensitivity_units()));
         }
         parley_crypto::dp::distributed_plan(
             dp.epsilon,
@@ -401,6 +435,7 @@ impl SecureSum {
                     delta: dp.delta,
                     scale: g.total_scale(k) * unit,
                     accuracy95: g.accuracy95(k) * unit,
+                    sensitivity: g.sensitivity as f64 * unit,
                 };
                 let mut it = plan.iter();
                 let count = if self.count {
@@ -489,6 +524,10 @@ pub struct NoiseReport {
     pub scale: f64,
     /// 95% accuracy bound in the released unit.
     pub accuracy95: f64,
+    /// The most one person changes a released value (the calibrated sensitivity), in the
+    /// released unit (absent in files written before it was recorded).
+    #[serde(default)]
+    pub sensitivity: f64,
 }
 
 /// One category's released values.
@@ -527,6 +566,7 @@ impl NoiseReport {
             delta: n.delta,
             scale: n.scale,
             accuracy95: n.accuracy95,
+            sensitivity: n.sensitivity,
         }
     }
 
@@ -542,6 +582,7 @@ impl NoiseReport {
             delta: self.delta,
             scale: self.scale,
             accuracy95: self.accuracy95,
+            sensitivity: self.sensitivity,
         })
     }
 }
@@ -610,6 +651,50 @@ mod tests {
     }
 
     #[test]
+    fn distributed_dp_is_the_default_and_exact_sums_are_asked_for() {
+        // No [secure_sum.dp], no exact: the default distributed DP.
+        let k = example(|p| p.dp = None);
+        let dp = k.dp.unwrap();
+        assert_eq!(
+            (dp.epsilon, dp.delta, dp.mechanism),
+            (
+                DEFAULT_SECURE_SUM_EPSILON,
+                DEFAULT_SECURE_SUM_DELTA,
+                Mechanism::Gaussian
+            )
+        );
+        // The default is written to the wire, so every node plans the same noise.
+        let mut spec = JobSpec::default();
+        k.write_spec(&mut spec);
+        assert!(spec.secure_sum().unwrap().dp.is_some() && !spec.secure_sum().unwrap().exact);
+        let exact = example(|p| {
+            p.dp = None;
+            p.exact = true;
+        });
+        assert!(exact.dp.is_none() && exact.release_cost().is_none());
+        let mut spec = JobSpec::from(
+            &crate::jobfile::parse_job(
+                include_str!("../../examples/job-secure-sum.toml"),
+                "job-secure-sum.toml",
+            )
+            .unwrap(),
+        );
+        spec.secure_sum_mut().unwrap().exact = true;
+        let e = Job::try_from(&spec).unwrap_err().to_string();
+        assert!(e.contains("secure_sum.exact"), "{e}");
+    }
+
+    #[test]
+    fn the_person_bound_scales_the_distributed_noise() {
+        let one = example(|_| {});
+        let five = example(|p| p.max_rows_per_person = 5);
+        let (a, b) = (one.dp_plan().unwrap(), five.dp_plan().unwrap());
+        assert_eq!(a[0].sensitivity * 5, b[0].sensitivity);
+        assert_eq!(a[1].sensitivity * 5, b[1].sensitivity);
+        assert!(b[0].node_scale > 4.0 * a[0].node_scale);
+    }
+
+    #[test]
     fn defaults_resolve_for_the_number_of_participants() {
         let k = example(|p| {
             p.threshold = 0;
@@ -625,7 +710,11 @@ mod tests {
 
     #[test]
     fn layout_and_decoding_agree() {
-        let k = example(|p| p.other = parley_proto::OtherRows::Bucket as i32);
+        let k = example(|p| {
+            p.other = parley_proto::OtherRows::Bucket as i32;
+            p.dp = None;
+            p.exact = true;
+        });
         // Four regions + other, count and sum each.
         assert_eq!((k.vector_len(), k.words_per_category()), (10, 2));
         assert_eq!(k.value_names(), ["count", "sum(amount)"]);

@@ -9,8 +9,9 @@ use parley_crypto::dp::{Calibrated, Mechanism, calibrate};
 use parley_jobs::params::{Categories, Dp};
 use parley_proto::{DpMechanism, NoiseInfo};
 
+use super::bound;
 use crate::NodeError;
-use crate::dataset::SegmentColumn;
+use crate::dataset::{Dataset, SegmentColumn};
 
 /// The error of a failed DP calibration or release in job `job`.
 pub(crate) fn dp_err(job: &str, e: impl std::fmt::Display) -> NodeError {
@@ -34,16 +35,37 @@ pub(crate) fn noise_info(c: &Calibrated, unit: f64) -> NoiseInfo {
         delta: c.delta,
         scale: c.scale * unit,
         accuracy95: c.accuracy95() * unit,
+        sensitivity: c.sensitivity as f64 * unit,
     }
+}
+
+/// [`row_categories`] over the rows the person bound keeps (at most `max_rows_per_person` per
+/// person of `dataset`, `bound::records`); left-out rows get `None`. Also how many were left
+/// out.
+pub(crate) fn bounded_row_categories(
+    dataset: &Dataset,
+    segments: &SegmentColumn,
+    categories: &Categories,
+    max_rows_per_person: u32,
+) -> (Vec<Option<usize>>, u64) {
+    let kept = bound::records(dataset.persons(), &[], max_rows_per_person);
+    let mut rows = row_categories(segments, categories);
+    let mut keep = vec![false; rows.len()];
+    for i in &kept.index {
+        keep[*i] = true;
+    }
+    for (r, k) in rows.iter_mut().zip(keep) {
+        if !k {
+            *r = None;
+        }
+    }
+    (rows, kept.dropped)
 }
 
 /// Per row of `segments`, the index of its output category (`Categories::output`): the
 /// position of its label among the declared categories, the `other` bucket's index for any
 /// other label when rows are bucketed, or `None` when the row is dropped.
-pub(crate) fn row_categories(
-    segments: &SegmentColumn,
-    categories: &Categories,
-) -> Vec<Option<usize>> {
+fn row_categories(segments: &SegmentColumn, categories: &Categories) -> Vec<Option<usize>> {
     let declared = &categories.names;
     let bucket = categories.bucket().then_some(declared.len());
     // Data category code → output index (None = dropped).

@@ -2,17 +2,19 @@
 //!
 //! # Guarantee
 //! The released table is (ε, δ)-differentially private with respect to adding or removing one
-//! row of the dataset, where ε and δ are the sums over the job's measures (basic composition).
-//! Each measure is one OpenDP measurement over the vector of per-category aggregates; a row
-//! falls in exactly one category (a declared one, `other`, or none when dropped), so adding or
-//! removing it changes one entry of a count vector by 1 and one entry of a sum vector by at
-//! most `max(|lower|, |upper|)` (in units of 10^-decimals): those are the sensitivities handed
-//! to OpenDP. A mean spends half of its ε (and δ) on a noisy sum and half on a noisy count and
-//! divides them (post-processing).
+//! **person** (all rows with one value of the dataset's person column), where ε and δ are the
+//! sums over the job's measures (basic composition). At most `max_rows_per_person` (L) rows of
+//! each person are used, the first in file order; the rest are left out and counted in the
+//! result (`rows_dropped`). Each measure is one OpenDP measurement over the vector of
+//! per-category aggregates; a row falls in exactly one category (a declared one, `other`, or
+//! none when dropped), so adding or removing a person changes a count vector by at most L and
+//! a sum vector by at most L · `max(|lower|, |upper|)` (in units of 10^-decimals), in L1 and
+//! in L2: those are the sensitivities handed to OpenDP. A mean spends half of its ε (and δ)
+//! on a noisy sum and half on a noisy count and divides them (post-processing).
 //!
 //! # Assumptions
-//! * One row per person. If a person can have several rows, the guarantee is per row, not per
-//!   person; deduplicate upstream.
+//! * The person column names the person: two rows of one person under different values count
+//!   as two persons.
 //! * The categories come from the job, never from the data: a category that is not declared
 //!   never appears in the result (its rows are dropped or counted in `other`), and declared
 //!   categories with no rows are released too (noise only), so the set of released names
@@ -27,7 +29,7 @@ use parley_jobs::kinds::dp_stats::{DpStats, MeasureKind};
 use parley_jobs::params::Bounds;
 use parley_proto::{CategoryStats, DpStatsResult, JobResult, MeasureResult};
 
-use super::dp::{dp_err, noise_info, row_categories};
+use super::dp::{bounded_row_categories, dp_err, noise_info};
 use super::wait::Waiter;
 use super::{JobIo, JobRun, segment_column, value_column};
 use crate::NodeError;
@@ -89,7 +91,8 @@ pub(crate) fn compute(
     let at_fault = |e: String| NodeError::protocol(job, &e);
     let segments = segment_column(dataset, &k.segment_column).map_err(at_fault)?;
     let names = k.categories.output();
-    let rows = row_categories(segments, &k.categories);
+    let (rows, dropped) =
+        bounded_row_categories(dataset, segments, &k.categories, k.max_rows_per_person);
     let n = names.len();
     let count_truth = || {
         let mut v = vec![0i64; n];
@@ -122,12 +125,12 @@ pub(crate) fn compute(
         delta_total += delta_each;
         planned.push(match &m.what {
             MeasureKind::Count => Planned::Count(Release {
-                calibrated: cal(1, m.epsilon, delta_each)?,
+                calibrated: cal(k.count_sensitivity(), m.epsilon, delta_each)?,
                 truth: count_truth(),
             }),
             MeasureKind::Sum { column, bounds } => Planned::Sum(
                 Release {
-                    calibrated: cal(bounds.sensitivity_units(), m.epsilon, delta_each)?,
+                    calibrated: cal(k.sum_sensitivity_units(bounds), m.epsilon, delta_each)?,
                     truth: sum_truth(column, bounds)?,
                 },
                 unit,
@@ -135,14 +138,14 @@ pub(crate) fn compute(
             MeasureKind::Mean { column, bounds } => Planned::Mean {
                 sum: Release {
                     calibrated: cal(
-                        bounds.sensitivity_units(),
+                        k.sum_sensitivity_units(bounds),
                         m.epsilon / 2.0,
                         delta_each / 2.0,
                     )?,
                     truth: sum_truth(column, bounds)?,
                 },
                 count: Release {
-                    calibrated: cal(1, m.epsilon / 2.0, delta_each / 2.0)?,
+                    calibrated: cal(k.count_sensitivity(), m.epsilon / 2.0, delta_each / 2.0)?,
                     truth: count_truth(),
                 },
                 unit,
@@ -228,6 +231,7 @@ pub(crate) fn compute(
         categories,
         epsilon: eps_total,
         delta: delta_total,
+        rows_dropped: dropped,
     })
 }
 
@@ -256,6 +260,7 @@ mod tests {
             delta: 0.0,
             min_count,
             decimals: 2,
+            max_rows_per_person: 1,
         }
     }
 
@@ -340,5 +345,85 @@ mod tests {
                 .all(|c| c.suppressed && c.values.is_empty())
         );
         assert_eq!(r.categories.len(), 2);
+    }
+
+    /// A transaction table: customer 1 has 50 rows in the north, customers 2–9 one row each,
+    /// spread over the four regions.
+    fn transactions() -> String {
+        let mut csv = String::from("id,email,region,amount\n");
+        for _ in 0..50 {
+            csv.push_str("1,a@example.com,north,10\n");
+        }
+        for (i, region) in [
+            "north", "south", "east", "west", "south", "east", "west", "west",
+        ]
+        .iter()
+        .enumerate()
+        {
+            csv.push_str(&format!("{},p{i}@example.com,{region},10\n", i + 2));
+        }
+        csv
+    }
+
+    fn four_regions(max_rows_per_person: u32, epsilon: f64) -> DpStats {
+        DpStats {
+            categories: Categories {
+                names: vec!["north".into(), "south".into(), "east".into(), "west".into()],
+                other: Other::Drop,
+            },
+            max_rows_per_person,
+            ..job(Other::Drop, vec![count(epsilon), sum("amount", epsilon)], 0)
+        }
+    }
+
+    #[test]
+    fn one_person_in_fifty_rows_moves_the_release_by_the_bound_only() {
+        let ds = dataset(&transactions());
+        let r = compute("job-1", &ds, &four_regions(5, 1.0), || Ok(())).unwrap();
+        // 45 of the 50 rows of customer 1 are left out, and counted.
+        assert_eq!(r.rows_dropped, 45);
+        // The noise follows the bound: one person moves a count by 5 and a sum by 5 × 100.
+        let count = r.measures[0].noise.as_ref().unwrap();
+        assert_eq!(count.sensitivity, 5.0);
+        assert!((count.scale - 5.0).abs() < 1e-6, "{count:?}");
+        let sum = r.measures[1].noise.as_ref().unwrap();
+        assert!((sum.sensitivity - 500.0).abs() < 1e-9, "{sum:?}");
+        assert!((sum.scale - 500.0).abs() < 1e-6, "{sum:?}");
+        // The charged ε is the job's: the sensitivity took the person's rows into account.
+        assert_eq!(r.epsilon, 2.0);
+        // Without a bound (L = 1) the person's rows collapse to one.
+        let one = compute("job-1", &ds, &four_regions(1, 1.0), || Ok(())).unwrap();
+        assert_eq!(one.rows_dropped, 49);
+        assert_eq!(one.measures[0].noise.as_ref().unwrap().sensitivity, 1.0);
+    }
+
+    /// The variance of the released counts around the bounded truth is that of the discrete
+    /// Laplace at scale L/ε, not at 1/ε.
+    #[test]
+    fn the_noise_scale_follows_the_bound_empirically() {
+        let ds = dataset(&transactions());
+        let k = four_regions(5, 1.0);
+        // Truth after the bound: north 5 + 1, south 2, east 2, west 3.
+        let truth = [6.0, 2.0, 2.0, 3.0];
+        let mut squares = 0.0;
+        let mut n = 0.0;
+        for _ in 0..1000 {
+            let r = compute("job-1", &ds, &k, || Ok(())).unwrap();
+            for (c, t) in r.categories.iter().zip(truth) {
+                squares += (c.values[0] - t).powi(2);
+                n += 1.0;
+            }
+        }
+        let variance = squares / n;
+        let laplace = |b: f64| {
+            let t = (-1.0 / b).exp();
+            2.0 * t / (1.0 - t).powi(2)
+        };
+        let expected = laplace(5.0);
+        assert!(
+            (variance / expected - 1.0).abs() < 0.2,
+            "empirical variance {variance}, discrete Laplace at scale 5 has {expected}"
+        );
+        assert!(variance > 10.0 * laplace(1.0));
     }
 }

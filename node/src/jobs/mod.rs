@@ -48,6 +48,7 @@ use crate::NodeError;
 use crate::dataset::{Dataset, SegmentColumn};
 use crate::ledger::Ledger;
 
+mod bound;
 mod dp;
 pub(crate) mod dp_stats;
 mod envelope;
@@ -438,6 +439,7 @@ pub(crate) mod test_support {
             name: "crm".to_owned(),
             path,
             key_column: "id".to_owned(),
+            person_column: None,
             max_bad_row_fraction: 0.0,
             delimiter: None,
             budget: None,

@@ -5,6 +5,12 @@
 //! # Budget
 //! A DP job's receiver charges its ledger just before it noises and releases the count; the
 //! sender charges before its first point leaves.
+//!
+//! # Contribution bounds
+//! In a DP job the receiver keeps at most `max_records_per_identifier` of its records per
+//! identifier and per person, and the sender at most one identifier per named column per
+//! person (`bound`), so the count's sensitivity is `Psi::count_sensitivity`. The receiver's
+//! left-out records are counted in the result; an exact job uses every record.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -15,6 +21,7 @@ use parley_proto::{
     JobResult, PointBatch, PsiHeader, PsiMessage, PsiResult, PsiStream, psi_message,
 };
 
+use super::bound::{self, Kept};
 use super::dp::{calibrated, dp_err, noise_info};
 use super::envelope::EnvelopeWire;
 use super::two_party::{self, Incoming, Party, peer_err};
@@ -36,6 +43,17 @@ pub(super) fn run(
     let (peer, x25519) = run.peer()?;
     let mut wire = EnvelopeWire::new(&run.job_id, &run.me, &run.secrets, peer, x25519)?;
     if run.index == k.receiver {
+        let kept = k.dp.is_some().then(|| {
+            bound::records(
+                run.dataset.persons(),
+                &ids,
+                k.bound.max_records_per_identifier,
+            )
+        });
+        let ids = match &kept {
+            Some(kept) => kept.select(ids),
+            None => ids,
+        };
         let receiver = Receiver::new(mode, &ids, run.max_set_size)?;
         drop(ids);
         let mut party = ReceiverParty::new(receiver, run.batch_points);
@@ -45,10 +63,19 @@ pub(super) fn run(
             .take()
             .ok_or_else(|| NodeError::protocol(&run.job_id, "receiver state lost"))?
             .finish()?;
-        let result = release(run, k, io, wait, outcome, started)?;
+        let result = release(run, k, io, wait, outcome, kept, started)?;
         Ok(Some(result))
     } else {
-        let flat: Vec<_> = ids.into_iter().flatten().collect();
+        let flat: Vec<_> = if k.dp.is_some() {
+            let (flat, dropped) =
+                bound::sender_identifiers(run.dataset.persons(), ids, k.bound.sender_columns);
+            if dropped > 0 {
+                tracing::info!(job = %run.job_id, dropped, "identifiers beyond the per-person bound left out");
+            }
+            flat
+        } else {
+            ids.into_iter().flatten().collect()
+        };
         let sender = Sender::new(mode, flat, run.max_set_size)?;
         // The sender's dataset pays for a DP release before any of its points leave.
         run.charge(io, wait)?;
@@ -59,18 +86,20 @@ pub(super) fn run(
 }
 
 /// Noises the intersection count when the job asks for DP (charging the budget first), applies
-/// the threshold and writes the match file; returns what the analyst sees.
+/// the threshold and writes the match file; returns what the analyst sees. `kept` is the
+/// contribution bound's choice of records (DP jobs), which the outcome's indices refer to.
 fn release(
     run: &JobRun,
     k: &Psi,
     io: &JobIo,
     wait: &Waiter,
     mut o: ReceiverOutcome,
+    kept: Option<Kept>,
     started: Instant,
 ) -> Result<JobResult, NodeError> {
     let mut count_noise = None;
     if let Some(dp) = &k.dp {
-        let c = calibrated(&run.job_id, dp, 1)?;
+        let c = calibrated(&run.job_id, dp, k.count_sensitivity())?;
         run.charge(io, wait)?;
         let noisy = c
             .release(&[i64::try_from(o.intersection_records).unwrap_or(i64::MAX)])
@@ -92,7 +121,8 @@ fn release(
             let mut w = csv::Writer::from_writer(create_private_file(&tmp)?);
             w.write_record([run.dataset.key_column()])?;
             for &i in &o.matched_records {
-                w.write_record([run.dataset.key(i)])?;
+                let record = kept.as_ref().map_or(i, |kept| kept.index[i]);
+                w.write_record([run.dataset.key(record)])?;
             }
             w.flush()?;
             std::fs::rename(&tmp, &path)
@@ -124,6 +154,7 @@ fn release(
         elapsed_ms: started.elapsed().as_millis() as u64,
         count_noise,
         sum: None,
+        records_dropped: kept.map_or(0, |kept| kept.dropped),
     }))
 }
 

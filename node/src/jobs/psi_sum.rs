@@ -29,6 +29,7 @@ use parley_proto::{
     SumRelease, psi_message,
 };
 
+use super::bound;
 use super::dp::{calibrated, dp_err, noise_info};
 use super::envelope::EnvelopeWire;
 use super::psi::{batch, header};
@@ -50,15 +51,19 @@ pub(super) fn run(
     let job = run.job_id.clone();
     let b = k.bounds;
     let unit = 10f64.powi(-(b.decimals as i32));
-    let sum_cal = calibrated(&job, &k.sum_dp, b.sensitivity_units())?;
-    let count_cal = calibrated(&job, &k.count_dp, 1)?;
+    let sum_cal = calibrated(&job, &k.sum_dp, k.sum_sensitivity_units())?;
+    let count_cal = calibrated(&job, &k.count_dp, k.count_sensitivity())?;
     let ids = run.dataset.identifiers(run.columns())?;
     let (peer, x25519) = run.peer()?;
     let mut wire = EnvelopeWire::new(&job, &run.me, &run.secrets, peer, x25519)?;
     if run.index == k.p1 {
         // P1: identifiers only. Charges and draws its noise once everything has arrived, before
         // the noisy ciphertext leaves.
-        let flat: Vec<_> = ids.into_iter().flatten().collect();
+        let (flat, dropped) =
+            bound::sender_identifiers(run.dataset.persons(), ids, k.bound.sender_columns);
+        if dropped > 0 {
+            tracing::info!(job = %job, dropped, "identifiers beyond the per-person bound left out");
+        }
         let p1 = SumP1::new(flat, run.max_set_size)?;
         let charger = run.charger(io, wait);
         let release = Box::new(move |_count: u64| -> Result<SumNoise, NodeError> {
@@ -75,9 +80,17 @@ pub(super) fn run(
         two_party::drive(&mut party, &mut wire, io, wait)?;
         return Ok(None);
     }
-    // P2: per identifier, the sum of its rows' clamped values, clamped again to the bounds.
+    // P2: at most m records per person; per identifier, the sum of its rows' clamped values,
+    // clamped again to the bounds.
     let column = &k.value_column;
     let values = value_column(&run.dataset, column).map_err(|e| NodeError::protocol(&job, &e))?;
+    let kept = bound::records(
+        run.dataset.persons(),
+        &[],
+        k.bound.max_records_per_identifier,
+    );
+    let ids = kept.select(ids);
+    let values = kept.select(values.iter().collect());
     let (lower_units, upper_units) = (b.units(b.lower), b.units(b.upper));
     let mut per_id: HashMap<IdHash, i64> = HashMap::new();
     for (record, v) in ids.iter().zip(values) {
@@ -121,6 +134,7 @@ pub(super) fn run(
             lower: b.lower,
             upper: b.upper,
         }),
+        records_dropped: kept.dropped,
     })))
 }
 
@@ -131,7 +145,7 @@ pub(super) fn check_columns(ds: &Dataset, k: &PsiSum, index: usize) -> Result<()
     if index == k.p2 {
         value_column(ds, &k.value_column)?;
         let sum_cal =
-            calibrated("", &k.sum_dp, k.bounds.sensitivity_units()).map_err(|e| e.to_string())?;
+            calibrated("", &k.sum_dp, k.sum_sensitivity_units()).map_err(|e| e.to_string())?;
         let n = u64::try_from(ds.identifier_count()).unwrap_or(u64::MAX);
         decrypt_range("", k, &sum_cal, n).map_err(|e| match e {
             NodeError::Protocol { detail, .. } => detail,
@@ -554,6 +568,7 @@ mod tests {
             delta: 0.0,
             scale: 1.0 / epsilon,
             accuracy95: 3.0 / epsilon,
+            sensitivity: 1.0,
         }
     }
 
@@ -768,6 +783,10 @@ mod tests {
             p1: 0,
             p2: 1,
             value_column: "amount".into(),
+            bound: parley_jobs::kinds::psi::Contribution {
+                max_records_per_identifier: 1,
+                sender_columns: 1,
+            },
         }
     }
 

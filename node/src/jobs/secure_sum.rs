@@ -45,7 +45,7 @@ use parley_proto::{JobResult, SecAggRound, SecAggUpload};
 use rand::rngs::{StdRng, SysRng};
 use rand::{CryptoRng, SeedableRng};
 
-use super::dp::row_categories;
+use super::dp::bounded_row_categories;
 use super::rounds::{self, RoundParty};
 use super::wait::Waiter;
 use super::{JobIo, JobRun, Links, segment_column, value_column};
@@ -82,7 +82,8 @@ pub fn local_vector(dataset: &Dataset, k: &SecureSum) -> Result<Vec<u64>, NodeEr
             v.bounds,
         )),
     };
-    let rows = row_categories(segments, &k.categories);
+    // At most max_rows_per_person rows of each person count (the dp plan's sensitivity).
+    let (rows, _) = bounded_row_categories(dataset, segments, &k.categories, k.max_rows_per_person);
     let cats = k.categories.output_len();
     let mut counts = vec![0u64; cats];
     let mut sums = vec![0i64; cats];
