@@ -703,6 +703,7 @@ mod tests {
                 to: to.into(),
                 seq: 0,
                 sealed: vec![0; 64],
+                run_nonce: vec![0; 16],
             };
             assert!(inner.on_envelope("stranger", env).await.is_empty());
         }
@@ -714,6 +715,7 @@ mod tests {
             to: "stranger".into(),
             seq: 0,
             sealed: vec![0; 64],
+            run_nonce: vec![0; 16],
         };
         let out = inner.on_envelope("publisher", bad).await;
         assert!(!out.is_empty());

@@ -1,20 +1,22 @@
 //! Sealed node-to-node envelopes.
 //!
 //! Node-to-node protocol messages travel through the coordinator, which must see only sizes and
-//! metadata. Each pair of nodes derives, per job and per direction, an AES-256-GCM key from the
-//! X25519 agreement of their registered long-term keys:
+//! metadata. Each pair of nodes derives, per job, per run and per direction, an AES-256-GCM key
+//! from the X25519 agreement of their registered long-term keys and a fresh nonce the sender
+//! draws for the run:
 //!
 //! ```text
 //! shared = X25519(mine, peer_public)            (all-zero result rejected)
-//! key    = HKDF-SHA256(salt = "parley/v1/envelope-key", ikm = shared,
-//!                      info = lp(job_id) || lp(from) || lp(to))
+//! info   = lp(job_id) || lp(from) || lp(to) || run_nonce (16 random bytes of `from`)
+//! key    = HKDF-SHA256(salt = "parley/v2/envelope-key", ikm = shared, info)
 //! nonce  = 0x00000000 || seq (u64 big-endian)
-//! aad    = "parley/v1/envelope" || lp(job_id) || lp(from) || lp(to) || seq (u64 big-endian)
+//! aad    = "parley/v2/envelope" || info || seq (u64 big-endian)
 //! ```
 //!
 //! where `lp(s)` is the length of `s` as a big-endian u64 followed by its bytes. Both nodes can
-//! derive both directions' keys: node A seals with `derive_envelope_key(a, B_pub, job, "A", "B")`
-//! and node B opens with `derive_envelope_key(b, A_pub, job, "A", "B")`.
+//! derive both directions' keys: node A draws `n` ([`RunNonce::generate`]), seals with
+//! `derive_envelope_key(a, B_pub, job, "A", "B", n)` and sends `n` with its envelopes; node B
+//! opens with `derive_envelope_key(b, A_pub, job, "A", "B", n)`.
 //!
 //! # Guarantees and assumptions
 //!
@@ -24,7 +26,11 @@
 //!   with; replays under another sequence number fail. Detecting a replayed or dropped `seq`
 //!   is the caller's job (track the next expected number).
 //! * **The sender must never seal two messages with the same `seq` under one key**: nonce reuse
-//!   breaks AES-GCM.
+//!   breaks AES-GCM. The run nonce makes every run's key fresh, so even a job id that a node
+//!   is offered twice (say after its state was lost) never reuses a key: the sender draws a
+//!   new run nonce each time.
+//! * The run nonce is sent in clear: it is not secret, only fresh. A coordinator that alters it
+//!   makes the envelopes fail to open (which it could do anyway).
 //! * No forward secrecy: the key derives from long-term keys.
 
 use std::fmt;
@@ -38,9 +44,34 @@ use zeroize::Zeroizing;
 use crate::CryptoError;
 
 /// HKDF salt for envelope keys.
-const KEY_SALT: &[u8] = b"parley/v1/envelope-key";
+const KEY_SALT: &[u8] = b"parley/v2/envelope-key";
 /// Prefix of every envelope's associated data.
-const AAD_PREFIX: &[u8] = b"parley/v1/envelope";
+const AAD_PREFIX: &[u8] = b"parley/v2/envelope";
+/// Length of a run nonce.
+pub const RUN_NONCE_LEN: usize = 16;
+
+/// The fresh value a sender mixes into its direction's key for one run of a job.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RunNonce(pub [u8; RUN_NONCE_LEN]);
+
+impl RunNonce {
+    /// A fresh nonce from the operating system's random number generator.
+    ///
+    /// # Errors
+    /// [`CryptoError::Randomness`] if the generator fails.
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut bytes = [0u8; RUN_NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| CryptoError::Randomness)?;
+        Ok(RunNonce(bytes))
+    }
+
+    /// The nonce from its wire bytes, `None` unless exactly [`RUN_NONCE_LEN`] long.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(RunNonce)
+    }
+}
 /// Length of the AES-GCM tag appended to each sealed envelope.
 pub const TAG_LEN: usize = 16;
 
@@ -85,8 +116,8 @@ impl fmt::Debug for EnvelopeSecret {
 /// An AES-256-GCM key for one direction (`from` → `to`) of one job. `Debug` prints nothing.
 pub struct EnvelopeKey {
     key: LessSafeKey,
-    /// `AAD_PREFIX || lp(job_id) || lp(from) || lp(to)`; the sequence number is appended per
-    /// envelope.
+    /// `AAD_PREFIX || lp(job_id) || lp(from) || lp(to) || run_nonce`; the sequence number is
+    /// appended per envelope.
     aad_prefix: Vec<u8>,
 }
 
@@ -102,7 +133,8 @@ fn push_lp(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Derives the envelope key for messages of job `job_id` sent by node `from` to node `to`.
+/// Derives the envelope key for messages of job `job_id` sent by node `from` to node `to` in
+/// the run for which `from` drew `run_nonce`.
 ///
 /// # Errors
 /// [`CryptoError::NonContributoryKey`] if `peer_public` is a low-order point (the shared secret
@@ -113,6 +145,7 @@ pub fn derive_envelope_key(
     job_id: &str,
     from: &str,
     to: &str,
+    run_nonce: &RunNonce,
 ) -> Result<EnvelopeKey, CryptoError> {
     let shared = mine.0.diffie_hellman(&PublicKey::from(*peer_public));
     if !shared.was_contributory() {
@@ -122,6 +155,7 @@ pub fn derive_envelope_key(
     push_lp(&mut info, job_id);
     push_lp(&mut info, from);
     push_lp(&mut info, to);
+    info.extend_from_slice(&run_nonce.0);
     let prk = Salt::new(HKDF_SHA256, KEY_SALT).extract(shared.as_bytes());
     let info_parts = [info.as_slice()];
     let okm = prk
@@ -184,6 +218,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const N: RunNonce = RunNonce([7; RUN_NONCE_LEN]);
+
     struct Pair {
         a: EnvelopeSecret,
         b: EnvelopeSecret,
@@ -199,8 +235,8 @@ mod tests {
     #[test]
     fn round_trip_both_sides_derive_the_same_key() {
         let p = pair();
-        let a_to_b = derive_envelope_key(&p.a, &p.b.public(), "job-1", "A", "B").unwrap();
-        let b_view = derive_envelope_key(&p.b, &p.a.public(), "job-1", "A", "B").unwrap();
+        let a_to_b = derive_envelope_key(&p.a, &p.b.public(), "job-1", "A", "B", &N).unwrap();
+        let b_view = derive_envelope_key(&p.b, &p.a.public(), "job-1", "A", "B", &N).unwrap();
         let sealed = a_to_b.seal(7, b"points").unwrap();
         assert_eq!(sealed.len(), 6 + TAG_LEN);
         assert_ne!(&sealed[..6], b"points");
@@ -211,25 +247,41 @@ mod tests {
     #[test]
     fn wrong_seq_job_direction_key_or_tamper_fail() {
         let p = pair();
-        let seal = derive_envelope_key(&p.a, &p.b.public(), "job-1", "A", "B").unwrap();
+        let seal = derive_envelope_key(&p.a, &p.b.public(), "job-1", "A", "B", &N).unwrap();
         let sealed = seal.seal(1, b"hello").unwrap();
         let auth = Err(CryptoError::EnvelopeAuthentication);
 
-        let open = derive_envelope_key(&p.b, &p.a.public(), "job-1", "A", "B").unwrap();
+        let open = derive_envelope_key(&p.b, &p.a.public(), "job-1", "A", "B", &N).unwrap();
         assert_eq!(open.open(2, &sealed), auth);
 
-        let other_job = derive_envelope_key(&p.b, &p.a.public(), "job-2", "A", "B").unwrap();
+        let other_job = derive_envelope_key(&p.b, &p.a.public(), "job-2", "A", "B", &N).unwrap();
         assert_eq!(other_job.open(1, &sealed), auth);
 
-        let swapped = derive_envelope_key(&p.b, &p.a.public(), "job-1", "B", "A").unwrap();
+        let swapped = derive_envelope_key(&p.b, &p.a.public(), "job-1", "B", "A", &N).unwrap();
         assert_eq!(swapped.open(1, &sealed), auth);
 
         // Length prefixes keep ("job-1A", "") apart from ("job-1", "A").
-        let shifted = derive_envelope_key(&p.b, &p.a.public(), "job-1A", "", "B").unwrap();
+        let shifted = derive_envelope_key(&p.b, &p.a.public(), "job-1A", "", "B", &N).unwrap();
         assert_eq!(shifted.open(1, &sealed), auth);
 
+        // Another run of the same job (a fresh run nonce) has another key: a sender that is
+        // offered a job id twice never reuses a (key, nonce) pair.
+        let other_run = RunNonce::generate().unwrap();
+        assert_ne!(other_run, N);
+        let rerun =
+            derive_envelope_key(&p.b, &p.a.public(), "job-1", "A", "B", &other_run).unwrap();
+        assert_eq!(rerun.open(1, &sealed), auth);
+        let resealed = derive_envelope_key(&p.a, &p.b.public(), "job-1", "A", "B", &other_run)
+            .unwrap()
+            .seal(1, b"hello")
+            .unwrap();
+        assert_ne!(resealed, sealed);
+        assert_eq!(RunNonce::from_slice(&[1; 15]), None);
+        assert_eq!(RunNonce::from_slice(&N.0), Some(N));
+
         let stranger = EnvelopeSecret::generate().unwrap();
-        let wrong_key = derive_envelope_key(&stranger, &p.a.public(), "job-1", "A", "B").unwrap();
+        let wrong_key =
+            derive_envelope_key(&stranger, &p.a.public(), "job-1", "A", "B", &N).unwrap();
         assert_eq!(wrong_key.open(1, &sealed), auth);
 
         for i in 0..sealed.len() {
@@ -250,7 +302,7 @@ mod tests {
         one[0] = 1;
         for bad in [[0u8; 32], one] {
             assert_eq!(
-                derive_envelope_key(&p.a, &bad, "job", "A", "B").unwrap_err(),
+                derive_envelope_key(&p.a, &bad, "job", "A", "B", &N).unwrap_err(),
                 CryptoError::NonContributoryKey
             );
         }
@@ -262,7 +314,7 @@ mod tests {
         let t = EnvelopeSecret::from_bytes(s.to_bytes());
         assert_eq!(s.public(), t.public());
         assert_eq!(format!("{s:?}"), "EnvelopeSecret(..)");
-        let k = derive_envelope_key(&s, &pair().b.public(), "j", "A", "B").unwrap();
+        let k = derive_envelope_key(&s, &pair().b.public(), "j", "A", "B", &N).unwrap();
         assert_eq!(format!("{k:?}"), "EnvelopeKey(..)");
     }
 
@@ -271,7 +323,7 @@ mod tests {
         #[test]
         fn open_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64), seq: u64) {
             let p = pair();
-            let k = derive_envelope_key(&p.a, &p.b.public(), "job", "A", "B").unwrap();
+            let k = derive_envelope_key(&p.a, &p.b.public(), "job", "A", "B", &N).unwrap();
             prop_assert_eq!(k.open(seq, &bytes), Err(CryptoError::EnvelopeAuthentication));
         }
     }

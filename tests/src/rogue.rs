@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use parley_crypto::envelope::{EnvelopeKey, derive_envelope_key};
+use parley_crypto::envelope::{EnvelopeKey, RunNonce, derive_envelope_key};
 use parley_crypto::keys::NodeSecrets;
 use parley_crypto::secagg::{AdvertiseKeys, Client, EncryptedShare, Params, PeerKeys, Signer};
 use parley_jobs::{Job, Kind};
@@ -30,6 +30,8 @@ pub struct Rogue {
     pub name: String,
     /// Its long-term keys.
     pub secrets: NodeSecrets,
+    /// The run nonce it seals its envelopes under (one per rogue: it runs one job).
+    pub run_nonce: RunNonce,
     tx: Option<mpsc::Sender<NodeMessage>>,
     rx: Streaming<CoordinatorMessage>,
 }
@@ -71,6 +73,7 @@ impl Rogue {
         Ok(Rogue {
             name: name.to_string(),
             secrets,
+            run_nonce: RunNonce::generate()?,
             tx: Some(tx),
             rx,
         })
@@ -141,6 +144,7 @@ impl Rogue {
             &offer.job_id,
             from,
             to,
+            &self.run_nonce,
         )?)
     }
 
@@ -160,6 +164,7 @@ impl Rogue {
             to: to.to_string(),
             seq,
             sealed,
+            run_nonce: self.run_nonce.0.to_vec(),
         }))
         .await
     }

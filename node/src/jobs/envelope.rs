@@ -3,17 +3,20 @@
 //!
 //! # Guarantees
 //! * Each direction has its own key, derived from the two nodes' X25519 keys (verified against
-//!   the federation CA at the offer), the job id and the direction
-//!   (`parley_crypto::envelope`); the coordinator that relays the envelopes cannot read or
-//!   alter them.
+//!   the federation CA at the offer), the job id, the direction and a run nonce the sender
+//!   draws fresh for every run and sends with each envelope (`parley_crypto::envelope`); the
+//!   coordinator that relays the envelopes cannot read or alter them, and no run reuses
+//!   another's key. The receiver takes the peer's run nonce from its first envelope and
+//!   refuses any later envelope that carries another.
 //! * Envelopes carry consecutive sequence numbers per direction, bound into the AEAD: one
 //!   from another node, out of order, larger than one chunk, or failing authentication is
 //!   refused with a precise reason before anything is decoded.
 //! * Errors name the job, the peer and the sequence numbers, never a payload byte.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
-use parley_crypto::envelope::{EnvelopeKey, derive_envelope_key};
+use parley_crypto::envelope::{EnvelopeKey, RunNonce, derive_envelope_key};
 use parley_crypto::keys::NodeSecrets;
 use parley_proto::{Envelope, NodeMessage, node_message};
 use prost::Message;
@@ -29,7 +32,11 @@ pub(crate) struct EnvelopeWire<M> {
     me: String,
     peer: String,
     out_key: EnvelopeKey,
-    in_key: EnvelopeKey,
+    out_nonce: RunNonce,
+    /// The peer's run nonce and the key derived from it, once its first envelope arrived.
+    in_key: Option<(RunNonce, EnvelopeKey)>,
+    peer_x25519: [u8; 32],
+    secrets: Arc<NodeSecrets>,
     out_seq: u64,
     in_seq: u64,
     payload: PhantomData<fn(M) -> M>,
@@ -41,18 +48,28 @@ impl<M: Message + Default> EnvelopeWire<M> {
     pub(crate) fn new(
         job_id: &str,
         me: &str,
-        secrets: &NodeSecrets,
+        secrets: &Arc<NodeSecrets>,
         peer: &str,
         peer_x25519: &[u8; 32],
     ) -> Result<Self, NodeError> {
-        let out_key = derive_envelope_key(secrets.envelope(), peer_x25519, job_id, me, peer)?;
-        let in_key = derive_envelope_key(secrets.envelope(), peer_x25519, job_id, peer, me)?;
+        let out_nonce = RunNonce::generate()?;
+        let out_key = derive_envelope_key(
+            secrets.envelope(),
+            peer_x25519,
+            job_id,
+            me,
+            peer,
+            &out_nonce,
+        )?;
         Ok(EnvelopeWire {
             job_id: job_id.to_owned(),
             me: me.to_owned(),
             peer: peer.to_owned(),
             out_key,
-            in_key,
+            out_nonce,
+            in_key: None,
+            peer_x25519: *peer_x25519,
+            secrets: Arc::clone(secrets),
             out_seq: 0,
             in_seq: 0,
             payload: PhantomData,
@@ -78,6 +95,7 @@ impl<M: Message + Default> EnvelopeWire<M> {
             to: self.peer.clone(),
             seq: self.out_seq,
             sealed,
+            run_nonce: self.out_nonce.0.to_vec(),
         };
         self.out_seq += 1;
         Ok(NodeMessage {
@@ -112,7 +130,42 @@ impl<M: Message + Default> EnvelopeWire<M> {
                 ),
             ));
         }
-        let plain = self.in_key.open(env.seq, &env.sealed)?;
+        let Some(nonce) = RunNonce::from_slice(&env.run_nonce) else {
+            return Err(NodeError::protocol(
+                job,
+                &format!(
+                    "envelope {} from '{}' carries no valid run nonce ({} bytes, expected 16); \
+                     the peer may run an older Parley version",
+                    env.seq,
+                    self.peer,
+                    env.run_nonce.len()
+                ),
+            ));
+        };
+        let key = match &self.in_key {
+            Some((first, key)) if *first == nonce => key,
+            Some(_) => {
+                return Err(NodeError::protocol(
+                    job,
+                    &format!(
+                        "envelope {} from '{}' belongs to another run (its run nonce changed)",
+                        env.seq, self.peer
+                    ),
+                ));
+            }
+            None => {
+                let key = derive_envelope_key(
+                    self.secrets.envelope(),
+                    &self.peer_x25519,
+                    job,
+                    &self.peer,
+                    &self.me,
+                    &nonce,
+                )?;
+                &self.in_key.insert((nonce, key)).1
+            }
+        };
+        let plain = key.open(env.seq, &env.sealed)?;
         self.in_seq += 1;
         M::decode(plain.as_slice()).map_err(|e| {
             NodeError::protocol(
@@ -131,8 +184,8 @@ mod tests {
 
     /// Wires a→b and b→a for job-1.
     fn pair() -> (EnvelopeWire<PsiMessage>, EnvelopeWire<PsiMessage>) {
-        let a = NodeSecrets::generate().expect("keys");
-        let b = NodeSecrets::generate().expect("keys");
+        let a = Arc::new(NodeSecrets::generate().expect("keys"));
+        let b = Arc::new(NodeSecrets::generate().expect("keys"));
         (
             EnvelopeWire::new("job-1", "a", &a, "b", &b.x25519_public()).unwrap(),
             EnvelopeWire::new("job-1", "b", &b, "a", &a.x25519_public()).unwrap(),
@@ -191,16 +244,40 @@ mod tests {
         tampered.sealed[0] ^= 1;
         assert!(b.open(tampered).is_err());
 
-        let mut big = second;
+        let mut big = second.clone();
         big.sealed = vec![0; MAX_SEALED_BYTES + 1];
         let err = b.open(big).unwrap_err().to_string();
         assert!(err.contains("chunk limit"), "{err}");
+
+        // An envelope of another run of the job (another run nonce) is refused, and so is one
+        // without a nonce (an older peer).
+        let mut rerun = second.clone();
+        rerun.run_nonce = vec![9; 16];
+        let err = b.open(rerun).unwrap_err().to_string();
+        assert!(err.contains("another run"), "{err}");
+        let mut bare = second;
+        bare.run_nonce.clear();
+        let err = b.open(bare).unwrap_err().to_string();
+        assert!(err.contains("no valid run nonce"), "{err}");
+    }
+
+    #[test]
+    fn every_run_seals_under_a_fresh_key() {
+        // The same job offered twice to the same pair (say after a node lost its state) gives
+        // different ciphertexts for the same message and sequence number.
+        let (mut a, _) = pair();
+        let (mut a_again, _) = pair();
+        let one = envelope(a.seal(&msg(1)).unwrap());
+        let two = envelope(a_again.seal(&msg(1)).unwrap());
+        assert_eq!((one.seq, two.seq), (0, 0));
+        assert_ne!(one.run_nonce, two.run_nonce);
+        assert_ne!(one.sealed, two.sealed);
     }
 
     #[test]
     fn another_jobs_envelope_does_not_open() {
-        let a = NodeSecrets::generate().expect("keys");
-        let b = NodeSecrets::generate().expect("keys");
+        let a = Arc::new(NodeSecrets::generate().expect("keys"));
+        let b = Arc::new(NodeSecrets::generate().expect("keys"));
         let mut a1: EnvelopeWire<PsiMessage> =
             EnvelopeWire::new("job-1", "a", &a, "b", &b.x25519_public()).unwrap();
         let mut b2: EnvelopeWire<PsiMessage> =
