@@ -159,6 +159,13 @@ pub(crate) enum ServiceError {
     #[error("the first message on a node link must be hello")]
     NoHello,
 
+    /// The hello's dataset announcements are malformed.
+    #[error("hello: {problem}; fix the node's [[datasets]] in node.toml")]
+    BadHello {
+        /// What is wrong (names are sanitized).
+        problem: String,
+    },
+
     // ───────────── identity: the caller is not who it says (PermissionDenied) ─────────────
     /// The node's hello names another node than its certificate.
     #[error(
@@ -238,6 +245,7 @@ impl From<ServiceError> for tonic::Status {
                 Code::PermissionDenied
             }
             ServiceError::HelloTimeout => Code::DeadlineExceeded,
+            ServiceError::BadHello { .. } => Code::InvalidArgument,
             ServiceError::NoJob { .. } => Code::NotFound,
             ServiceError::AlreadyEnded { .. } => Code::FailedPrecondition,
             ServiceError::Store { .. } | ServiceError::NoDriver { .. } => Code::Internal,
@@ -290,6 +298,15 @@ mod tests {
                 ServiceError::NoHello,
                 Code::InvalidArgument,
                 "the first message on a node link must be hello".to_string(),
+            ),
+            (
+                ServiceError::BadHello {
+                    problem: "dataset 'crm' is announced twice".into(),
+                },
+                Code::InvalidArgument,
+                "hello: dataset 'crm' is announced twice; fix the node's [[datasets]] in \
+                 node.toml"
+                    .to_string(),
             ),
             (
                 ServiceError::NameMismatch {

@@ -1,8 +1,9 @@
 //! Ledger heads: the latest row of each node's privacy-budget ledger, per dataset.
 //!
 //! A node reports its ledger heads (dataset, sequence number, row hash, Ed25519 signature) over
-//! its link. The coordinator records a head only when the signature over the hash verifies with
-//! the Ed25519 key of the node's certificate-bound key binding, only when it is not dated more
+//! its link. The coordinator records a head only for a dataset the node announced in its hello,
+//! only when the signature over the hash verifies with the Ed25519 key of the node's
+//! certificate-bound key binding, only when it is not dated more
 //! than `parley_crypto::ledger::CLOCK_TOLERANCE_MS` after the coordinator's clock, and only when
 //! it is newer than the recorded one: a head that would move backwards is logged and the
 //! recorded head kept (the node's ledger lost or rewrote rows). Every recorded head is kept,
@@ -24,6 +25,14 @@ impl Inner {
         let Some(key) = self.ed25519_key_of(node) else {
             return;
         };
+        if !self.announced(node, &head.dataset) {
+            tracing::warn!(
+                node,
+                dataset = %crate::service::sanitize(&head.dataset, 64),
+                "ledger head for a dataset the node did not announce ignored"
+            );
+            return;
+        }
         let valid = head.hash.len() == 32
             && ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &key)
                 .verify(&head.hash, &head.signature)
@@ -79,5 +88,57 @@ impl Inner {
                 recorded_at_ms: h.recorded_at_ms,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use parley_proto::{DatasetInfo, Hello, KeyBinding};
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    use super::*;
+    use crate::config::Limits;
+    use crate::service::Coordinator;
+    use crate::store::JobStore;
+
+    #[test]
+    fn heads_of_datasets_the_node_did_not_announce_are_ignored() {
+        let store = JobStore::open_in_memory().unwrap();
+        let inner = Coordinator::new(store, Vec::new(), Limits::default()).inner;
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let hello = Hello {
+            keys: Some(KeyBinding {
+                node_name: "brand".into(),
+                ed25519_public: key.public_key().as_ref().to_vec(),
+                ..Default::default()
+            }),
+            datasets: vec![DatasetInfo {
+                name: "crm".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let _link = inner.connect("brand", hello);
+        let head = |dataset: &str| {
+            let hash = [3u8; 32];
+            LedgerHead {
+                dataset: dataset.into(),
+                seq: 0,
+                hash: hash.to_vec(),
+                signature: key.sign(&hash).as_ref().to_vec(),
+                at_ms: now_ms(),
+            }
+        };
+        inner.on_ledger_head("brand", head("ghost"));
+        inner.on_ledger_head("brand", head("crm"));
+        let recorded = inner.ledger_heads("brand", "").unwrap();
+        let names: Vec<_> = recorded
+            .iter()
+            .filter_map(|h| h.head.as_ref())
+            .map(|h| h.dataset.as_str())
+            .collect();
+        assert_eq!(names, ["crm"]);
     }
 }

@@ -62,6 +62,69 @@ impl State {
     }
 }
 
+/// Most datasets one node may announce.
+pub(crate) const MAX_HELLO_DATASETS: usize = 256;
+/// Most columns one announced dataset may have (its key column included).
+pub(crate) const MAX_HELLO_COLUMNS: usize = 1024;
+/// Longest announced column kind, in bytes.
+const MAX_KIND_BYTES: usize = 16;
+
+/// Checks a hello's dataset announcements: at most [`MAX_HELLO_DATASETS`], names as in node
+/// configs (1 to 64 of `[a-z0-9_-]`, unique), at most [`MAX_HELLO_COLUMNS`] columns each, with
+/// non-empty names of at most 128 bytes and short kinds, no control characters. What the
+/// coordinator stores and shows of a node is then well-formed; `Err` says what is not.
+pub(crate) fn check_datasets(datasets: &[parley_proto::DatasetInfo]) -> Result<(), String> {
+    use crate::service::sanitize;
+    use parley_jobs::limits::{MAX_COLUMN_BYTES, MAX_NAME_BYTES};
+    if datasets.len() > MAX_HELLO_DATASETS {
+        return Err(format!(
+            "{} datasets announced, at most {MAX_HELLO_DATASETS}",
+            datasets.len()
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, d) in datasets.iter().enumerate() {
+        let valid = !d.name.is_empty()
+            && d.name.len() <= MAX_NAME_BYTES
+            && d.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(format!(
+                "dataset {} has an invalid name '{}' (use 1 to {MAX_NAME_BYTES} of a-z, 0-9, - \
+                 and _)",
+                i + 1,
+                sanitize(&d.name, 64)
+            ));
+        }
+        if !names.insert(d.name.as_str()) {
+            return Err(format!("dataset '{}' is announced twice", d.name));
+        }
+        if d.columns.len() > MAX_HELLO_COLUMNS {
+            return Err(format!(
+                "dataset '{}' announces {} columns, at most {MAX_HELLO_COLUMNS}",
+                d.name,
+                d.columns.len()
+            ));
+        }
+        for c in &d.columns {
+            let bad = |s: &str, max: usize| {
+                s.is_empty() || s.len() > max || s.chars().any(char::is_control)
+            };
+            if bad(&c.name, MAX_COLUMN_BYTES) || bad(&c.kind, MAX_KIND_BYTES) {
+                return Err(format!(
+                    "dataset '{}' announces a column with an empty, overlong or control-character \
+                     name or kind ('{}': '{}')",
+                    d.name,
+                    sanitize(&c.name, 64),
+                    sanitize(&c.kind, 16)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Inner {
     /// Checks that `hello` comes from node `cert_name` (the name in its certificate) and that
     /// its key binding verifies against the federation CA.
@@ -77,7 +140,15 @@ impl Inner {
         }
         parley_net::binding::verify_key_binding(&self.ca_der, keys, std::time::SystemTime::now())
             .map_err(|error| ServiceError::KeyBinding { error })?;
-        Ok(())
+        check_datasets(&hello.datasets).map_err(|problem| ServiceError::BadHello { problem })
+    }
+
+    /// True when connected node `node` announced a dataset named `dataset` in its hello.
+    pub(crate) fn announced(&self, node: &str, dataset: &str) -> bool {
+        self.lock()
+            .nodes
+            .get(node)
+            .is_some_and(|c| c.hello.datasets.iter().any(|d| d.name == dataset))
     }
 
     /// Registers a checked node link and queues its welcome. A node that was still registered
@@ -159,5 +230,71 @@ impl Inner {
             .get(node)
             .and_then(|c| c.hello.keys.as_ref())
             .map(|k| k.ed25519_public.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_proto::{ColumnInfo, DatasetInfo, Hello};
+
+    use super::*;
+    use crate::config::Limits;
+    use crate::service::Coordinator;
+    use crate::store::JobStore;
+
+    fn dataset(name: &str, columns: &[(&str, &str)]) -> DatasetInfo {
+        DatasetInfo {
+            name: name.into(),
+            columns: columns
+                .iter()
+                .map(|(n, k)| ColumnInfo {
+                    name: (*n).into(),
+                    kind: (*k).into(),
+                })
+                .collect(),
+            row_count: 10,
+        }
+    }
+
+    #[test]
+    fn announced_datasets_are_checked() {
+        let ok = dataset("crm", &[("id", "key"), ("email", "email")]);
+        assert_eq!(check_datasets(std::slice::from_ref(&ok)), Ok(()));
+        let e = check_datasets(&[ok.clone(), ok.clone()]).unwrap_err();
+        assert!(e.contains("announced twice"), "{e}");
+        let e = check_datasets(&[dataset("CRM\x1b[2J", &[])]).unwrap_err();
+        assert!(e.contains("invalid name") && !e.contains('\x1b'), "{e}");
+        let e = check_datasets(&[dataset("crm", &[("e\nmail", "email")])]).unwrap_err();
+        assert!(e.contains("control-character") && !e.contains('\n'), "{e}");
+        let e = check_datasets(&[dataset("crm", &[("", "email")])]).unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        let many: Vec<DatasetInfo> = (0..=MAX_HELLO_DATASETS)
+            .map(|i| dataset(&format!("d{i}"), &[]))
+            .collect();
+        assert!(check_datasets(&many).unwrap_err().contains("at most 256"));
+        let wide: Vec<(String, String)> = (0..=MAX_HELLO_COLUMNS)
+            .map(|i| (format!("c{i}"), "value".to_string()))
+            .collect();
+        let wide: Vec<(&str, &str)> = wide.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert!(
+            check_datasets(&[dataset("crm", &wide)])
+                .unwrap_err()
+                .contains("columns")
+        );
+    }
+
+    #[test]
+    fn only_announced_datasets_count() {
+        let store = JobStore::open_in_memory().unwrap();
+        let inner = Coordinator::new(store, Vec::new(), Limits::default()).inner;
+        let hello = Hello {
+            datasets: vec![dataset("crm", &[("id", "key")])],
+            ..Default::default()
+        };
+        let link = inner.connect("brand", hello);
+        assert!(inner.announced("brand", "crm"));
+        assert!(!inner.announced("brand", "ghost"));
+        assert!(!inner.announced("publisher", "crm"));
+        drop(link);
     }
 }
