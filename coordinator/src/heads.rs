@@ -34,9 +34,12 @@ impl Inner {
             return;
         }
         let valid = head.hash.len() == 32
-            && ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &key)
-                .verify(&head.hash, &head.signature)
-                .is_ok();
+            && parley_crypto::ledger::signed_message(head.row_format.max(1), &head.hash)
+                .is_some_and(|m| {
+                    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &key)
+                        .verify(&m, &head.signature)
+                        .is_ok()
+                });
         if !valid {
             tracing::warn!(node, dataset = %head.dataset, "ledger head with an invalid signature ignored");
             return;
@@ -127,8 +130,12 @@ mod tests {
                 dataset: dataset.into(),
                 seq: 0,
                 hash: hash.to_vec(),
-                signature: key.sign(&hash).as_ref().to_vec(),
+                signature: key
+                    .sign(&parley_crypto::ledger::signed_message(2, &hash).unwrap())
+                    .as_ref()
+                    .to_vec(),
                 at_ms: now_ms(),
+                row_format: 2,
             }
         };
         inner.on_ledger_head("brand", head("ghost"));

@@ -25,12 +25,17 @@
 //!   written; the audit checks the chain against it, not whether the configuration was sensible.
 //!
 //! # Encoding
-//! A row's hash is `SHA-256` of [`LedgerRow::encoding`]: the domain tag
-//! `parley/v1/ledger-row`, then every field except `hash` and `signature`, in declaration order,
+//! A row's hash is `SHA-256` of [`LedgerRow::encoding`]: the domain tag of its format
+//! (`parley/v2/ledger-row` for rows written now, `parley/v1/ledger-row` for format-1 rows),
+//! then every field except `format`, `hash` and `signature`, in declaration order,
 //! with strings as a `u64` big-endian byte length followed by UTF-8 bytes, integers big-endian,
 //! floats as their IEEE-754 bits big-endian, the budget's period as one byte
 //! (never 0, daily 1, weekly 2, monthly 3) and `prev_hash` as its 32 bytes. The signature is
-//! `Ed25519(hash)`. Negative zero is stored as zero so that every value has one encoding.
+//! `Ed25519("parley/v2/ledger-row-signature" || hash)` ([`signed_message`]), so that no other
+//! message the node's key signs can pass for a ledger row; format-1 rows (written before the
+//! tag existed) were signed as `Ed25519(hash)` and still verify as such. The format is part of
+//! the hash through the domain tag, so a row cannot be relabelled to the other format. Negative
+//! zero is stored as zero so that every value has one encoding.
 //!
 //! Exports are JSON ([`LedgerExport`]); byte strings are lowercase hex and floats are decimal
 //! strings in Rust's shortest round-trip form (`"0.1"`, `"1e-7"`), so that any JSON parser keeps
@@ -48,7 +53,27 @@ use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
 /// Domain-separation tag at the start of every row encoding.
-pub const ROW_DOMAIN_TAG: &[u8] = b"parley/v1/ledger-row";
+pub const ROW_DOMAIN_TAG: &[u8] = b"parley/v2/ledger-row";
+/// Domain tag of format-1 rows' encoding.
+pub const ROW_DOMAIN_TAG_V1: &[u8] = b"parley/v1/ledger-row";
+/// Prefix of the message a format-2 row's signature covers.
+pub const ROW_SIGNATURE_TAG: &[u8] = b"parley/v2/ledger-row-signature";
+/// The row format written now.
+pub const ROW_FORMAT: u32 = 2;
+
+/// The message a row of `format` with `hash` is signed over: the hash itself for format 1,
+/// [`ROW_SIGNATURE_TAG`] followed by the hash for format 2; `None` for an unknown format.
+pub fn signed_message(format: u32, hash: &[u8]) -> Option<Vec<u8>> {
+    match format {
+        1 => Some(hash.to_vec()),
+        2 => Some([ROW_SIGNATURE_TAG, hash].concat()),
+        _ => None,
+    }
+}
+
+fn format_v1() -> u32 {
+    1
+}
 
 /// The `format` field of a [`LedgerExport`].
 pub const EXPORT_FORMAT: &str = "parley-ledger-export/1";
@@ -341,6 +366,9 @@ impl Charge {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerRow {
+    /// The row format ([`ROW_FORMAT`] when written now; exports of format-1 rows omit it).
+    #[serde(default = "format_v1")]
+    pub format: u32,
     /// Position in the chain, from 0.
     pub seq: u64,
     /// The node that made the release.
@@ -373,7 +401,7 @@ pub struct LedgerRow {
     /// SHA-256 of [`LedgerRow::encoding`].
     #[serde(with = "hex_array")]
     pub hash: [u8; 32],
-    /// Ed25519 signature of `hash` by the node.
+    /// Ed25519 signature by the node of [`signed_message`]`(format, hash)`.
     #[serde(with = "hex_array")]
     pub signature: [u8; 64],
 }
@@ -414,8 +442,9 @@ fn canonical(x: f64) -> f64 {
 
 impl LedgerRow {
     /// The signed row recording `charge` against `dataset` of `node` at `at_ms` under `budget`,
-    /// chained after `prev` (the chain's current last row; `None` starts a chain). `sign` makes
-    /// an Ed25519 signature of the row hash, e.g. `|m| secrets.sign_ed25519(m)`.
+    /// chained after `prev` (the chain's current last row; `None` starts a chain), in format
+    /// [`ROW_FORMAT`]. `sign` makes an Ed25519 signature of the message it is given (the
+    /// tagged row hash), e.g. `|m| secrets.sign_ed25519(m)`.
     ///
     /// The caller checks the charge ([`Charge::problem`], [`fits`]) and keeps `at_ms`
     /// non-decreasing along the chain; this function only builds the record.
@@ -434,6 +463,7 @@ impl LedgerRow {
             period: budget.period,
         };
         let mut row = LedgerRow {
+            format: ROW_FORMAT,
             seq: prev.map_or(0, |p| p.seq.saturating_add(1)),
             node: node.to_owned(),
             dataset: dataset.to_owned(),
@@ -451,8 +481,13 @@ impl LedgerRow {
             signature: [0; 64],
         };
         row.hash = row.compute_hash();
-        row.signature = sign(&row.hash);
+        row.signature = sign(&row.signed_message());
         row
+    }
+
+    /// What the row's signature covers ([`signed_message`]); empty for an unknown format.
+    pub fn signed_message(&self) -> Vec<u8> {
+        signed_message(self.format, &self.hash).unwrap_or_default()
     }
 
     /// The canonical encoding of every field except `hash` and `signature` (see the module
@@ -470,7 +505,12 @@ impl LedgerRow {
                 + self.analyst.len()
                 + self.mechanism.len(),
         );
-        put_str(&mut out, ROW_DOMAIN_TAG);
+        let tag = if self.format == 1 {
+            ROW_DOMAIN_TAG_V1
+        } else {
+            ROW_DOMAIN_TAG
+        };
+        put_str(&mut out, tag);
         out.extend_from_slice(&self.seq.to_be_bytes());
         for s in [
             &self.node,
@@ -506,11 +546,17 @@ impl LedgerRow {
     /// # Errors
     /// [`LedgerError::HashMismatch`] or [`LedgerError::BadSignature`].
     pub fn verify(&self, ed25519_public: &[u8; 32]) -> Result<(), LedgerError> {
+        if signed_message(self.format, &self.hash).is_none() {
+            return Err(LedgerError::RowFormat {
+                seq: self.seq,
+                format: self.format,
+            });
+        }
         if self.compute_hash() != self.hash {
             return Err(LedgerError::HashMismatch { seq: self.seq });
         }
         UnparsedPublicKey::new(&ED25519, ed25519_public)
-            .verify(&self.hash, &self.signature)
+            .verify(&self.signed_message(), &self.signature)
             .map_err(|_| LedgerError::BadSignature { seq: self.seq })
     }
 
@@ -1034,6 +1080,16 @@ fn check_row(
             },
         ));
     }
+    if signed_message(row.format, &row.hash).is_none() {
+        return Err((
+            ProblemKind::Hash,
+            format!(
+                "row format {} is not one this version knows (1 to {ROW_FORMAT}); audit with a \
+                 newer parleyctl",
+                row.format
+            ),
+        ));
+    }
     if row.compute_hash() != row.hash {
         return Err((
             ProblemKind::Hash,
@@ -1190,6 +1246,17 @@ pub enum LedgerError {
     BadSignature {
         /// The row's seq.
         seq: u64,
+    },
+
+    /// A row's format is not one this version knows.
+    #[error(
+        "ledger row seq {seq}: row format {format} is unknown (this version knows 1 to {ROW_FORMAT}); use a newer Parley"
+    )]
+    RowFormat {
+        /// The row's seq.
+        seq: u64,
+        /// Its format.
+        format: u32,
     },
 
     /// A budget period name is not known.
@@ -1358,7 +1425,7 @@ mod tests {
     /// Re-signs a row after its fields were edited (hash and signature), as a key holder could.
     fn reseal(row: &mut LedgerRow, keys: &NodeSecrets) {
         row.hash = row.compute_hash();
-        row.signature = keys.sign_ed25519(&row.hash);
+        row.signature = keys.sign_ed25519(&row.signed_message());
     }
 
     fn problem(report: &AuditReport) -> &AuditProblem {
@@ -1388,6 +1455,50 @@ mod tests {
     }
 
     #[test]
+    fn rows_are_signed_under_a_domain_tag_and_old_rows_still_verify() {
+        let keys = NodeSecrets::generate().unwrap();
+        let pk = keys.ed25519_public();
+        let row = chain(&keys, 1).remove(0);
+        assert_eq!(row.format, ROW_FORMAT);
+        row.verify(&pk).unwrap();
+        // The signature covers the tagged hash: a signature of the bare hash (what another
+        // signing use of the key could produce) does not pass for a row.
+        let mut bare = row.clone();
+        bare.signature = keys.sign_ed25519(&row.hash);
+        assert_eq!(bare.verify(&pk), Err(LedgerError::BadSignature { seq: 0 }));
+        // A format-1 row, hashed and signed the old way, still verifies...
+        let mut old = row.clone();
+        old.format = 1;
+        old.hash = old.compute_hash();
+        old.signature = keys.sign_ed25519(&old.hash);
+        old.verify(&pk).unwrap();
+        assert_ne!(old.hash, row.hash);
+        // ... and so does an export of it without the format field.
+        let json = serde_json::to_string(&old)
+            .unwrap()
+            .replace("\"format\":1,", "");
+        assert!(!json.contains("format"));
+        let parsed: LedgerRow = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed, old);
+        // Relabelling a row's format breaks its hash; an unknown format is refused by name.
+        let mut relabelled = row.clone();
+        relabelled.format = 1;
+        assert_eq!(
+            relabelled.verify(&pk),
+            Err(LedgerError::HashMismatch { seq: 0 })
+        );
+        let mut future = row;
+        future.format = 3;
+        assert_eq!(
+            future.verify(&pk),
+            Err(LedgerError::RowFormat { seq: 0, format: 3 })
+        );
+        let e = export(&keys, vec![future]);
+        let report = audit(&e, &pk, None);
+        assert!(problem(&report).reason.contains("row format 3"), "{report}");
+    }
+
+    #[test]
     fn encoding_known_answer() {
         let row = LedgerRow::create(
             None,
@@ -1398,9 +1509,13 @@ mod tests {
             budget(1.0, Period::Monthly),
             |_| [7; 64],
         );
+        // The known answer is of a format-1 row (written before the signature tag existed).
+        let mut row = row;
+        row.format = 1;
+        row.hash = row.compute_hash();
         let enc = row.encoding();
         assert!(enc.starts_with(&[0, 0, 0, 0, 0, 0, 0, 20]));
-        assert_eq!(&enc[8..28], ROW_DOMAIN_TAG);
+        assert_eq!(&enc[8..28], ROW_DOMAIN_TAG_V1);
         assert_eq!(
             &enc[enc.len() - 33..],
             &[&[3u8][..], &[0u8; 32][..]].concat()

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS ledger_rows (
     prev_hash       BLOB    NOT NULL CHECK (length(prev_hash) = 32),
     hash            BLOB    NOT NULL CHECK (length(hash) = 32),
     signature       BLOB    NOT NULL CHECK (length(signature) = 64),
+    format          INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (dataset, seq)
 ) STRICT;
 CREATE INDEX IF NOT EXISTS ledger_rows_by_time ON ledger_rows (dataset, at_ms);
@@ -83,7 +84,8 @@ CREATE TABLE IF NOT EXISTS accepted_jobs (
 
 /// The columns of a row, in the order [`row_from_sql`] reads them.
 const COLUMNS: &str = "seq, node, dataset, job_id, partner, analyst, mechanism, epsilon, delta, \
-     at_ms, period_start_ms, budget_epsilon, budget_delta, budget_period, prev_hash, hash, signature";
+     at_ms, period_start_ms, budget_epsilon, budget_delta, budget_period, prev_hash, hash, \
+     signature, format";
 
 /// The durable privacy-budget ledger of one node. `Send + Sync`: share it in an `Arc` and call
 /// it from blocking threads (every method does disk I/O).
@@ -191,6 +193,18 @@ impl Ledger {
             .map_err(err("set synchronous=FULL"))?;
         conn.execute_batch(SCHEMA)
             .map_err(err("create the ledger table"))?;
+        // Ledgers written before row formats existed hold format-1 rows: add the column (its
+        // default says so). Adding a column runs no trigger; the rows stay untouched.
+        let has_format: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('ledger_rows') WHERE name = 'format'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(err("read the ledger table's columns"))?;
+        if !has_format {
+            conn.execute_batch(
+                "ALTER TABLE ledger_rows ADD COLUMN format INTEGER NOT NULL DEFAULT 1",
+            )
+            .map_err(err("add the row format column"))?;
+        }
         let ledger = Ledger {
             conn: Mutex::new(conn),
             path: path.to_owned(),
@@ -287,7 +301,7 @@ impl Ledger {
         tx.execute(
             &format!(
                 "INSERT INTO ledger_rows ({COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ),
             params![
                 i64::try_from(row.seq).unwrap_or(i64::MAX),
@@ -307,6 +321,7 @@ impl Ledger {
                 row.prev_hash,
                 row.hash,
                 row.signature,
+                row.format,
             ],
         )
         .map_err(store_error(&self.path, "append the ledger row"))?;
@@ -691,6 +706,7 @@ fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
         prev_hash: r.get(14)?,
         hash: r.get(15)?,
         signature: r.get(16)?,
+        format: r.get(17)?,
     })
 }
 
@@ -769,6 +785,70 @@ mod tests {
         drop(l);
         let l = f.open(budgets(1.0, 0.0, Period::Never));
         assert!(!l.accept_job("job-1").expect("after a restart"));
+    }
+
+    #[test]
+    fn a_ledger_of_format_1_rows_keeps_verifying_and_grows_in_format_2() {
+        let f = Fixture::new();
+        // A ledger file from before row formats: no format column, one row signed over the
+        // bare hash.
+        {
+            let conn = f.raw();
+            conn.execute_batch(
+                &SCHEMA.replace("    format          INTEGER NOT NULL DEFAULT 1,\n", ""),
+            )
+            .expect("old schema");
+            let mut old = LedgerRow::create(
+                None,
+                "brand",
+                "crm",
+                &charge("job-0", 0.25),
+                T0,
+                budgets(1.0, 0.0, Period::Never)["crm"],
+                |_| [0; 64],
+            );
+            old.format = 1;
+            old.hash = old.compute_hash();
+            old.signature = f.secrets.sign_ed25519(&old.hash);
+            let columns = COLUMNS.replace(", format", "");
+            conn.execute(
+                &format!(
+                    "INSERT INTO ledger_rows ({columns}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                ),
+                params![
+                    0i64,
+                    old.node,
+                    old.dataset,
+                    old.job_id,
+                    old.partner,
+                    old.analyst,
+                    old.mechanism,
+                    old.epsilon,
+                    old.delta,
+                    old.at_ms,
+                    old.period_start_ms,
+                    old.budget.epsilon,
+                    old.budget.delta,
+                    old.budget.period.as_str(),
+                    old.prev_hash,
+                    old.hash,
+                    old.signature,
+                ],
+            )
+            .expect("old row");
+        }
+        let l = f.open(budgets(1.0, 0.0, Period::Never));
+        let new = l.charge("crm", &charge("job-1", 0.25)).expect("charge");
+        assert_eq!(new.format, parley_crypto::ledger::ROW_FORMAT);
+        let report = f.audit(&l);
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.rows_checked, 2);
+        let rows = l
+            .export("crm", f.secrets.ed25519_public())
+            .expect("export")
+            .rows;
+        assert_eq!((rows[0].format, rows[1].format), (1, 2));
     }
 
     #[test]

@@ -180,7 +180,16 @@ async fn coordinator_heads(
         };
         let hash = <[u8; 32]>::try_from(head.hash.as_slice())
             .map_err(|_| anyhow::anyhow!("the coordinator returned a malformed ledger head"))?;
-        if verifier.verify(&hash, &head.signature).is_err() {
+        // What the signature covers depends on the row's format (a domain tag since format 2).
+        let signed = parley_crypto::ledger::signed_message(head.row_format.max(1), &hash)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a ledger head the coordinator recorded has row format {}, which this \
+                     parleyctl does not know; use a newer parleyctl",
+                    head.row_format
+                )
+            })?;
+        if verifier.verify(&signed, &head.signature).is_err() {
             bail!(
                 "a ledger head the coordinator recorded for node '{}' is not signed by \
                  --node-key; check the key, or the coordinator's record is not the node's",

@@ -253,6 +253,7 @@ pub fn head_message(row: &LedgerRow) -> NodeMessage {
             hash: row.hash.to_vec(),
             signature: row.signature.to_vec(),
             at_ms: row.at_ms,
+            row_format: row.format,
         })),
     }
 }
