@@ -50,6 +50,13 @@ pub struct Limits {
     /// Seconds a node has to send `hello` after connecting.
     #[serde(default = "default_hello_timeout")]
     pub hello_timeout_secs: u64,
+    /// Ended jobs (with their results) submitted longer ago than this many days are deleted
+    /// from the job store (0 = keep them forever). Recorded ledger heads are never deleted.
+    #[serde(default = "default_job_retention_days")]
+    pub job_retention_days: u64,
+    /// At most this many ended jobs are kept; the oldest go first (0 = no limit).
+    #[serde(default = "default_max_stored_jobs")]
+    pub max_stored_jobs: u64,
 }
 
 impl Default for Limits {
@@ -58,12 +65,20 @@ impl Default for Limits {
             offer_timeout_secs: default_offer_timeout(),
             job_deadline_secs: default_job_deadline(),
             hello_timeout_secs: default_hello_timeout(),
+            job_retention_days: default_job_retention_days(),
+            max_stored_jobs: default_max_stored_jobs(),
         }
     }
 }
 
 fn default_listen() -> String {
     "127.0.0.1:7443".to_string()
+}
+fn default_job_retention_days() -> u64 {
+    365
+}
+fn default_max_stored_jobs() -> u64 {
+    100_000
 }
 fn default_offer_timeout() -> u64 {
     60

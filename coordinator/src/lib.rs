@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Serves the coordinator on `listener` (mutual TLS 1.3) until `shutdown` is cancelled.
 ///
-/// On start, jobs left unfinished by a previous run are marked failed.
+/// On start, jobs left unfinished by a previous run are marked failed, and ended jobs beyond
+/// the retention limits are deleted (then every hour).
 pub async fn run(
     config: CoordinatorConfig,
     listener: TcpListener,
@@ -46,6 +47,27 @@ pub async fn run(
     }
     let server_tls = parley_net::server_config(&tls)?;
     let svc = service::Coordinator::new(store, tls.ca_der().to_vec(), config.limits.clone());
+    svc.prune_jobs()?;
+    // Retention is applied again every hour, off the async runtime.
+    let pruner = svc.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = every.tick() => {
+                    let p = pruner.clone();
+                    match tokio::task::spawn_blocking(move || p.prune_jobs()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "cannot apply job retention"),
+                        Err(e) => tracing::error!(error = %e, "job retention task failed"),
+                    }
+                }
+            }
+        }
+    });
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "coordinator listening");
     let incoming = parley_net::tls_incoming(listener, server_tls, shutdown.clone());

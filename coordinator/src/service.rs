@@ -86,6 +86,22 @@ impl Coordinator {
         }
     }
 
+    /// Applies the store's retention limits (`[limits] job_retention_days`, `max_stored_jobs`)
+    /// now: deletes ended jobs beyond them. Blocks on the store; returns how many were deleted.
+    pub fn prune_jobs(&self) -> Result<u64, crate::CoordError> {
+        let l = &self.inner.limits;
+        let before = (l.job_retention_days > 0).then(|| {
+            let days = i64::try_from(l.job_retention_days).unwrap_or(i64::MAX);
+            crate::store::now_ms().saturating_sub(days.saturating_mul(86_400_000))
+        });
+        let keep = (l.max_stored_jobs > 0).then_some(l.max_stored_jobs);
+        let deleted = self.inner.store.prune(before, keep)?;
+        if deleted > 0 {
+            tracing::info!(deleted, "ended jobs beyond the retention limits deleted");
+        }
+        Ok(deleted)
+    }
+
     /// Ends every node link and watch stream (used on shutdown so that graceful shutdown
     /// does not wait for long-lived streams).
     pub fn close_all(&self) {

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::CoordError;
 
 /// Schema version written to `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// How long a statement waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,6 +79,13 @@ BEGIN
 END;
 INSERT INTO ledger_head_history SELECT node, dataset, seq, hash, signature, at_ms, recorded_at_ms
     FROM ledger_heads;
+";
+
+/// Version 4 records each head's ledger row format (what its signature covers); heads
+/// recorded before are of format-1 rows.
+const SCHEMA_V4: &str = "
+ALTER TABLE ledger_heads ADD COLUMN row_format INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE ledger_head_history ADD COLUMN row_format INTEGER NOT NULL DEFAULT 1;
 ";
 
 /// A ledger head as recorded, with who reported it and when.
@@ -176,8 +183,8 @@ impl JobStore {
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(open_err)?;
         match version {
-            0..=2 => {
-                let steps = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+            0..=3 => {
+                let steps = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
                 for step in &steps[usize::try_from(version).unwrap_or(0)..] {
                     tx.execute_batch(step).map_err(open_err)?;
                 }
@@ -273,17 +280,11 @@ impl JobStore {
         };
         if update == HeadUpdate::Advanced {
             tx.execute(
-                "INSERT INTO ledger_heads (node, dataset, seq, hash, signature, at_ms, recorded_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO ledger_heads
+                     (node, dataset, seq, hash, signature, at_ms, recorded_at_ms, row_format)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (node, dataset) DO UPDATE SET seq = ?3, hash = ?4, signature = ?5,
-                     at_ms = ?6, recorded_at_ms = ?7",
-                params![node, head.dataset, seq, head.hash, head.signature, head.at_ms, now_ms],
-            )
-            .map_err(|e| store_err(action(), e))?;
-            tx.execute(
-                "INSERT OR IGNORE INTO ledger_head_history
-                     (node, dataset, seq, hash, signature, at_ms, recorded_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     at_ms = ?6, recorded_at_ms = ?7, row_format = ?8",
                 params![
                     node,
                     head.dataset,
@@ -291,7 +292,24 @@ impl JobStore {
                     head.hash,
                     head.signature,
                     head.at_ms,
-                    now_ms
+                    now_ms,
+                    head.row_format.max(1)
+                ],
+            )
+            .map_err(|e| store_err(action(), e))?;
+            tx.execute(
+                "INSERT OR IGNORE INTO ledger_head_history
+                     (node, dataset, seq, hash, signature, at_ms, recorded_at_ms, row_format)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    node,
+                    head.dataset,
+                    seq,
+                    head.hash,
+                    head.signature,
+                    head.at_ms,
+                    now_ms,
+                    head.row_format.max(1)
                 ],
             )
             .map_err(|e| store_err(action(), e))?;
@@ -304,7 +322,8 @@ impl JobStore {
     /// ordered by node then dataset.
     pub fn heads(&self, node: &str, dataset: &str) -> Result<Vec<StoredHead>, CoordError> {
         self.read_heads(
-            "SELECT node, dataset, seq, hash, signature, at_ms, recorded_at_ms FROM ledger_heads
+            "SELECT node, dataset, seq, hash, signature, at_ms, recorded_at_ms, row_format
+             FROM ledger_heads
              WHERE (?1 = '' OR node = ?1) AND (?2 = '' OR dataset = ?2)
              ORDER BY node, dataset",
             node,
@@ -315,7 +334,7 @@ impl JobStore {
     /// Every head recorded for one node's dataset, oldest first.
     pub fn head_history(&self, node: &str, dataset: &str) -> Result<Vec<StoredHead>, CoordError> {
         self.read_heads(
-            "SELECT node, dataset, seq, hash, signature, at_ms, recorded_at_ms
+            "SELECT node, dataset, seq, hash, signature, at_ms, recorded_at_ms, row_format
              FROM ledger_head_history WHERE node = ?1 AND dataset = ?2 ORDER BY seq",
             node,
             dataset,
@@ -342,6 +361,7 @@ impl JobStore {
                         hash: row.get(3)?,
                         signature: row.get(4)?,
                         at_ms: row.get(5)?,
+                        row_format: row.get(7)?,
                     },
                     recorded_at_ms: row.get(6)?,
                 })
@@ -407,6 +427,37 @@ impl JobStore {
     /// Start-up recovery: marks every job that had not ended (submitted, accepted or running)
     /// as failed, with `reason` recorded in its history at `now_ms`. Returns the ids of the
     /// jobs it failed, oldest first. All or nothing: one transaction.
+    /// Deletes ended jobs submitted before `before_ms` (if given), then all but the newest
+    /// `keep` ended jobs (if given); unfinished jobs and ledger heads are never touched.
+    /// Returns how many jobs were deleted.
+    pub fn prune(&self, before_ms: Option<i64>, keep: Option<u64>) -> Result<u64, CoordError> {
+        let mut conn = self.conn();
+        let action = || "delete old jobs".to_string();
+        let tx = conn.transaction().map_err(|e| store_err(action(), e))?;
+        let [a, b, c] = UNFINISHED.map(|s| s as i32);
+        let mut deleted = 0;
+        if let Some(before) = before_ms {
+            deleted += tx
+                .execute(
+                    "DELETE FROM jobs WHERE state NOT IN (?1, ?2, ?3) AND submitted_at_ms < ?4",
+                    params![a, b, c, before],
+                )
+                .map_err(|e| store_err(action(), e))?;
+        }
+        if let Some(keep) = keep {
+            deleted += tx
+                .execute(
+                    "DELETE FROM jobs WHERE state NOT IN (?1, ?2, ?3) AND seq NOT IN
+                         (SELECT seq FROM jobs WHERE state NOT IN (?1, ?2, ?3)
+                          ORDER BY seq DESC LIMIT ?4)",
+                    params![a, b, c, i64::try_from(keep).unwrap_or(i64::MAX)],
+                )
+                .map_err(|e| store_err(action(), e))?;
+        }
+        tx.commit().map_err(|e| store_err(action(), e))?;
+        Ok(deleted as u64)
+    }
+
     pub fn fail_unfinished(&self, reason: &str, now_ms: i64) -> Result<Vec<String>, CoordError> {
         let mut conn = self.conn();
         let action = || "fail unfinished jobs".to_string();
@@ -520,6 +571,34 @@ mod tests {
         };
         transition(&mut job, JobState::Submitted, "", at);
         job
+    }
+
+    #[test]
+    fn retention_deletes_only_ended_jobs_and_keeps_heads() {
+        let store = JobStore::open_in_memory().unwrap();
+        // job-0 (old) is still unfinished; job-1..4 ended; job-5 is new and unfinished.
+        store.insert(&job("job-0", 500)).unwrap();
+        for i in 1..=4 {
+            let mut j = job(&format!("job-{i}"), i * 1000);
+            store.insert(&j).unwrap();
+            transition(&mut j, JobState::Refused, "no", i * 1000 + 1);
+            store.update(&j).unwrap();
+        }
+        store.insert(&job("job-5", 5000)).unwrap();
+        store.record_head("brand", &head(0, 1, 10), 11).unwrap();
+        let ids = |s: &JobStore| -> Vec<String> {
+            let mut v: Vec<String> = s.list(100).unwrap().into_iter().map(|j| j.id).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(store.prune(Some(2500), None).unwrap(), 2);
+        assert_eq!(ids(&store), ["job-0", "job-3", "job-4", "job-5"]);
+        assert_eq!(store.prune(None, Some(1)).unwrap(), 1);
+        assert_eq!(ids(&store), ["job-0", "job-4", "job-5"]);
+        assert_eq!(store.prune(Some(i64::MAX), None).unwrap(), 1);
+        assert_eq!(ids(&store), ["job-0", "job-5"]);
+        assert_eq!(store.head_history("brand", "crm").unwrap().len(), 1);
+        assert_eq!(store.prune(None, None).unwrap(), 0);
     }
 
     #[test]
@@ -672,6 +751,7 @@ mod tests {
             hash: vec![tag; 32],
             signature: vec![1; 64],
             at_ms,
+            row_format: 2,
         }
     }
 
@@ -722,6 +802,17 @@ mod tests {
         let history = store.head_history("brand", "crm").unwrap();
         assert_eq!(history.len(), 1);
         assert_eq!((history[0].head.seq, history[0].recorded_at_ms), (4, 6));
+        // Heads recorded before row formats were are of format-1 rows.
+        assert_eq!(history[0].head.row_format, 1);
+        assert_eq!(store.heads("brand", "crm").unwrap()[0].head.row_format, 1);
+        // New heads keep their format.
+        store.record_head("brand", &head(5, 9, 7), 8).unwrap();
+        assert_eq!(
+            store.head_history("brand", "crm").unwrap()[1]
+                .head
+                .row_format,
+            2
+        );
     }
 
     #[test]
