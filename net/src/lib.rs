@@ -49,10 +49,22 @@ pub fn init_tracing(default_filter: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let ansi = log_colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").is_some(),
+    );
     let _already_set = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
+}
+
+/// Whether logs carry colour codes: only on a terminal, so that logs redirected to a file or a
+/// collector stay plain text, and never when `NO_COLOR` is set.
+fn log_colours(stderr_is_terminal: bool, no_color: bool) -> bool {
+    stderr_is_terminal && !no_color
 }
 
 /// Renders an error and its causes as one line, `outer: cause: root`, skipping a cause whose
@@ -89,5 +101,17 @@ mod chain_tests {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
         };
         assert_eq!(super::error_chain(&e), "cannot read 'x': gone");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colours;
+
+    #[test]
+    fn logs_are_plain_text_unless_on_a_terminal() {
+        assert!(log_colours(true, false));
+        assert!(!log_colours(false, false), "a log file gets no colour codes");
+        assert!(!log_colours(true, true), "NO_COLOR is honoured");
     }
 }
