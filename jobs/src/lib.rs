@@ -9,7 +9,8 @@
 //! * [`params`] — typed parameters several kinds share (DP, clamping bounds, categories);
 //! * [`jobfile`] — the analyst's job file (TOML);
 //! * [`lifecycle`] — the job states, which moves between them are allowed, which end a job;
-//! * [`limits`] — the bounds every job is checked against.
+//! * [`limits`] — the bounds every job is checked against;
+//! * [`lift`] — conversion lift and its confidence intervals from noisy per-arm totals.
 //!
 //! Synchronous, no I/O beyond reading a job file, no networking: every layer can use it.
 
@@ -18,6 +19,7 @@ pub mod job;
 pub mod jobfile;
 pub mod kinds;
 pub mod lifecycle;
+pub mod lift;
 pub mod limits;
 pub mod params;
 

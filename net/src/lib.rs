@@ -111,7 +111,10 @@ mod tests {
     #[test]
     fn logs_are_plain_text_unless_on_a_terminal() {
         assert!(log_colours(true, false));
-        assert!(!log_colours(false, false), "a log file gets no colour codes");
+        assert!(
+            !log_colours(false, false),
+            "a log file gets no colour codes"
+        );
         assert!(!log_colours(true, true), "NO_COLOR is honoured");
     }
 }
