@@ -255,6 +255,9 @@ pub enum ColumnKind {
     Value,
     /// A category label, e.g. a region or audience segment.
     Segment,
+    /// A date or date-time in ISO 8601 (`2026-11-30`, `2026-11-30T14:05:00Z`,
+    /// `2026-11-30T14:05:00+01:00`, or without an offset, read as UTC), e.g. a purchase date.
+    Date,
 }
 
 impl ColumnKind {
@@ -266,6 +269,7 @@ impl ColumnKind {
             ColumnKind::Sha256 => "sha256",
             ColumnKind::Value => "value",
             ColumnKind::Segment => "segment",
+            ColumnKind::Date => "date",
         }
     }
 
@@ -275,7 +279,7 @@ impl ColumnKind {
             ColumnKind::Email => Some(IdKind::Email),
             ColumnKind::Phone => Some(IdKind::Phone),
             ColumnKind::Sha256 => Some(IdKind::Sha256),
-            ColumnKind::Value | ColumnKind::Segment => None,
+            ColumnKind::Value | ColumnKind::Segment | ColumnKind::Date => None,
         }
     }
 

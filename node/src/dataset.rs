@@ -12,6 +12,8 @@
 //!   dropped and counted per (column, reason); a row left with no valid identifier is bad
 //!   (`no valid identifier`);
 //! * a value cell must be a finite number, else the row is bad;
+//! * a date cell must be an ISO 8601 date or date-time ([`parse_timestamp`]), else the row is
+//!   bad (`invalid date in column '…'`);
 //! * a malformed CSV line (wrong number of fields) or a used cell that is not UTF-8 makes the
 //!   row bad.
 //!
@@ -176,6 +178,8 @@ enum ColumnData {
     Value(Vec<f64>),
     /// One category per record.
     Segment(SegmentColumn),
+    /// One instant per record, milliseconds since the Unix epoch (UTC).
+    Date(Vec<i64>),
 }
 
 /// A loaded dataset.
@@ -364,6 +368,7 @@ impl Dataset {
                 .map(|c| match c.kind {
                     ColumnKind::Value => ColumnData::Value(Vec::new()),
                     ColumnKind::Segment => ColumnData::Segment(SegmentColumn::default()),
+                    ColumnKind::Date => ColumnData::Date(Vec::new()),
                     ColumnKind::Email | ColumnKind::Phone | ColumnKind::Sha256 => {
                         ColumnData::Identifier
                     }
@@ -513,6 +518,11 @@ impl Dataset {
         for (col, v) in row.values {
             if let ColumnData::Value(vs) = &mut self.data[col] {
                 vs.push(v);
+            }
+        }
+        for (col, t) in row.dates {
+            if let ColumnData::Date(ts) = &mut self.data[col] {
+                ts.push(t);
             }
         }
         for (col, s) in row.segments {
@@ -675,6 +685,16 @@ impl Dataset {
         }
     }
 
+    /// The instants of a date column, one per record, in milliseconds since the Unix epoch
+    /// (UTC); `None` if `column` is not a date column.
+    pub fn dates(&self, column: &str) -> Option<&[i64]> {
+        let i = self.columns.iter().position(|c| c.name == column)?;
+        match &self.data[i] {
+            ColumnData::Date(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The categories of a segment column; `None` if `column` is not a segment column.
     pub fn segments(&self, column: &str) -> Option<&SegmentColumn> {
         let i = self.columns.iter().position(|c| c.name == column)?;
@@ -726,6 +746,8 @@ struct Row {
     values: Vec<(usize, f64)>,
     /// (declared column, trimmed category).
     segments: Vec<(usize, String)>,
+    /// (declared column, ms since the epoch).
+    dates: Vec<(usize, i64)>,
     /// (declared column, hash), no pair twice, at least one.
     ids: Vec<(u16, IdHash)>,
 }
@@ -786,6 +808,7 @@ fn parse_fields(
         person,
         values: Vec::new(),
         segments: Vec::new(),
+        dates: Vec::new(),
         ids: Vec::with_capacity(located.len()),
     };
     for c in located {
@@ -802,6 +825,19 @@ fn parse_fields(
             ColumnKind::Segment => {
                 row.segments
                     .push((c.declared, cell(c.field)?.trim().to_owned()));
+            }
+            ColumnKind::Date => {
+                let text = cell(c.field)?;
+                match parse_timestamp(text.trim()) {
+                    Some(t) => row.dates.push((c.declared, t)),
+                    None => {
+                        return Err(format!(
+                            "invalid date in column '{}' (expected ISO 8601, e.g. 2026-11-30 \
+                             or 2026-11-30T14:05:00Z)",
+                            header[c.field]
+                        ));
+                    }
+                }
             }
             ColumnKind::Email | ColumnKind::Phone | ColumnKind::Sha256 => {}
         }
@@ -829,6 +865,31 @@ fn parse_fields(
         return Err(REASON_NO_IDENTIFIER.to_owned());
     }
     Ok(row)
+}
+
+/// An ISO 8601 date or date-time as milliseconds since the Unix epoch (UTC): `YYYY-MM-DD`
+/// (midnight UTC), `YYYY-MM-DDTHH:MM[:SS[.fff]]` with `Z` or a `±HH:MM` offset, or without an
+/// offset (read as UTC); a space may stand for the `T`. `None` for anything else, including
+/// impossible dates such as `2026-02-30`.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    use time::format_description::well_known::Iso8601;
+    use time::macros::format_description;
+    use time::{Date, OffsetDateTime, PrimitiveDateTime};
+    let text = if text.len() > 10 && text.as_bytes()[10] == b' ' {
+        std::borrow::Cow::Owned(format!("{}T{}", &text[..10], &text[11..]))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    let ms = |t: OffsetDateTime| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok();
+    if let Ok(d) = Date::parse(&text, format_description!("[year]-[month]-[day]")) {
+        return ms(d.midnight().assume_utc());
+    }
+    if let Ok(t) = OffsetDateTime::parse(&text, &Iso8601::DEFAULT) {
+        return ms(t);
+    }
+    PrimitiveDateTime::parse(&text, &Iso8601::DEFAULT)
+        .ok()
+        .and_then(|t| ms(t.assume_utc()))
 }
 
 /// The header's names, comma-separated, for an error message. Names that look like data
@@ -1183,6 +1244,63 @@ mod tests {
             ds.identifiers(&[]).expect("ids")[0],
             vec![email("a@example.com")]
         );
+    }
+
+    #[test]
+    fn iso_dates_and_datetimes_parse_to_utc_milliseconds() {
+        const DAY: i64 = 86_400_000;
+        let d = parse_timestamp("2026-11-30").expect("date");
+        assert_eq!(d % DAY, 0);
+        // Days from 1970-01-01 to 2026-11-30, as Python's datetime counts them.
+        assert_eq!(d / DAY, 20_787);
+        let at = d + (14 * 60 + 5) * 60_000;
+        for text in [
+            "2026-11-30T14:05:00Z",
+            "2026-11-30T14:05:00",
+            "2026-11-30 14:05:00",
+            "2026-11-30T15:05:00+01:00",
+            "2026-11-30T14:05:00.000Z",
+        ] {
+            assert_eq!(parse_timestamp(text), Some(at), "{text}");
+        }
+        assert_eq!(parse_timestamp("2026-11-30T14:05:00.250Z"), Some(at + 250));
+        for bad in [
+            "",
+            "30/11/2026",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-11-30T25:00:00Z",
+            "yesterday",
+            "2026-11-3é 1",
+            "1732924800",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn date_columns_load_and_bad_dates_are_bad_rows() {
+        let csv = b"id,email,bought\n1,a@example.com,2026-11-30\n2,b@example.com,2026-11-30T12:00:00Z\n3,c@example.com,30/11/2026\n";
+        let ds = load(
+            csv,
+            &[("email", ColumnKind::Email), ("bought", ColumnKind::Date)],
+            0.5,
+        )
+        .expect("loads");
+        assert_eq!(ds.len(), 2);
+        let dates = ds.dates("bought").expect("date column");
+        assert_eq!(dates[1] - dates[0], 12 * 3_600_000);
+        assert_eq!(ds.dates("email"), None);
+        let report = ds.report();
+        assert_eq!(report.bad_row_count(), 1);
+        let reason = report.bad_rows.keys().next().expect("a reason");
+        assert!(
+            reason.contains("invalid date in column 'bought'"),
+            "{reason}"
+        );
+        // The reason names the column and the expected form, never the cell.
+        assert!(!reason.contains("30/11"), "{reason}");
+        assert_eq!(ds.info().columns[2].kind, "date");
     }
 
     #[test]
