@@ -40,8 +40,13 @@ pub enum IdKind {
     Email,
     /// A phone number.
     Phone,
-    /// An identifier already normalised and hashed with SHA-256, as 64 hex characters.
+    /// An identifier already normalised and hashed with SHA-256: 64 hex characters (any
+    /// case) or the 32 bytes in base64 (standard or URL-safe alphabet, padded or not).
     Sha256,
+    /// A mobile advertising ID (IDFA, GAID, OAID): a UUID, with or without hyphens, any case;
+    /// normalised to lowercase `8-4-4-4-12` form. The all-zero ID (a user who opted out of
+    /// tracking) is refused.
+    Maid,
 }
 
 /// SHA-256 of a normalised identifier. `Debug` does not print the hash.
@@ -85,9 +90,17 @@ pub enum NormalizeError {
         "invalid phone number (need at least 7 digits, parseable with the default country, or starting with '+' or '00')"
     )]
     InvalidPhone,
-    /// The value is not 64 hexadecimal characters.
-    #[error("invalid SHA-256 hex (need exactly 64 hexadecimal characters)")]
+    /// The value is neither 64 hexadecimal characters nor 32 bytes in base64.
+    #[error(
+        "invalid SHA-256 (need 64 hexadecimal characters, or the 32 bytes in base64: 43 or 44 characters)"
+    )]
     InvalidSha256,
+    /// The value is not a UUID (32 hex digits, optionally hyphenated 8-4-4-4-12).
+    #[error("invalid advertising ID (need a UUID: 32 hex digits, optionally as 8-4-4-4-12)")]
+    InvalidMaid,
+    /// The advertising ID is all zeros: the user opted out of tracking.
+    #[error("opted-out advertising ID (all zeros)")]
+    OptedOutMaid,
 }
 
 impl NormalizeError {
@@ -97,7 +110,9 @@ impl NormalizeError {
             NormalizeError::Empty => "empty",
             NormalizeError::InvalidEmail => "invalid email",
             NormalizeError::InvalidPhone => "invalid phone",
-            NormalizeError::InvalidSha256 => "invalid sha256 hex",
+            NormalizeError::InvalidSha256 => "invalid sha256",
+            NormalizeError::InvalidMaid => "invalid advertising id",
+            NormalizeError::OptedOutMaid => "opted-out advertising id",
         }
     }
 }
@@ -218,23 +233,72 @@ impl Normalizer {
         match kind {
             IdKind::Email => Ok(IdHash::of_normalized(&self.normalize_email(raw)?)),
             IdKind::Phone => Ok(IdHash::of_normalized(&self.normalize_phone(raw)?)),
-            IdKind::Sha256 => parse_sha256_hex(raw),
+            IdKind::Sha256 => parse_sha256(raw),
+            IdKind::Maid => Ok(IdHash::of_normalized(&normalize_maid(raw)?)),
         }
     }
 }
 
-/// Decodes 64 hex characters (any case, trimmed) into an [`IdHash`].
-fn parse_sha256_hex(raw: &str) -> Result<IdHash, NormalizeError> {
+/// Decodes a SHA-256 digest (trimmed): 64 hex characters in any case, or its 32 bytes in
+/// base64 (standard or URL-safe alphabet, with or without padding). The two forms cannot be
+/// confused: base64 of 32 bytes is 43 or 44 characters long.
+fn parse_sha256(raw: &str) -> Result<IdHash, NormalizeError> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(NormalizeError::Empty);
     }
-    if trimmed.len() != 64 {
-        return Err(NormalizeError::InvalidSha256);
-    }
     let mut out = [0u8; 32];
-    hex::decode_to_slice(trimmed, &mut out).map_err(|_| NormalizeError::InvalidSha256)?;
+    match trimmed.len() {
+        64 => {
+            hex::decode_to_slice(trimmed, &mut out).map_err(|_| NormalizeError::InvalidSha256)?;
+        }
+        43 | 44 => {
+            let engines = [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD];
+            let bytes = engines
+                .iter()
+                .find_map(|e| e.decode(trimmed).ok())
+                .ok_or(NormalizeError::InvalidSha256)?;
+            out = bytes
+                .try_into()
+                .map_err(|_| NormalizeError::InvalidSha256)?;
+        }
+        _ => return Err(NormalizeError::InvalidSha256),
+    }
     Ok(IdHash(out))
+}
+
+/// A mobile advertising ID in canonical form: lowercase `8-4-4-4-12`.
+pub fn normalize_maid(raw: &str) -> Result<String, NormalizeError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(NormalizeError::Empty);
+    }
+    let hyphenated = trimmed.len() == 36
+        && trimmed
+            .char_indices()
+            .all(|(i, c)| matches!(i, 8 | 13 | 18 | 23) == (c == '-'));
+    let digits: String = if hyphenated {
+        trimmed.chars().filter(|c| *c != '-').collect()
+    } else {
+        trimmed.to_owned()
+    };
+    if digits.len() != 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(NormalizeError::InvalidMaid);
+    }
+    if digits.bytes().all(|b| b == b'0') {
+        return Err(NormalizeError::OptedOutMaid);
+    }
+    let d = digits.to_ascii_lowercase();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &d[..8],
+        &d[8..12],
+        &d[12..16],
+        &d[16..20],
+        &d[20..]
+    ))
 }
 
 #[cfg(test)]
@@ -383,6 +447,93 @@ mod tests {
     }
 
     #[test]
+    fn sha256_in_base64_equals_its_hex() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let n = google_us();
+        let hex = n.identifier(IdKind::Sha256, JANE_SHA256).unwrap();
+        let bytes = hex::decode(JANE_SHA256).unwrap();
+        for b64 in [STANDARD.encode(&bytes), URL_SAFE_NO_PAD.encode(&bytes)] {
+            assert_eq!(
+                n.identifier(IdKind::Sha256, &format!(" {b64} ")),
+                Ok(hex),
+                "{b64}"
+            );
+        }
+        // A 44-character string that is not base64 of 32 bytes is refused.
+        assert_eq!(
+            n.identifier(IdKind::Sha256, &"*".repeat(44)),
+            Err(NormalizeError::InvalidSha256)
+        );
+        let long = STANDARD.encode([0u8; 33]);
+        assert_eq!(
+            n.identifier(IdKind::Sha256, &long),
+            Err(NormalizeError::InvalidSha256)
+        );
+    }
+
+    #[test]
+    fn advertising_ids_normalise_to_lowercase_uuids() {
+        // One advertising ID written three ways.
+        let canonical = "e2c1f9a0-2f65-4e4a-9d1b-1c6d3b8f0a7e";
+        for raw in [
+            "E2C1F9A0-2F65-4E4A-9D1B-1C6D3B8F0A7E",
+            "e2c1f9a02f654e4a9d1b1c6d3b8f0a7e",
+            "  e2c1f9a0-2f65-4e4a-9d1b-1c6d3b8f0a7e\t",
+        ] {
+            assert_eq!(normalize_maid(raw).as_deref(), Ok(canonical), "{raw}");
+        }
+        let n = google_us();
+        assert_eq!(
+            n.identifier(IdKind::Maid, "E2C1F9A02F654E4A9D1B1C6D3B8F0A7E"),
+            Ok(IdHash::of_normalized(canonical))
+        );
+        assert_eq!(
+            normalize_maid("00000000-0000-0000-0000-000000000000"),
+            Err(NormalizeError::OptedOutMaid)
+        );
+        assert_eq!(
+            NormalizeError::OptedOutMaid.reason(),
+            "opted-out advertising id"
+        );
+        for bad in [
+            "e2c1f9a0-2f65-4e4a-9d1b-1c6d3b8f0a7",
+            "e2c1f9a0-2f654-e4a-9d1b-1c6d3b8f0a7e",
+            "g2c1f9a02f654e4a9d1b1c6d3b8f0a7e",
+            "{e2c1f9a0-2f65-4e4a-9d1b-1c6d3b8f0a7e}",
+            "é2c1f9a02f654e4a9d1b1c6d3b8f0a7",
+        ] {
+            assert_eq!(
+                normalize_maid(bad),
+                Err(NormalizeError::InvalidMaid),
+                "{bad}"
+            );
+        }
+        assert_eq!(normalize_maid(" "), Err(NormalizeError::Empty));
+    }
+
+    proptest! {
+        /// Any case and hyphenation of one advertising ID normalises to the same canonical
+        /// form, and normalising that again changes nothing.
+        #[test]
+        fn maid_normalisation_is_idempotent(bytes in proptest::array::uniform16(any::<u8>()), upper: bool, hyphens: bool) {
+            prop_assume!(bytes.iter().any(|b| *b != 0));
+            let hex = hex::encode(bytes);
+            let mut raw = if hyphens {
+                format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+            } else {
+                hex.clone()
+            };
+            if upper {
+                raw = raw.to_uppercase();
+            }
+            let once = normalize_maid(&raw).unwrap();
+            prop_assert_eq!(normalize_maid(&once).unwrap(), once.clone());
+            prop_assert_eq!(once.replace('-', ""), hex);
+        }
+    }
+
+    #[test]
     fn bad_sha256() {
         let n = google_us();
         assert_eq!(n.identifier(IdKind::Sha256, ""), Err(NormalizeError::Empty));
@@ -420,7 +571,7 @@ mod tests {
         assert_eq!(e.reason(), "invalid email");
         assert_eq!(NormalizeError::Empty.reason(), "empty");
         assert_eq!(NormalizeError::InvalidPhone.reason(), "invalid phone");
-        assert_eq!(NormalizeError::InvalidSha256.reason(), "invalid sha256 hex");
+        assert_eq!(NormalizeError::InvalidSha256.reason(), "invalid sha256");
     }
 
     #[test]

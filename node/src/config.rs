@@ -249,8 +249,11 @@ pub enum ColumnKind {
     Email,
     /// Phone numbers (normalised to E.164 and hashed).
     Phone,
-    /// Identifiers already SHA-256 hashed (64 hex digits).
+    /// Identifiers already SHA-256 hashed (64 hex digits in any case, or base64).
     Sha256,
+    /// Mobile advertising IDs (IDFA, GAID, OAID), normalised to lowercase UUID form and
+    /// hashed; the all-zero opt-out ID is refused.
+    Maid,
     /// A finite number, e.g. a purchase amount.
     Value,
     /// A category label, e.g. a region or audience segment.
@@ -267,6 +270,7 @@ impl ColumnKind {
             ColumnKind::Email => "email",
             ColumnKind::Phone => "phone",
             ColumnKind::Sha256 => "sha256",
+            ColumnKind::Maid => "maid",
             ColumnKind::Value => "value",
             ColumnKind::Segment => "segment",
             ColumnKind::Date => "date",
@@ -279,11 +283,12 @@ impl ColumnKind {
             ColumnKind::Email => Some(IdKind::Email),
             ColumnKind::Phone => Some(IdKind::Phone),
             ColumnKind::Sha256 => Some(IdKind::Sha256),
+            ColumnKind::Maid => Some(IdKind::Maid),
             ColumnKind::Value | ColumnKind::Segment | ColumnKind::Date => None,
         }
     }
 
-    /// True for email, phone and sha256 columns.
+    /// True for email, phone, sha256 and maid columns.
     pub fn is_identifier(self) -> bool {
         self.id_kind().is_some()
     }

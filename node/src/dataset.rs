@@ -369,9 +369,10 @@ impl Dataset {
                     ColumnKind::Value => ColumnData::Value(Vec::new()),
                     ColumnKind::Segment => ColumnData::Segment(SegmentColumn::default()),
                     ColumnKind::Date => ColumnData::Date(Vec::new()),
-                    ColumnKind::Email | ColumnKind::Phone | ColumnKind::Sha256 => {
-                        ColumnData::Identifier
-                    }
+                    ColumnKind::Email
+                    | ColumnKind::Phone
+                    | ColumnKind::Sha256
+                    | ColumnKind::Maid => ColumnData::Identifier,
                 })
                 .collect(),
             persons: Vec::new(),
@@ -592,7 +593,7 @@ impl Dataset {
         &self.columns
     }
 
-    /// Names of the identifier columns (email, phone, sha256), in config order.
+    /// Names of the identifier columns (email, phone, sha256, maid), in config order.
     pub fn identifier_columns(&self) -> Vec<&str> {
         self.columns
             .iter()
@@ -839,7 +840,7 @@ fn parse_fields(
                     }
                 }
             }
-            ColumnKind::Email | ColumnKind::Phone | ColumnKind::Sha256 => {}
+            ColumnKind::Email | ColumnKind::Phone | ColumnKind::Sha256 | ColumnKind::Maid => {}
         }
     }
     for c in located {

@@ -579,6 +579,37 @@ pub fn secure_sum_policy(partners: &[String], dataset: &str) -> String {
     )
 }
 
+/// Writes `csv` to `dir/<name>.csv` and returns the `[[datasets]]` TOML block of a dataset of
+/// that name with key column `key`, the `(name, kind)` columns and `extra` settings (lines
+/// such as `person_column = "customer"\n`).
+pub fn csv_dataset(
+    dir: &Path,
+    name: &str,
+    key: &str,
+    csv: &str,
+    columns: &[(&str, &str)],
+    extra: &str,
+) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{name}.csv"));
+    std::fs::write(&path, csv)?;
+    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let mut out = format!(
+        "[[datasets]]\nname = {}\npath = {}\nkey_column = {}\n{extra}",
+        q(name),
+        q(&path.display().to_string()),
+        q(key)
+    );
+    for (c, kind) in columns {
+        out.push_str(&format!(
+            "\n[[datasets.columns]]\nname = {}\nkind = {}\n",
+            q(c),
+            q(kind)
+        ));
+    }
+    Ok(out)
+}
+
 /// A `[datasets.budget]` table to append after a dataset's TOML block.
 pub fn budget_toml(epsilon: f64) -> String {
     format!("\n[datasets.budget]\nepsilon = {epsilon:?}\n")

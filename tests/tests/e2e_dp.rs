@@ -15,8 +15,8 @@ use parley_node::ledger::Ledger;
 use parley_proto::{JobState, PsiMode};
 use parley_tests::r#gen::{FederationSpec, Generated, generate};
 use parley_tests::harness::{
-    AUDITOR, Federation, NodeSetup, budget_toml, dp_stats_spec, open_policy, psi_spec, sum_spec,
-    with_dp,
+    AUDITOR, Federation, NodeSetup, budget_toml, csv_dataset, dp_stats_spec, open_policy, psi_spec,
+    sum_spec, with_dp,
 };
 
 /// brand (crm), publisher (subscribers), retailer (loyalty), each with the given budget.
@@ -557,7 +557,6 @@ async fn one_person_in_fifty_records_moves_a_release_by_the_bound_only() {
     parley_net::init_tracing("warn");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
     // brand: 50 records share one email (a household), 100 have their own.
     let mut crm = String::from("customer_id,email\n");
     for i in 0..50 {
@@ -580,22 +579,23 @@ async fn one_person_in_fifty_records_moves_a_release_by_the_bound_only() {
     for i in 0..60 {
         list.push_str(&format!("S{i},user{i}@example.com\n"));
     }
-    for (name, text) in [("crm", &crm), ("purchases", &purchases), ("list", &list)] {
-        std::fs::write(data.join(format!("{name}.csv")), text).unwrap();
-    }
-    let dataset = |name: &str, key: &str, extra: &str| {
-        format!(
-            "[[datasets]]\nname = \"{name}\"\npath = {}\nkey_column = \"{key}\"\n{extra}\
-             [[datasets.columns]]\nname = \"email\"\nkind = \"email\"\n",
-            toml::Value::String(data.join(format!("{name}.csv")).display().to_string())
-        )
-    };
-    let brand = dataset("crm", "customer_id", "")
+    let email = [("email", "email")];
+    let brand = csv_dataset(&data, "crm", "customer_id", &crm, &email, "").unwrap()
         + &budget_toml(10.0)
         + "\n"
-        + &dataset("purchases", "order_id", "person_column = \"customer\"\n")
-        + "[[datasets.columns]]\nname = \"region\"\nkind = \"segment\"\n\
-           [[datasets.columns]]\nname = \"amount\"\nkind = \"value\"\n"
+        + &csv_dataset(
+            &data,
+            "purchases",
+            "order_id",
+            &purchases,
+            &[
+                ("email", "email"),
+                ("region", "segment"),
+                ("amount", "value"),
+            ],
+            "person_column = \"customer\"\n",
+        )
+        .unwrap()
         + &budget_toml(10.0);
     let publisher_policy = open_policy(&["brand"], &["list"]) + "min_records_per_person = 2\n";
     let fed = Federation::start(
@@ -608,7 +608,7 @@ async fn one_person_in_fifty_records_moves_a_release_by_the_bound_only() {
             ),
             NodeSetup::new(
                 "publisher",
-                dataset("list", "id", "") + &budget_toml(10.0),
+                csv_dataset(&data, "list", "id", &list, &email, "").unwrap() + &budget_toml(10.0),
                 publisher_policy,
             ),
         ],

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use parley_proto::{JobState, PsiMode, PsiStream};
 use parley_tests::r#gen::{FederationSpec, Generated, generate};
-use parley_tests::harness::{Federation, NodeSetup, open_policy, psi_spec, read_match_keys};
+use parley_tests::harness::{
+    Federation, NodeSetup, csv_dataset, open_policy, psi_spec, read_match_keys,
+};
 use parley_tests::rogue::Rogue;
 use prost::Message;
 
@@ -559,5 +561,92 @@ async fn concurrent_jobs_in_opposite_directions_with_small_batches_all_succeed()
             want as u64
         );
     }
+    fed.shutdown().await.unwrap();
+}
+
+/// Advertising IDs written differently on each side, and SHA-256 digests sent in base64 or
+/// upper-case hex, match their plain counterparts; an opted-out (all-zero) ID never matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertising_ids_and_prehashed_identifiers_match_their_plain_forms() {
+    use base64::Engine as _;
+    parley_net::init_tracing("warn");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let maid = |i: u32| format!("{i:08x}-2f65-4e4a-9d1b-1c6d3b8f0a7e");
+    let digest = |email: &str| ring::digest::digest(&ring::digest::SHA256, email.as_bytes());
+    // brand: plain emails and lowercase hyphenated MAIDs; record 0 carries the opt-out ID.
+    let mut brand =
+        String::from("id,email,maid\n0,zero@example.com,00000000-0000-0000-0000-000000000000\n");
+    for i in 1..=20 {
+        brand.push_str(&format!("B{i},user{i}@example.com,{}\n", maid(i)));
+    }
+    // publisher: the same people, half by an upper-case un-hyphenated MAID, half by the
+    // SHA-256 of the email in base64 or upper-case hex; plus the opt-out ID and strangers.
+    let mut publisher =
+        String::from("id,maid,email_sha256\nP0,00000000000000000000000000000000,\n");
+    for i in 1..=20 {
+        if i % 2 == 0 {
+            publisher.push_str(&format!(
+                "P{i},{},\n",
+                maid(i).replace('-', "").to_uppercase()
+            ));
+        } else if i % 4 == 1 {
+            let d = digest(&format!("user{i}@example.com"));
+            let b64 = base64::engine::general_purpose::STANDARD.encode(d.as_ref());
+            publisher.push_str(&format!("P{i},,{b64}\n"));
+        } else {
+            let d = digest(&format!("user{i}@example.com"));
+            publisher.push_str(&format!("P{i},,{}\n", hex::encode_upper(d.as_ref())));
+        }
+    }
+    publisher.push_str(&format!("S1,{},\n", maid(99)));
+    let fed = Federation::start(
+        tmp.path(),
+        vec![
+            NodeSetup::new(
+                "brand",
+                csv_dataset(
+                    &data,
+                    "crm",
+                    "id",
+                    &brand,
+                    &[("email", "email"), ("maid", "maid")],
+                    "",
+                )
+                .unwrap(),
+                open_policy(&["publisher"], &["crm"]),
+            ),
+            NodeSetup::new(
+                "publisher",
+                csv_dataset(
+                    &data,
+                    "subs",
+                    "id",
+                    &publisher,
+                    &[("maid", "maid"), ("email_sha256", "sha256")],
+                    "max_bad_row_fraction = 0.5\n",
+                )
+                .unwrap(),
+                open_policy(&["brand"], &["subs"]),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let job = fed
+        .run_job(psi_spec(
+            PsiMode::Match,
+            ("brand", "crm"),
+            ("publisher", "subs"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    let psi = job.result.unwrap().psi().cloned().unwrap();
+    assert_eq!(psi.intersection_records, 20);
+    let keys = read_match_keys(&psi.match_output).unwrap();
+    let want: std::collections::BTreeSet<String> = (1..=20).map(|i| format!("B{i}")).collect();
+    assert_eq!(keys, want);
     fed.shutdown().await.unwrap();
 }
