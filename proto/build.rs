@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "parley/v1/kinds/psi.proto",
     "parley/v1/kinds/dp_stats.proto",
     "parley/v1/kinds/secure_sum.proto",
+    "parley/v1/kinds/rfm.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,7 +12,7 @@
 use parley_proto::{JobKind, JobSpec, Participant as PbParticipant, PsiMode as PbPsiMode};
 
 use crate::JobError;
-use crate::kinds::{dp_stats::DpStats, psi::Psi, psi_sum::PsiSum, secure_sum::SecureSum};
+use crate::kinds::{dp_stats::DpStats, psi::Psi, psi_sum::PsiSum, rfm::Rfm, secure_sum::SecureSum};
 use crate::limits::MAX_LABEL_BYTES;
 use crate::params::check_participant;
 
@@ -51,6 +51,8 @@ pub enum Kind {
     DpStats(DpStats),
     /// Secure aggregation of per-category vectors across many nodes.
     SecureSum(SecureSum),
+    /// RFM segments over one node's transaction table.
+    Rfm(Rfm),
 }
 
 /// The part a participant plays.
@@ -119,7 +121,7 @@ pub struct Cost {
 
 impl Job {
     /// The kind's name as node policies and the CLI write it: `psi_match`,
-    /// `psi_cardinality`, `psi_sum`, `dp_stats` or `secure_sum`.
+    /// `psi_cardinality`, `psi_sum`, `dp_stats`, `secure_sum` or `rfm`.
     pub fn kind_name(&self) -> &'static str {
         self.kind.name()
     }
@@ -135,7 +137,7 @@ impl Job {
         match &self.kind {
             Kind::Psi(k) => k.role(index),
             Kind::PsiSum(k) => k.role(index),
-            Kind::DpStats(_) => Role::StatsOwner,
+            Kind::DpStats(_) | Kind::Rfm(_) => Role::StatsOwner,
             Kind::SecureSum(_) => Role::Contributor,
         }
     }
@@ -147,6 +149,7 @@ impl Job {
             Kind::Psi(k) => k.release_cost(),
             Kind::PsiSum(k) => Some(k.release_cost()),
             Kind::DpStats(k) => Some(k.release_cost()),
+            Kind::Rfm(k) => Some(k.release_cost()),
             Kind::SecureSum(k) => k.release_cost(),
         }
     }
@@ -158,6 +161,7 @@ impl Job {
             Kind::Psi(_) => Vec::new(),
             Kind::PsiSum(k) => k.data_columns(index),
             Kind::DpStats(k) => k.data_columns(),
+            Kind::Rfm(k) => k.data_columns(),
             Kind::SecureSum(k) => k.data_columns(),
         }
     }
@@ -166,7 +170,7 @@ impl Job {
     pub fn reads_identifiers(&self) -> bool {
         match &self.kind {
             Kind::Psi(_) | Kind::PsiSum(_) => true,
-            Kind::DpStats(_) | Kind::SecureSum(_) => false,
+            Kind::DpStats(_) | Kind::SecureSum(_) | Kind::Rfm(_) => false,
         }
     }
 
@@ -175,7 +179,7 @@ impl Job {
         match &self.kind {
             Kind::Psi(k) => ResultTo::Participant(k.receiver),
             Kind::PsiSum(k) => ResultTo::Participant(k.p2),
-            Kind::DpStats(_) => ResultTo::Participant(0),
+            Kind::DpStats(_) | Kind::Rfm(_) => ResultTo::Participant(0),
             Kind::SecureSum(k) => ResultTo::Coordinator {
                 copy_to: k.result_to,
             },
@@ -195,7 +199,7 @@ impl Job {
     pub fn coordinator_part(&self) -> CoordinatorPart {
         match &self.kind {
             Kind::Psi(_) | Kind::PsiSum(_) => CoordinatorPart::Relay,
-            Kind::DpStats(_) => CoordinatorPart::Local,
+            Kind::DpStats(_) | Kind::Rfm(_) => CoordinatorPart::Local,
             Kind::SecureSum(_) => CoordinatorPart::SecAggServer,
         }
     }
@@ -209,6 +213,7 @@ impl Kind {
             Kind::PsiSum(_) => "psi_sum",
             Kind::DpStats(_) => "dp_stats",
             Kind::SecureSum(_) => "secure_sum",
+            Kind::Rfm(_) => "rfm",
         }
     }
 }
@@ -251,13 +256,16 @@ fn parse(spec: &JobSpec) -> Result<Job, String> {
         },
         Ok(JobKind::DpStats) => Kind::DpStats(DpStats::from_spec(spec)?),
         Ok(JobKind::SecureSum) => Kind::SecureSum(SecureSum::from_spec(spec)?),
+        Ok(JobKind::Rfm) => Kind::Rfm(Rfm::from_spec(spec)?),
         Ok(JobKind::Unspecified) => {
-            return Err("kind: not set; set kind = \"psi\", \"dp_stats\" or \"secure_sum\"".into());
+            return Err(
+                "kind: not set; set kind = \"psi\", \"dp_stats\", \"secure_sum\" or \"rfm\"".into(),
+            );
         }
         Err(_) => {
             return Err(format!(
                 "kind: unknown kind number {}; this version of Parley ({}) runs kind = \"psi\", \
-                 \"dp_stats\" or \"secure_sum\"; run the same Parley version on every node and \
+                 \"dp_stats\", \"secure_sum\" or \"rfm\"; run the same Parley version on every node and \
                  the coordinator",
                 spec.kind,
                 env!("CARGO_PKG_VERSION")
@@ -300,6 +308,7 @@ impl From<&Job> for JobSpec {
             Kind::PsiSum(k) => k.write_spec(&mut spec),
             Kind::DpStats(k) => k.write_spec(&mut spec),
             Kind::SecureSum(k) => k.write_spec(&mut spec),
+            Kind::Rfm(k) => k.write_spec(&mut spec),
         }
         spec
     }
@@ -317,7 +326,7 @@ mod tests {
     use super::*;
     use crate::jobfile::{parse_job, parse_job_toml};
 
-    const EXAMPLES: [(&str, &str); 5] = [
+    const EXAMPLES: [(&str, &str); 6] = [
         ("job-match.toml", include_str!("../examples/job-match.toml")),
         (
             "job-cardinality.toml",
@@ -332,6 +341,7 @@ mod tests {
             "job-secure-sum.toml",
             include_str!("../examples/job-secure-sum.toml"),
         ),
+        ("job-rfm.toml", include_str!("../examples/job-rfm.toml")),
     ];
 
     #[test]
@@ -356,7 +366,8 @@ mod tests {
                 "psi_cardinality",
                 "psi_sum",
                 "dp_stats",
-                "secure_sum"
+                "secure_sum",
+                "rfm"
             ]
         );
     }

@@ -111,7 +111,7 @@ use std::path::Path;
 use parley_proto::job_spec::Params;
 use parley_proto::{
     DpMechanism, DpParams, DpStatsParams, JobKind, JobSpec, Measure, MeasureKind, OtherRows,
-    Participant, PsiMode, PsiParams, PsiRole, SecureSumParams,
+    Participant, PsiMode, PsiParams, PsiRole, RfmParams, SecureSumParams,
 };
 use serde::Deserialize;
 
@@ -128,8 +128,33 @@ struct JobFile {
     psi: Option<PsiToml>,
     dp_stats: Option<DpStatsToml>,
     secure_sum: Option<SecureSumToml>,
+    rfm: Option<RfmToml>,
     #[serde(default)]
     participants: Vec<ParticipantToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RfmToml {
+    date_column: String,
+    amount_column: String,
+    period_start: String,
+    period_end: String,
+    recency_days: Vec<u32>,
+    frequency: Vec<u32>,
+    monetary: Vec<f64>,
+    max_monetary: f64,
+    epsilon: f64,
+    #[serde(default)]
+    mean_epsilon: f64,
+    #[serde(default)]
+    mechanism: MechanismToml,
+    #[serde(default)]
+    delta: f64,
+    #[serde(default)]
+    min_count: u64,
+    #[serde(default = "default_decimals")]
+    decimals: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +197,7 @@ enum KindToml {
     Psi,
     DpStats,
     SecureSum,
+    Rfm,
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,6 +356,7 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         KindToml::Psi => JobKind::Psi,
         KindToml::DpStats => JobKind::DpStats,
         KindToml::SecureSum => JobKind::SecureSum,
+        KindToml::Rfm => JobKind::Rfm,
     };
     let invalid = |reason| JobError::FileInvalid {
         origin: origin.to_string(),
@@ -391,7 +418,23 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         exact: d.exact,
         max_rows_per_person: d.max_rows_per_person,
     });
-    let params = kind_params(kind, psi, dp_stats, secure_sum).map_err(invalid)?;
+    let rfm = file.rfm.map(|r| RfmParams {
+        date_column: r.date_column,
+        amount_column: r.amount_column,
+        period_start: r.period_start,
+        period_end: r.period_end,
+        recency_days: r.recency_days,
+        frequency: r.frequency,
+        monetary: r.monetary,
+        max_monetary: r.max_monetary,
+        epsilon: r.epsilon,
+        mean_epsilon: r.mean_epsilon,
+        mechanism: r.mechanism.proto() as i32,
+        delta: r.delta,
+        min_count: r.min_count,
+        decimals: r.decimals,
+    });
+    let params = kind_params(kind, psi, dp_stats, secure_sum, rfm).map_err(invalid)?;
     let spec = JobSpec {
         label: file.label,
         kind: kind as i32,
@@ -423,11 +466,13 @@ fn kind_params(
     psi: Option<PsiParams>,
     dp_stats: Option<DpStatsParams>,
     secure_sum: Option<SecureSumParams>,
+    rfm: Option<RfmParams>,
 ) -> Result<Option<Params>, String> {
     let tables = [
         psi.map(Params::Psi),
         dp_stats.map(Params::DpStats),
         secure_sum.map(Params::SecureSum),
+        rfm.map(Params::Rfm),
     ];
     let mut own = None;
     for p in tables.into_iter().flatten() {

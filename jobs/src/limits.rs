@@ -29,6 +29,8 @@ pub const MAX_ROWS_PER_PERSON: u32 = 10_000;
 pub const DEFAULT_SECURE_SUM_EPSILON: f64 = 1.0;
 /// The δ of a secure_sum job that sets neither `[secure_sum.dp]` nor `exact = true`.
 pub const DEFAULT_SECURE_SUM_DELTA: f64 = 1e-6;
+/// Most R × F × M cells an rfm job may declare.
+pub const MAX_RFM_CELLS: usize = 1000;
 /// Most participants of a secure_sum job.
 pub const MAX_SECURE_SUM_NODES: usize = 200;
 /// Longest secure_sum vector (one masked vector must fit one 1 MiB message).

@@ -296,6 +296,7 @@ pub(crate) fn params_kind(p: &Params) -> JobKind {
         Params::Psi(_) => JobKind::Psi,
         Params::DpStats(_) => JobKind::DpStats,
         Params::SecureSum(_) => JobKind::SecureSum,
+        Params::Rfm(_) => JobKind::Rfm,
     }
 }
 
@@ -306,6 +307,7 @@ pub(crate) fn table_name(kind: JobKind) -> &'static str {
         JobKind::Psi => "psi",
         JobKind::DpStats => "dp_stats",
         JobKind::SecureSum => "secure_sum",
+        JobKind::Rfm => "rfm",
         JobKind::Unspecified => "unspecified",
     }
 }

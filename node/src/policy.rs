@@ -25,9 +25,10 @@ pub const KINDS: &[&str] = &[
     "psi_sum",
     "dp_stats",
     "secure_sum",
+    "rfm",
 ];
 
-/// Roles a rule may name. A `dp_stats` job gives its one node the role `receiver` (it
+/// Roles a rule may name. A `dp_stats` or `rfm` job gives its one node the role `receiver` (it
 /// releases the result); a `secure_sum` job gives every participant the role `sender` (the
 /// coordinator learns only the sum).
 pub const ROLES: &[&str] = &["receiver", "sender"];
@@ -45,7 +46,8 @@ pub struct Rule {
     /// Node names of the other participants this rule allows (`"*"` = any). Every other
     /// participant of a job must be listed.
     pub partners: Vec<String>,
-    /// Job kinds allowed: `psi_match`, `psi_cardinality`, `psi_sum`, `dp_stats`, `secure_sum`.
+    /// Job kinds allowed: `psi_match`, `psi_cardinality`, `psi_sum`, `dp_stats`, `secure_sum`,
+    /// `rfm`.
     pub kinds: Vec<String>,
     /// This node's datasets the rule covers (`"*"` = any).
     pub datasets: Vec<String>,
@@ -237,7 +239,7 @@ impl Rule {
         nonempty(
             "kinds",
             &self.kinds,
-            "list psi_match, psi_cardinality, psi_sum, dp_stats and/or secure_sum",
+            "list psi_match, psi_cardinality, psi_sum, dp_stats, secure_sum and/or rfm",
         )?;
         nonempty("datasets", &self.datasets, "list dataset names or \"*\"")?;
         for k in &self.kinds {
@@ -385,6 +387,8 @@ impl Policy {
                 Some(k.bound.max_records_per_identifier),
             ),
             Kind::DpStats(k) => (0, None, Some(k.max_rows_per_person)),
+            // Each person counts once, whatever their rows: no bound to check.
+            Kind::Rfm(_) => (0, None, None),
             Kind::SecureSum(k) => (
                 0,
                 Some(k.min_contributors),

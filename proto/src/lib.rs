@@ -101,6 +101,7 @@ kind_arms!(
     SecureSumResult,
     "secure-aggregation"
 );
+kind_arms!(Rfm, rfm, rfm_mut, RfmParams, RfmResult, "RFM");
 
 #[cfg(test)]
 mod tests {

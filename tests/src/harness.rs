@@ -163,6 +163,20 @@ impl Federation {
         self.dir.join(name).join("node.toml")
     }
 
+    /// The epsilon node `name` has charged to its dataset `dataset` in the current period, read
+    /// from its ledger file (read-only, as `parley-node budget` does).
+    pub fn spent_epsilon(&self, name: &str, dataset: &str) -> anyhow::Result<f64> {
+        let cfg = parley_node::config::NodeConfig::load(&self.node_config_path(name))?;
+        let ledger =
+            parley_node::ledger::Ledger::open(&cfg.ledger_path(), name, None, cfg.budgets())?;
+        let status = ledger.status()?;
+        let s = status
+            .iter()
+            .find(|s| s.dataset == dataset)
+            .with_context(|| format!("node '{name}' has no budget for dataset '{dataset}'"))?;
+        Ok(s.spent_epsilon)
+    }
+
     /// Writes the node's config and policy and starts it.
     pub fn start_node(&mut self, name: &str) -> anyhow::Result<()> {
         let setup = self

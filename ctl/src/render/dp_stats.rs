@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use parley_proto::{DpStatsResult, MeasureKind};
 use serde_json::{Value, json};
 
-use super::noise::{noise_json, noise_text};
+use super::noise::{noise_json, noise_text, write_charged};
 use super::table::{group, short};
 
 /// "count", "sum(COLUMN)", "mean(COLUMN)".
@@ -22,16 +22,7 @@ fn measure_name(kind: MeasureKind, column: &str) -> String {
 /// Appends a DP-statistics result: one line per measure with its noise, then a table of
 /// categories.
 pub fn write_summary(s: &mut String, r: &DpStatsResult) {
-    let delta = if r.delta > 0.0 {
-        format!(", delta {}", r.delta)
-    } else {
-        String::new()
-    };
-    let _ = writeln!(
-        s,
-        "  dataset:              {} (epsilon {} charged{delta})",
-        r.dataset, r.epsilon
-    );
+    write_charged(s, &r.dataset, r.epsilon, r.delta);
     if r.rows_dropped > 0 {
         let _ = writeln!(
             s,

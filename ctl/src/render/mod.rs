@@ -1,7 +1,7 @@
 //! How `parleyctl` shows jobs and results, as text and as JSON.
 //!
 //! A result is rendered by the module of its kind — `psi` (match, cardinality), `psi_sum`
-//! (the intersection-sum part of a PSI `sum`), `dp_stats`, `secure_sum` — each holding both
+//! (the intersection-sum part of a PSI `sum`), `dp_stats`, `secure_sum`, `rfm` — each holding both
 //! the text summary and the JSON of that kind. `ResultView` names the kind; it is built from
 //! the wire's `JobResult` in one function (`ResultView::of`) and dispatched with one
 //! exhaustive `match` (`render`), so a new kind is one variant, one arm and one module.
@@ -15,6 +15,7 @@ mod dp_stats;
 mod noise;
 mod psi;
 mod psi_sum;
+mod rfm;
 mod secure_sum;
 mod table;
 
@@ -22,8 +23,8 @@ use std::fmt::Write as _;
 
 use parley_proto::job_result::Kind as ResultKind;
 use parley_proto::{
-    DpStatsResult, Job, JobKind, JobResult, JobSpec, JobState, PsiMode, PsiResult, SecureSumResult,
-    StateChange,
+    DpStatsResult, Job, JobKind, JobResult, JobSpec, JobState, PsiMode, PsiResult, RfmResult,
+    SecureSumResult, StateChange,
 };
 use serde_json::{Value, json};
 
@@ -37,6 +38,8 @@ enum ResultView<'a> {
     DpStats(&'a DpStatsResult),
     /// A secure-aggregation sum.
     SecureSum(&'a SecureSumResult),
+    /// An RFM table.
+    Rfm(&'a RfmResult),
     /// The job released nothing.
     None,
 }
@@ -48,6 +51,7 @@ impl<'a> ResultView<'a> {
             Some(ResultKind::Psi(p)) => ResultView::Psi(p),
             Some(ResultKind::DpStats(d)) => ResultView::DpStats(d),
             Some(ResultKind::SecureSum(s)) => ResultView::SecureSum(s),
+            Some(ResultKind::Rfm(r)) => ResultView::Rfm(r),
             None => ResultView::None,
         }
     }
@@ -64,32 +68,36 @@ struct Rendered {
 /// Renders a result with the module of its kind.
 fn render(view: ResultView<'_>, spec: Option<&JobSpec>) -> Rendered {
     let mut text = String::new();
-    let (psi, dp_stats, secure_sum) = match view {
+    let mut json = json!({
+        "psi": Value::Null,
+        "dp_stats": Value::Null,
+        "secure_sum": Value::Null,
+        "rfm": Value::Null,
+    });
+    let (key, value) = match view {
         ResultView::Psi(r) => {
             psi::write_summary(&mut text, spec, r);
-            (psi::json(r), Value::Null, Value::Null)
+            ("psi", psi::json(r))
         }
         ResultView::DpStats(r) => {
             dp_stats::write_summary(&mut text, r);
-            (Value::Null, dp_stats::json(r), Value::Null)
+            ("dp_stats", dp_stats::json(r))
         }
         ResultView::SecureSum(r) => {
             secure_sum::write_summary(&mut text, r);
-            (Value::Null, Value::Null, secure_sum::json(r))
+            ("secure_sum", secure_sum::json(r))
+        }
+        ResultView::Rfm(r) => {
+            rfm::write_summary(&mut text, r);
+            ("rfm", rfm::json(r))
         }
         ResultView::None => {
             text.push_str("  (the job released no result)\n");
-            (Value::Null, Value::Null, Value::Null)
+            ("psi", Value::Null)
         }
     };
-    Rendered {
-        text,
-        json: json!({
-            "psi": psi,
-            "dp_stats": dp_stats,
-            "secure_sum": secure_sum,
-        }),
-    }
+    json[key] = value;
+    Rendered { text, json }
 }
 
 /// A human summary of a job's outcome: the result if it succeeded, else why not.
@@ -167,6 +175,7 @@ pub fn kind_text(spec: Option<&JobSpec>) -> String {
         ),
         JobKind::DpStats => "dp_stats".to_string(),
         JobKind::SecureSum => "secure_sum".to_string(),
+        JobKind::Rfm => "rfm".to_string(),
         JobKind::Unspecified => "-".to_string(),
     }
 }

@@ -37,6 +37,20 @@ pub fn noise_text(n: &NoiseInfo) -> String {
     )
 }
 
+/// Appends the line naming the dataset a local release ran on and what it charged.
+pub fn write_charged(s: &mut String, dataset: &str, epsilon: f64, delta: f64) {
+    use std::fmt::Write as _;
+    let delta = if delta > 0.0 {
+        format!(", delta {delta}")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        s,
+        "  dataset:              {dataset} (epsilon {epsilon} charged{delta})"
+    );
+}
+
 /// JSON of a noise description.
 pub fn noise_json(n: &NoiseInfo) -> Value {
     json!({

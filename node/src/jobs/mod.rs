@@ -5,7 +5,7 @@
 //! * `psi`, `psi_sum`: the two PSI roles of `parley_crypto::psi` (match, cardinality) and
 //!   `parley_crypto::psi_sum` (sum), run by the two-party stream driver (`two_party`) over
 //!   sealed envelopes (`envelope`) that the coordinator relays;
-//! * `dp_stats`: a local release (`dp` holds what the DP kinds share);
+//! * `dp_stats`, `rfm`: local releases (`dp` holds what the DP kinds share);
 //! * `secure_sum`: this node's client part of a secure aggregation, run by the
 //!   coordinator-rounds driver (`rounds`).
 //!
@@ -54,6 +54,7 @@ pub(crate) mod dp_stats;
 mod envelope;
 mod psi;
 mod psi_sum;
+mod rfm;
 mod rounds;
 pub mod secure_sum;
 mod two_party;
@@ -143,7 +144,7 @@ impl Links {
                     x25519: keys_of(&other.node)?.x25519_public,
                 })
             }
-            Kind::DpStats(_) => Ok(Links::Local),
+            Kind::DpStats(_) | Kind::Rfm(_) => Ok(Links::Local),
             Kind::SecureSum(k) => {
                 let params = k.secagg_params(job_id)?;
                 let mut keys = PeerKeys::new();
@@ -305,6 +306,7 @@ pub fn run_blocking(
         Kind::PsiSum(k) => psi_sum::run(&run, k, &mut io, &wait),
         Kind::DpStats(k) => dp_stats::run(&run, k, &io, &wait),
         Kind::SecureSum(k) => secure_sum::run(&run, k, &mut io, &wait),
+        Kind::Rfm(k) => rfm::run(&run, k, &io, &wait),
     }
 }
 
@@ -318,6 +320,7 @@ pub fn check_columns(ds: &Dataset, job: &Job, index: usize) -> Result<(), String
         Kind::PsiSum(k) => psi_sum::check_columns(ds, k, index),
         Kind::DpStats(k) => dp_stats::check_columns(ds, k),
         Kind::SecureSum(k) => secure_sum::check_columns(ds, k),
+        Kind::Rfm(k) => rfm::check_columns(ds, k),
     }
 }
 
