@@ -239,6 +239,27 @@ impl Normalizer {
     }
 }
 
+/// How a pre-hashed SHA-256 identifier is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sha256Encoding {
+    /// 64 hexadecimal characters, any case.
+    Hex,
+    /// The 32 bytes in base64 (43 or 44 characters).
+    Base64,
+}
+
+impl Sha256Encoding {
+    /// The encoding a (trimmed) value is written in, judged by its length alone; `None` for a
+    /// length neither encoding has.
+    pub fn of(raw: &str) -> Option<Sha256Encoding> {
+        match raw.trim().len() {
+            64 => Some(Sha256Encoding::Hex),
+            43 | 44 => Some(Sha256Encoding::Base64),
+            _ => None,
+        }
+    }
+}
+
 /// Decodes a SHA-256 digest (trimmed): 64 hex characters in any case, or its 32 bytes in
 /// base64 (standard or URL-safe alphabet, with or without padding). The two forms cannot be
 /// confused: base64 of 32 bytes is 43 or 44 characters long.

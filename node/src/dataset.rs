@@ -8,6 +8,8 @@
 //! Row rules:
 //! * the key cell must not be blank, else the row is bad (`missing key`); so must the person
 //!   cell when the dataset names a separate `person_column` (`missing person`);
+//! * a sha256 column is written in one encoding, hex or base64; a column that mixes them fails
+//!   to load ([`NodeError::MixedEncoding`]);
 //! * a blank identifier cell is simply absent; an identifier that does not normalise is
 //!   dropped and counted per (column, reason); a row left with no valid identifier is bad
 //!   (`no valid identifier`);
@@ -37,7 +39,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use parley_crypto::normalize::{IdHash, Normalizer};
+use parley_crypto::normalize::{IdHash, Normalizer, Sha256Encoding};
 use parley_proto::{ColumnInfo, DatasetInfo};
 use rayon::prelude::*;
 
@@ -385,6 +387,8 @@ impl Dataset {
         };
         let mut segment_index: Vec<HashMap<String, u32>> = vec![HashMap::new(); cfg.columns.len()];
         let mut person_index: HashMap<String, u32> = HashMap::new();
+        // Per declared column, sha256 values seen in (hex, base64).
+        let mut encodings = vec![(0u64, 0u64); cfg.columns.len()];
 
         // Rows are read in chunks; each chunk is parsed (normalised and hashed) in parallel,
         // then committed in file order so that examples and records keep the file's order.
@@ -433,11 +437,19 @@ impl Dataset {
                         line: *line,
                         row: Err(reason.clone()),
                         dropped: Vec::new(),
+                        encodings: Vec::new(),
                     },
                 })
                 .collect();
             for p in parsed {
                 report.rows_read += 1;
+                for (col, e) in &p.encodings {
+                    let n = &mut encodings[*col];
+                    match e {
+                        Sha256Encoding::Hex => n.0 += 1,
+                        Sha256Encoding::Base64 => n.1 += 1,
+                    }
+                }
                 for (field, reason) in p.dropped {
                     *report
                         .bad_identifiers
@@ -459,6 +471,19 @@ impl Dataset {
         }
 
         drop(person_index);
+        if let Some((i, (hex, base64))) = encodings
+            .iter()
+            .enumerate()
+            .find(|(_, (h, b))| *h > 0 && *b > 0)
+        {
+            return Err(NodeError::MixedEncoding {
+                dataset: cfg.name.clone(),
+                path: cfg.path.clone(),
+                column: cfg.columns[i].name.clone(),
+                hex: *hex,
+                base64: *base64,
+            });
+        }
         if person_field.is_none() {
             ds.persons = ds.number_keys();
         }
@@ -759,6 +784,8 @@ struct Parsed {
     row: Result<Row, String>,
     /// (CSV field, reason) of each identifier that did not normalise.
     dropped: Vec<(usize, &'static str)>,
+    /// (declared column, encoding) of each non-empty sha256 cell.
+    encodings: Vec<(usize, Sha256Encoding)>,
 }
 
 /// Parses one record found at `line`.
@@ -771,7 +798,21 @@ fn parse_row(
 ) -> Parsed {
     let mut dropped = Vec::new();
     let row = parse_fields(record, fields, header, normalizer, &mut dropped);
-    Parsed { line, row, dropped }
+    let encodings = fields
+        .located
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Sha256)
+        .filter_map(|c| {
+            let text = std::str::from_utf8(record.get(c.field)?).ok()?;
+            Some((c.declared, Sha256Encoding::of(text)?))
+        })
+        .collect();
+    Parsed {
+        line,
+        row,
+        dropped,
+        encodings,
+    }
 }
 
 fn parse_fields(
@@ -1277,6 +1318,30 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_sha256_column_in_two_encodings_fails_to_load_by_name() {
+        use base64::Engine as _;
+        let digest = email("jane@example.com").0;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+        let hex = hex::encode(digest);
+        let cols = &[("hashed", ColumnKind::Sha256)];
+        // One encoding per column loads, either one.
+        for v in [&hex, &b64] {
+            let csv = format!("id,hashed\n1,{v}\n2,{v}\n");
+            let ds = load(csv.as_bytes(), cols, 0.0).expect("loads");
+            assert_eq!(ds.identifiers(&[]).expect("ids")[0], vec![IdHash(digest)]);
+        }
+        let csv = format!("id,hashed\n1,{hex}\n2,{hex}\n3,{b64}\n");
+        let err = load(csv.as_bytes(), cols, 0.0).expect_err("must fail");
+        let text = err.to_string();
+        assert!(
+            matches!(err, NodeError::MixedEncoding { ref column, hex: 2, base64: 1, .. } if column == "hashed"),
+            "{text}"
+        );
+        assert!(text.contains("2 values in hex and 1 in base64"), "{text}");
+        assert!(!text.contains(&b64) && !text.contains(&hex), "{text}");
     }
 
     #[test]

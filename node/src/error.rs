@@ -135,6 +135,24 @@ pub enum NodeError {
         example_lines: Vec<u64>,
     },
 
+    /// A sha256 column holds digests in both encodings.
+    #[error(
+        "dataset '{dataset}' ({}): column '{column}' mixes SHA-256 encodings: {hex} values in hex and {base64} in base64; a column is written one way (re-export it in one encoding)",
+        path.display()
+    )]
+    MixedEncoding {
+        /// Dataset name.
+        dataset: String,
+        /// The CSV file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// Values written in hex.
+        hex: u64,
+        /// Values written in base64.
+        base64: u64,
+    },
+
     /// A job or caller named a column the dataset does not have.
     #[error("dataset '{dataset}' has no column '{column}' (identifier columns: {}); use one of those", identifier_columns.join(", "))]
     UnknownColumn {

@@ -582,24 +582,24 @@ async fn advertising_ids_and_prehashed_identifiers_match_their_plain_forms() {
     }
     // publisher: the same people, half by an upper-case un-hyphenated MAID, half by the
     // SHA-256 of the email in base64 or upper-case hex; plus the opt-out ID and strangers.
+    // (A column is written in one encoding: base64 and hex digests are in separate columns.)
     let mut publisher =
-        String::from("id,maid,email_sha256\nP0,00000000000000000000000000000000,\n");
+        String::from("id,maid,email_sha256,email_b64\nP0,00000000000000000000000000000000,,\n");
     for i in 1..=20 {
+        let d = digest(&format!("user{i}@example.com"));
         if i % 2 == 0 {
             publisher.push_str(&format!(
-                "P{i},{},\n",
+                "P{i},{},,\n",
                 maid(i).replace('-', "").to_uppercase()
             ));
         } else if i % 4 == 1 {
-            let d = digest(&format!("user{i}@example.com"));
             let b64 = base64::engine::general_purpose::STANDARD.encode(d.as_ref());
-            publisher.push_str(&format!("P{i},,{b64}\n"));
+            publisher.push_str(&format!("P{i},,,{b64}\n"));
         } else {
-            let d = digest(&format!("user{i}@example.com"));
-            publisher.push_str(&format!("P{i},,{}\n", hex::encode_upper(d.as_ref())));
+            publisher.push_str(&format!("P{i},,{},\n", hex::encode_upper(d.as_ref())));
         }
     }
-    publisher.push_str(&format!("S1,{},\n", maid(99)));
+    publisher.push_str(&format!("S1,{},,\n", maid(99)));
     let fed = Federation::start(
         tmp.path(),
         vec![
@@ -623,7 +623,11 @@ async fn advertising_ids_and_prehashed_identifiers_match_their_plain_forms() {
                     "subs",
                     "id",
                     &publisher,
-                    &[("maid", "maid"), ("email_sha256", "sha256")],
+                    &[
+                        ("maid", "maid"),
+                        ("email_sha256", "sha256"),
+                        ("email_b64", "sha256"),
+                    ],
                     "max_bad_row_fraction = 0.5\n",
                 )
                 .unwrap(),
