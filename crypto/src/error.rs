@@ -34,6 +34,12 @@ pub enum Stream {
     SumIdsReblinded,
     /// Intersection-sum: P2's pairs `(H(y)^b, Enc(v))`, as received by P1.
     SumPairs,
+    /// Grouped aggregate: P1's blinded identifiers `H(x)^a`, group by group, as received by P2.
+    GroupIds,
+    /// Grouped aggregate: P1's identifiers blinded by both keys, as received by P1.
+    GroupIdsReblinded,
+    /// Grouped aggregate: P2's items `(H(y)^b, Enc(v[0]), …)`, as received by P1.
+    GroupPairs,
 }
 
 impl fmt::Display for Stream {
@@ -46,6 +52,9 @@ impl fmt::Display for Stream {
             Stream::SumIds => "intersection-sum: P1's blinded identifiers",
             Stream::SumIdsReblinded => "intersection-sum: P1's re-blinded identifiers",
             Stream::SumPairs => "intersection-sum: P2's identifier/ciphertext pairs",
+            Stream::GroupIds => "grouped aggregate: P1's blinded identifiers",
+            Stream::GroupIdsReblinded => "grouped aggregate: P1's re-blinded identifiers",
+            Stream::GroupPairs => "grouped aggregate: P2's identifier/ciphertext items",
         })
     }
 }
@@ -115,6 +124,28 @@ pub enum CryptoError {
         offset: u64,
         /// Length of the batch in bytes.
         len: usize,
+    },
+    /// A batch of grouped-aggregate items is not a whole number of items.
+    #[error(
+        "{stream}: batch at offset {offset} is {len} bytes, not a multiple of {item_len} (one ristretto255 point and one 64-byte ElGamal ciphertext per value column)"
+    )]
+    ItemBatchLength {
+        /// The stream the batch belongs to.
+        stream: Stream,
+        /// Index (in items) of the batch's first item within the stream.
+        offset: u64,
+        /// Length of the batch in bytes.
+        len: usize,
+        /// Length of one item in bytes.
+        item_len: usize,
+    },
+    /// The peer declared a number of groups other than the job's.
+    #[error("peer declared sizes for {got} groups; the job has {expected}")]
+    GroupCountMismatch {
+        /// Groups declared.
+        got: usize,
+        /// Groups in the job.
+        expected: usize,
     },
     /// The ElGamal ciphertext inside an intersection-sum pair has a component that is not a
     /// canonical ristretto255 encoding.
@@ -334,6 +365,52 @@ pub enum CryptoError {
         len: usize,
         /// Number of points in the outgoing stream.
         count: u64,
+    },
+    /// A grouped aggregate with no groups or columns, or more than supported.
+    #[error(
+        "a grouped aggregate needs 1 to {max_groups} groups and 1 to {max_columns} value columns; this job has {groups} groups and {width} columns"
+    )]
+    GroupShape {
+        /// Groups asked for.
+        groups: usize,
+        /// Value columns asked for.
+        width: usize,
+        /// Largest supported number of groups.
+        max_groups: usize,
+        /// Largest supported number of columns.
+        max_columns: usize,
+    },
+    /// A group label outside the job's groups.
+    #[error("group label {group} is outside the job's {groups} groups")]
+    GroupOutOfRange {
+        /// The label.
+        group: u32,
+        /// Groups in the job.
+        groups: usize,
+    },
+    /// Identifiers labelled with more than one group.
+    #[error(
+        "{count} identifiers carry more than one group label; each person must be in one group (drop or reassign them before the job)"
+    )]
+    ConflictingGroups {
+        /// Identifiers with a second label.
+        count: u64,
+    },
+    /// A value vector of the wrong length.
+    #[error("a value vector has {got} entries; the job has {expected} value columns")]
+    ValueWidth {
+        /// Entries found.
+        got: usize,
+        /// Columns in the job.
+        expected: usize,
+    },
+    /// A list (noise values or decryption ranges) of the wrong length for the job's shape.
+    #[error("got {got} noise values or ranges; the job's shape needs {expected}")]
+    NoiseCount {
+        /// Entries given.
+        got: usize,
+        /// Entries needed.
+        expected: usize,
     },
     /// The local set needs more points than the job allows.
     #[error("local set needs {count} points, more than this job's limit of {max}")]

@@ -14,6 +14,8 @@
 //! * [`elgamal`]: additively homomorphic exponential ElGamal on ristretto255 with a bounded
 //!   discrete-log (baby-step giant-step) decryption.
 //! * [`psi_sum`]: the two roles of the intersection-sum protocol (conversion measurement).
+//! * [`grouped`]: the grouped intersection-aggregate (per-group matched counts and sums of
+//!   several value columns; the engine under conversion lift).
 //! * [`dp`]: differentially private releases through OpenDP measurements (discrete Laplace and
 //!   Gaussian), with calibration and accuracy bounds.
 //! * [`ledger`]: the signed, hash-chained privacy-budget ledger rows, exports and the audit.
@@ -32,6 +34,7 @@ pub mod dp;
 pub mod elgamal;
 pub mod envelope;
 pub mod error;
+pub mod grouped;
 pub mod h2g;
 pub mod keys;
 pub mod ledger;

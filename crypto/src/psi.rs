@@ -317,17 +317,25 @@ impl Inbound {
         let declared = self.declared.ok_or(CryptoError::HeaderMissing { stream })?;
         if !bytes.len().is_multiple_of(self.item_len) {
             let len = bytes.len();
-            return Err(if self.item_len == crate::psi_sum::PAIR_LEN {
+            let item_len = self.item_len;
+            return Err(if item_len == POINT_LEN {
+                CryptoError::BatchLength {
+                    stream,
+                    offset,
+                    len,
+                }
+            } else if item_len == crate::psi_sum::PAIR_LEN && matches!(stream, Stream::SumPairs) {
                 CryptoError::PairBatchLength {
                     stream,
                     offset,
                     len,
                 }
             } else {
-                CryptoError::BatchLength {
+                CryptoError::ItemBatchLength {
                     stream,
                     offset,
                     len,
+                    item_len,
                 }
             });
         }
