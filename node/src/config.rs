@@ -81,7 +81,7 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NormalizationConfig {
-    /// Normalisation profile: `google` (default) or `basic`.
+    /// Normalisation profile: `google` (default), `meta`, `uid2` or `basic`.
     #[serde(default)]
     pub profile: Profile,
     /// Country assumed for phone numbers without an international prefix (ISO 3166
