@@ -94,6 +94,29 @@ struct Rules {
 }
 
 impl Profile {
+    /// Every profile, in the order the docs list them.
+    pub const ALL: [Profile; 4] = [
+        Profile::Google,
+        Profile::Meta,
+        Profile::Uid2,
+        Profile::Basic,
+    ];
+
+    /// The name configs and job files spell it with (`google`, `meta`, `uid2`, `basic`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Google => "google",
+            Profile::Meta => "meta",
+            Profile::Uid2 => "uid2",
+            Profile::Basic => "basic",
+        }
+    }
+
+    /// The profile named `name` (as [`Profile::name`] spells it), if there is one.
+    pub fn from_name(name: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.name() == name)
+    }
+
     /// The rule set of this profile.
     fn rules(self) -> Rules {
         match self {
@@ -693,6 +716,16 @@ mod tests {
     #[test]
     fn id_hash_debug_is_redacted() {
         assert_eq!(format!("{:?}", IdHash([7; 32])), "IdHash(..)");
+    }
+
+    #[test]
+    fn profile_names_match_their_serde_names() {
+        for p in Profile::ALL {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.name()));
+            assert_eq!(Profile::from_name(p.name()), Some(p));
+        }
+        assert_eq!(Profile::from_name("Meta"), None);
     }
 
     #[test]

@@ -154,6 +154,16 @@ impl Job {
         }
     }
 
+    /// The identifier normalisation profile every participant must have prepared its dataset
+    /// with, for kinds that match identifiers across nodes (`None` for the others).
+    pub fn identifier_profile(&self) -> Option<parley_crypto::normalize::Profile> {
+        match &self.kind {
+            Kind::Psi(k) => Some(k.profile),
+            Kind::PsiSum(k) => Some(k.profile),
+            Kind::DpStats(_) | Kind::Rfm(_) | Kind::SecureSum(_) => None,
+        }
+    }
+
     /// The non-identifier columns participant `index` reads from its dataset: value and
     /// segment columns. (Identifier columns are [`Participant::columns`].)
     pub fn data_columns(&self, index: usize) -> Vec<&str> {

@@ -13,6 +13,9 @@
 //! [psi]
 //! mode = "match"                     # match | cardinality
 //! min_intersection = 100             # optional, default 0 (off)
+//! profile = "google"                 # optional: the identifier normalisation profile both
+//!                                    # nodes must use (google | meta | uid2 | basic);
+//!                                    # default google
 //! [[participants]]
 //! node = "brand"
 //! dataset = "crm"
@@ -216,6 +219,8 @@ struct PsiToml {
     decimals: u32,
     #[serde(default)]
     max_records_per_identifier: u32,
+    #[serde(default)]
+    profile: String,
 }
 
 fn default_decimals() -> u32 {
@@ -375,6 +380,7 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         upper: psi.upper,
         decimals: psi.decimals,
         max_records_per_identifier: psi.max_records_per_identifier,
+        profile: psi.profile,
     });
     let dp_stats = file.dp_stats.map(|d| DpStatsParams {
         segment_column: d.segment_column,
@@ -620,6 +626,38 @@ role = "sender"
         );
         let dup = text.replace("retailer-5", "retailer-4");
         assert!(invalid(&dup).contains("listed twice"));
+    }
+
+    #[test]
+    fn the_profile_defaults_to_google_survives_the_wire_and_unknown_ones_are_refused() {
+        use crate::Kind;
+        use parley_crypto::normalize::Profile;
+        let card = include_str!("../examples/job-cardinality.toml");
+        let job = parse_job(card, "test.toml").unwrap();
+        assert_eq!(job.identifier_profile(), Some(Profile::Google));
+        // The default stays empty on the wire, so older specs keep their meaning.
+        assert_eq!(parley_proto::JobSpec::from(&job).psi().unwrap().profile, "");
+        let meta = card.replace(
+            "min_intersection = 50\n",
+            "min_intersection = 50\nprofile = \"meta\"\n",
+        );
+        let job = parse_job(&meta, "test.toml").unwrap();
+        assert_eq!(job.identifier_profile(), Some(Profile::Meta));
+        let spec = parley_proto::JobSpec::from(&job);
+        assert_eq!(spec.psi().unwrap().profile, "meta");
+        let again = Job::try_from(&spec).unwrap();
+        let Kind::Psi(k) = &again.kind else {
+            panic!("not psi")
+        };
+        assert_eq!(k.profile, Profile::Meta);
+        let e = invalid(&meta.replace("\"meta\"", "\"Meta\""));
+        assert!(
+            e.contains("unknown profile 'Meta'; use one of google, meta, uid2, basic"),
+            "{e}"
+        );
+        // Kinds that match no identifiers across nodes have no profile.
+        let stats = parse_job(include_str!("../examples/job-dp-stats.toml"), "t.toml").unwrap();
+        assert_eq!(stats.identifier_profile(), None);
     }
 
     #[test]

@@ -509,6 +509,20 @@ fn consider(node: &Node, offer: &JobOffer) -> Result<(Job, Links), String> {
         })
     };
     node.policy.check(me, &job, &offer.submitted_by, &lookup)?;
+    let prepared = node.config.normalization.profile;
+    if let Some(wanted) = job.identifier_profile()
+        && wanted != prepared
+    {
+        return Err(format!(
+            "node '{me}' refuses: the job matches identifiers normalised under profile '{}', \
+             but this node prepares its datasets under profile '{}' ([normalization] profile \
+             in its node.toml), so one person's identifiers would hash differently on the two \
+             sides and silently fail to match; the partners must agree on one profile \
+             (set profile in the job's [psi] table, or change one node's profile)",
+            wanted.name(),
+            prepared.name()
+        ));
+    }
     if let Some(ds) = node.datasets.get(&job.participants[index].dataset) {
         check_columns(ds, &job, index).map_err(|e| format!("node '{me}': {e}"))?;
     }

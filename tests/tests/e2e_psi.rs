@@ -654,3 +654,68 @@ async fn advertising_ids_and_prehashed_identifiers_match_their_plain_forms() {
     assert_eq!(keys, want);
     fed.shutdown().await.unwrap();
 }
+
+/// Two nodes under Meta's rules match the way Meta's rules say (Gmail dots kept, phones as
+/// digits); a job whose profile differs from a node's is refused, naming both profiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn meta_profile_nodes_match_under_meta_rules_and_a_profile_mismatch_is_refused() {
+    parley_net::init_tracing("warn");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // B1/P1: one Gmail address in two spellings of case and dots kept; B2/P2: case and
+    // surrounding spaces; B3: the dotless form of B1, a different address under Meta (the
+    // same one under Google); B4/P4: one phone written two ways.
+    let brand = "id,email,phone\nB1,Jane.Doe@Gmail.com,\nB2, bob@example.com ,\n\
+                 B3,janedoe@gmail.com,\nB4,,(650) 555-1213\n";
+    let publisher = "id,email,phone\nP1,jane.doe@gmail.com,\nP2,BOB@EXAMPLE.COM,\n\
+                     P4,,+1-650-555-1213\nP5,stranger@example.com,\n";
+    let columns = [("email", "email"), ("phone", "phone")];
+    let meta = "[normalization]\nprofile = \"meta\"\n";
+    let node = |name: &str, dataset: &str, csv: &str, partner: &str| {
+        let mut setup = NodeSetup::new(
+            name,
+            csv_dataset(&data, dataset, "id", csv, &columns, "").unwrap(),
+            open_policy(&[partner], &[dataset]),
+        );
+        setup.extra_toml = meta.to_owned();
+        setup
+    };
+    let fed = Federation::start(
+        tmp.path(),
+        vec![
+            node("brand", "crm", brand, "publisher"),
+            node("publisher", "subs", publisher, "brand"),
+        ],
+    )
+    .await
+    .unwrap();
+    let spec = |profile: &str| {
+        let mut spec = psi_spec(PsiMode::Match, ("brand", "crm"), ("publisher", "subs"), 0);
+        if let Some(parley_proto::job_spec::Params::Psi(p)) = spec.params.as_mut() {
+            p.profile = profile.to_owned();
+        }
+        spec
+    };
+    let job = fed.run_job(spec("meta")).await.unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    let psi = job.result.unwrap().psi().cloned().unwrap();
+    assert_eq!(psi.profile, "meta");
+    let keys = read_match_keys(&psi.match_output).unwrap();
+    let want: std::collections::BTreeSet<String> =
+        ["B1", "B2", "B4"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(keys, want);
+
+    // No profile in the job means google: both nodes are under meta, so it is refused.
+    let job = fed.run_job(spec("")).await.unwrap();
+    assert_eq!(job.state(), JobState::Refused, "{}", job.reason);
+    assert!(
+        job.reason.contains("profile 'google'") && job.reason.contains("profile 'meta'"),
+        "{}",
+        job.reason
+    );
+    // An unknown profile is refused at submission, listing the known ones.
+    let err = fed.submit(spec("facebook")).await.unwrap_err().to_string();
+    assert!(err.contains("unknown profile 'facebook'"), "{err}");
+    assert!(err.contains("google, meta, uid2, basic"), "{err}");
+    fed.shutdown().await.unwrap();
+}

@@ -45,6 +45,13 @@ pub fn write_summary(s: &mut String, spec: Option<&JobSpec>, psi: &PsiResult) {
         "  sender identifiers:   {}",
         group(psi.sender_identifiers)
     );
+    if !psi.profile.is_empty() {
+        let _ = writeln!(
+            s,
+            "  normalisation:        profile '{}' on both sides",
+            psi.profile.escape_debug()
+        );
+    }
     if psi.records_dropped > 0 {
         let _ = writeln!(
             s,
@@ -105,6 +112,7 @@ pub fn json(p: &PsiResult) -> Value {
         "match_output": p.match_output,
         "elapsed_ms": p.elapsed_ms,
         "records_dropped": p.records_dropped,
+        "profile": p.profile,
         "dp": json!({
             "count_noise": p.count_noise.as_ref().map_or(Value::Null, noise_json),
             "sum": p.sum.as_ref().map_or(Value::Null, psi_sum::json),

@@ -20,6 +20,7 @@
 //! [`crate::kinds::psi_sum`]), so [`check_pair`] checks the parts both read: the table, the
 //! mode, the two participants and their roles.
 
+use parley_crypto::normalize::Profile;
 use parley_proto::job_spec::Params;
 use parley_proto::{JobKind, JobSpec, PsiMode as PbPsiMode, PsiParams, PsiRole};
 
@@ -77,6 +78,8 @@ pub struct Psi {
     pub sender: usize,
     /// The contribution bound of a DP job (see the module docs).
     pub bound: Contribution,
+    /// The identifier normalisation profile both nodes must use.
+    pub profile: Profile,
 }
 
 /// How much one person can contribute to a DP PSI release (module docs of [`crate::kinds::psi`]).
@@ -114,6 +117,7 @@ pub(crate) struct Pair<'a> {
     pub(crate) receiver: usize,
     pub(crate) sender: usize,
     pub(crate) bound: Contribution,
+    pub(crate) profile: Profile,
 }
 
 impl Psi {
@@ -134,6 +138,7 @@ impl Psi {
             receiver: pair.receiver,
             sender: pair.sender,
             bound: pair.bound,
+            profile: pair.profile,
         })
     }
 
@@ -154,6 +159,7 @@ impl Psi {
                 } else {
                     0
                 },
+                profile: profile_name(self.profile),
                 ..Default::default()
             }
             .into(),
@@ -182,6 +188,31 @@ impl Psi {
             mechanism: dp.mechanism.label(what),
         })
     }
+}
+
+/// The wire spelling of `profile`: empty for the default, so that specs written before
+/// profiles existed keep their meaning and their hash.
+pub(crate) fn profile_name(profile: Profile) -> String {
+    if profile == Profile::default() {
+        String::new()
+    } else {
+        profile.name().to_owned()
+    }
+}
+
+/// The profile a spec names (empty = the default, `google`).
+fn check_profile(name: &str) -> Result<Profile, String> {
+    if name.is_empty() {
+        return Ok(Profile::default());
+    }
+    Profile::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = Profile::ALL.iter().map(|p| p.name()).collect();
+        format!(
+            "psi.profile: unknown profile '{}'; use one of {}",
+            name.escape_debug(),
+            known.join(", ")
+        )
+    })
 }
 
 /// Writes the PSI roles of the two participants.
@@ -337,7 +368,9 @@ pub(crate) fn check_pair(spec: &JobSpec) -> Result<Pair<'_>, String> {
         .unwrap_or(0);
     let sender = 1 - receiver;
     let bound = check_bound(spec, psi, dp.is_some(), sender)?;
+    let profile = check_profile(&psi.profile)?;
     Ok(Pair {
+        profile,
         psi,
         dp,
         count_dp,

@@ -7,10 +7,11 @@
 //! never sees a value. Both datasets pay the sum's and the count's ε (the release is about
 //! both). The shared `[psi]` checks are [`crate::kinds::psi::check_pair`].
 
+use parley_crypto::normalize::Profile;
 use parley_proto::{JobKind, JobSpec, PsiMode as PbPsiMode, PsiParams};
 
 use crate::job::{Cost, Role};
-use crate::kinds::psi::{Contribution, check_pair, set_roles};
+use crate::kinds::psi::{Contribution, check_pair, profile_name, set_roles};
 use crate::params::{Bounds, Dp};
 
 /// An intersection-sum job.
@@ -34,6 +35,8 @@ pub struct PsiSum {
     /// The contribution bound: P2 keeps at most `max_records_per_identifier` records per
     /// person; P1 matches on `sender_columns` columns.
     pub bound: Contribution,
+    /// The identifier normalisation profile both nodes must use.
+    pub profile: Profile,
 }
 
 impl PsiSum {
@@ -53,6 +56,7 @@ impl PsiSum {
             p2: pair.receiver,
             value_column: spec.participants[pair.receiver].value_column.clone(),
             bound: pair.bound,
+            profile: pair.profile,
         })
     }
 
@@ -81,6 +85,7 @@ impl PsiSum {
                 upper: self.bounds.upper,
                 decimals: self.bounds.decimals,
                 max_records_per_identifier: self.bound.max_records_per_identifier,
+                profile: profile_name(self.profile),
             }
             .into(),
         );

@@ -155,6 +155,7 @@ fn release(
         count_noise,
         sum: None,
         records_dropped: kept.map_or(0, |kept| kept.dropped),
+        profile: k.profile.name().to_owned(),
     }))
 }
 

@@ -135,6 +135,7 @@ pub(super) fn run(
             upper: b.upper,
         }),
         records_dropped: kept.dropped,
+        profile: k.profile.name().to_owned(),
     })))
 }
 
