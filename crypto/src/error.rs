@@ -28,12 +28,6 @@ pub enum Stream {
     ReceiverBlinded,
     /// The receiver's identifiers blinded by both keys, `H(x)^ab`, as received by the receiver.
     DoubleBlinded,
-    /// Intersection-sum: P1's blinded identifiers `H(x)^a`, as received by P2.
-    SumIds,
-    /// Intersection-sum: P1's identifiers blinded by both keys, `H(x)^ab`, as received by P1.
-    SumIdsReblinded,
-    /// Intersection-sum: P2's pairs `(H(y)^b, Enc(v))`, as received by P1.
-    SumPairs,
     /// Grouped aggregate: P1's blinded identifiers `H(x)^a`, group by group, as received by P2.
     GroupIds,
     /// Grouped aggregate: P1's identifiers blinded by both keys, as received by P1.
@@ -49,9 +43,6 @@ impl fmt::Display for Stream {
             Stream::SenderBlinded => "sender's blinded points",
             Stream::ReceiverBlinded => "receiver's blinded points",
             Stream::DoubleBlinded => "double-blinded points",
-            Stream::SumIds => "intersection-sum: P1's blinded identifiers",
-            Stream::SumIdsReblinded => "intersection-sum: P1's re-blinded identifiers",
-            Stream::SumPairs => "intersection-sum: P2's identifier/ciphertext pairs",
             Stream::GroupIds => "grouped aggregate: P1's blinded identifiers",
             Stream::GroupIdsReblinded => "grouped aggregate: P1's re-blinded identifiers",
             Stream::GroupPairs => "grouped aggregate: P2's identifier/ciphertext items",
@@ -113,18 +104,6 @@ pub enum CryptoError {
         index: u64,
     },
 
-    /// A batch of intersection-sum pairs is not a whole number of 96-byte items.
-    #[error(
-        "{stream}: batch at offset {offset} is {len} bytes, not a multiple of 96 (one ristretto255 point and one 64-byte ElGamal ciphertext)"
-    )]
-    PairBatchLength {
-        /// The stream the batch belongs to.
-        stream: Stream,
-        /// Index (in items) of the batch's first item within the stream.
-        offset: u64,
-        /// Length of the batch in bytes.
-        len: usize,
-    },
     /// A batch of grouped-aggregate items is not a whole number of items.
     #[error(
         "{stream}: batch at offset {offset} is {len} bytes, not a multiple of {item_len} (one ristretto255 point and one 64-byte ElGamal ciphertext per value column)"
@@ -147,7 +126,7 @@ pub enum CryptoError {
         /// Groups in the job.
         expected: usize,
     },
-    /// The ElGamal ciphertext inside an intersection-sum pair has a component that is not a
+    /// An ElGamal ciphertext inside a grouped-aggregate item has a component that is not a
     /// canonical ristretto255 encoding.
     #[error(
         "{stream}: the ciphertext of item {index} of batch at offset {offset} has a component c{component} that is not a canonical ristretto255 encoding"
@@ -396,12 +375,14 @@ pub enum CryptoError {
         /// Identifiers with a second label.
         count: u64,
     },
-    /// A value vector of the wrong length.
-    #[error("a value vector has {got} entries; the job has {expected} value columns")]
+    /// Grouped-aggregate values that are not one per identifier and value column.
+    #[error(
+        "the grouped aggregate got {got} values; it needs {expected}, one per identifier and value column"
+    )]
     ValueWidth {
-        /// Entries found.
+        /// Values given.
         got: usize,
-        /// Columns in the job.
+        /// Values needed.
         expected: usize,
     },
     /// A list (noise values or decryption ranges) of the wrong length for the job's shape.

@@ -167,6 +167,13 @@ fn check_point(bytes: &[u8], stream: Stream, offset: u64, index: usize) -> Resul
         })
 }
 
+/// The width of the range `[min, max]` as [`GroupP2::decrypt_totals`] sizes its discrete-log
+/// table: a caller that builds the table ahead (`DlogTable::for_width` of this) gets the same
+/// cached one.
+pub fn range_width(min: i64, max: i64) -> u128 {
+    (i128::from(max) - i128::from(min)).max(1).unsigned_abs()
+}
+
 /// P1: holds identifiers with group labels; learns per-group intersection sizes and returns
 /// the noisy encrypted totals.
 ///
@@ -604,46 +611,52 @@ impl fmt::Debug for GroupP2 {
 
 impl GroupP2 {
     /// Prepares P2's side for `groups` groups: fresh PSI and ElGamal keys, items shuffled.
-    /// Every value vector must have `width` entries.
+    /// `values` holds `width` values per identifier, row by row (`values[i·W + c]` is column
+    /// `c` of `ids[i]`).
     ///
     /// # Errors
-    /// [`CryptoError::GroupShape`]; [`CryptoError::ValueWidth`] for a vector of another length;
+    /// [`CryptoError::GroupShape`]; [`CryptoError::ValueWidth`] unless there are `W` values
+    /// per identifier;
     /// [`CryptoError::DuplicateIdentifiers`] (aggregate per identifier first);
     /// [`CryptoError::LocalCountTooLarge`]; [`CryptoError::Randomness`].
     pub fn new(
-        mut items: Vec<(IdHash, Vec<u64>)>,
+        ids: Vec<IdHash>,
+        values: Vec<u64>,
         groups: usize,
         width: usize,
         max_points: u64,
     ) -> Result<Self, CryptoError> {
         check_shape(groups, width)?;
-        if let Some((_, v)) = items.iter().find(|(_, v)| v.len() != width) {
+        if values.len() != ids.len().saturating_mul(width) {
             return Err(CryptoError::ValueWidth {
-                got: v.len(),
-                expected: width,
+                got: values.len(),
+                expected: ids.len().saturating_mul(width),
             });
         }
-        let count = len_u64(items.len());
+        let count = len_u64(ids.len());
         if count > max_points {
             return Err(CryptoError::LocalCountTooLarge {
                 count,
                 max: max_points,
             });
         }
-        items.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let repeated = items.windows(2).filter(|w| w[0].0 == w[1].0).count();
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.par_sort_unstable_by_key(|&i| ids[i]);
+        let repeated = order.windows(2).filter(|w| ids[w[0]] == ids[w[1]]).count();
         if repeated > 0 {
             return Err(CryptoError::DuplicateIdentifiers {
                 count: len_u64(repeated),
             });
         }
-        items.shuffle(&mut shuffle_rng()?);
-        let mut ids = Vec::with_capacity(items.len());
-        let mut values = Vec::with_capacity(items.len() * width);
-        for (id, v) in items {
-            ids.push(id);
-            values.extend(v);
+        order.shuffle(&mut shuffle_rng()?);
+        let shuffled_ids: Vec<IdHash> = order.iter().map(|&i| ids[i]).collect();
+        drop(ids);
+        let mut shuffled_values = Vec::with_capacity(values.len());
+        for &i in &order {
+            shuffled_values.extend_from_slice(&values[i * width..(i + 1) * width]);
         }
+        drop(values);
+        let (ids, values) = (shuffled_ids, shuffled_values);
         let secret_key = SecretKey::random()?;
         Ok(GroupP2 {
             key: PsiKey::random()?,
@@ -809,10 +822,7 @@ impl GroupP2 {
         }
         let tables: Vec<_> = ranges
             .iter()
-            .map(|(min, max)| {
-                let width = u128::try_from(i128::from(*max) - i128::from(*min) + 1).unwrap_or(0);
-                DlogTable::for_width(width)
-            })
+            .map(|(min, max)| DlogTable::for_width(range_width(*min, *max)))
             .collect();
         answer
             .chunks_exact(self.width * CIPHERTEXT_LEN)
@@ -845,6 +855,27 @@ mod tests {
 
     const MAX: u64 = 1 << 20;
 
+    /// P2's input in the row-major form [`GroupP2::new`] takes.
+    fn split(y: Vec<(IdHash, Vec<u64>)>) -> (Vec<IdHash>, Vec<u64>) {
+        let mut ids = Vec::new();
+        let mut values = Vec::new();
+        for (id, v) in y {
+            ids.push(id);
+            values.extend(v);
+        }
+        (ids, values)
+    }
+
+    fn p2_of(
+        y: Vec<(IdHash, Vec<u64>)>,
+        groups: usize,
+        width: usize,
+        max: u64,
+    ) -> Result<GroupP2, CryptoError> {
+        let (ids, values) = split(y);
+        GroupP2::new(ids, values, groups, width, max)
+    }
+
     /// Runs the whole protocol in memory with small batches; returns P1's counts, P2's totals.
     fn run(
         x: Vec<(IdHash, u32)>,
@@ -854,7 +885,8 @@ mod tests {
         noise: &[i64],
     ) -> (Vec<u64>, Vec<Vec<i64>>) {
         let mut p1 = GroupP1::new(x, groups, width, MAX).unwrap();
-        let mut p2 = GroupP2::new(y, groups, width, MAX).unwrap();
+        let (ids, values) = split(y);
+        let mut p2 = GroupP2::new(ids, values, groups, width, MAX).unwrap();
         p2.on_ids_header(p1.group_sizes()).unwrap();
         let n = p1.outgoing_count();
         let mut off = 0;
@@ -961,7 +993,7 @@ mod tests {
             let _ = p1.on_reblinded(0, &bytes);
             let _ = p1.on_pairs_header(3, &bytes);
             let _ = p1.on_pairs(0, &bytes);
-            let mut p2 = GroupP2::new(vec![(id(1), vec![1, 2])], 2, 2, MAX).unwrap();
+            let mut p2 = p2_of(vec![(id(1), vec![1, 2])], 2, 2, MAX).unwrap();
             let _ = p2.on_ids_header(&[1, 0]);
             let _ = p2.on_ids(0, &bytes);
             let _ = p2.decrypt_totals(&bytes, &[(0, 10), (0, 10)]);
@@ -991,25 +1023,25 @@ mod tests {
             Err(CryptoError::GroupShape { .. })
         ));
         assert!(matches!(
-            GroupP2::new(vec![], 1, MAX_COLUMNS + 1, MAX),
+            p2_of(vec![], 1, MAX_COLUMNS + 1, MAX),
             Err(CryptoError::GroupShape { .. })
         ));
         assert_eq!(
-            GroupP2::new(vec![(id(1), vec![1])], 1, 2, MAX).unwrap_err(),
+            p2_of(vec![(id(1), vec![1])], 1, 2, MAX).unwrap_err(),
             CryptoError::ValueWidth {
                 got: 1,
                 expected: 2
             }
         );
         assert_eq!(
-            GroupP2::new(vec![(id(1), vec![1]), (id(1), vec![2])], 1, 1, MAX).unwrap_err(),
+            p2_of(vec![(id(1), vec![1]), (id(1), vec![2])], 1, 1, MAX).unwrap_err(),
             CryptoError::DuplicateIdentifiers { count: 1 }
         );
     }
 
     #[test]
     fn p2_checks_the_group_header() {
-        let mut p2 = GroupP2::new(vec![(id(1), vec![1])], 2, 1, 10).unwrap();
+        let mut p2 = p2_of(vec![(id(1), vec![1])], 2, 1, 10).unwrap();
         assert_eq!(
             p2.on_ids_header(&[1]).unwrap_err(),
             CryptoError::GroupCountMismatch {
@@ -1034,7 +1066,7 @@ mod tests {
 
     #[test]
     fn bad_items_are_rejected_precisely() {
-        let p2 = GroupP2::new(vec![(id(1), vec![1, 2]), (id(2), vec![3, 4])], 1, 2, MAX).unwrap();
+        let p2 = p2_of(vec![(id(1), vec![1, 2]), (id(2), vec![3, 4])], 1, 2, MAX).unwrap();
         let good = p2.pairs_batch(0, 2).unwrap();
         let fresh = || {
             let mut p1 = GroupP1::new(vec![(id(1), 0)], 1, 2, MAX).unwrap();
@@ -1080,7 +1112,7 @@ mod tests {
 
     #[test]
     fn the_answer_and_ranges_must_have_the_job_shape() {
-        let p2 = GroupP2::new(vec![(id(1), vec![1, 2])], 3, 2, MAX).unwrap();
+        let p2 = p2_of(vec![(id(1), vec![1, 2])], 3, 2, MAX).unwrap();
         assert_eq!(
             p2.decrypt_totals(&[0u8; 64], &[(0, 1), (0, 1)])
                 .unwrap_err(),
@@ -1096,7 +1128,7 @@ mod tests {
     fn p2_shuffles_each_returned_block() {
         let x: Vec<_> = (0..80u16).map(|i| (id(i), u32::from(i >= 40))).collect();
         let p1 = GroupP1::new(x, 2, 1, MAX).unwrap();
-        let mut p2 = GroupP2::new(vec![(id(1), vec![1])], 2, 1, MAX).unwrap();
+        let mut p2 = p2_of(vec![(id(1), vec![1])], 2, 1, MAX).unwrap();
         p2.on_ids_header(p1.group_sizes()).unwrap();
         p2.on_ids(0, &p1.blind_batch(0, 80).unwrap()).unwrap();
         let arrival = p2.reblinded.clone();
@@ -1132,7 +1164,7 @@ mod tests {
     #[test]
     fn debug_prints_no_secrets() {
         let p1 = GroupP1::new(vec![(id(1), 0)], 1, 1, MAX).unwrap();
-        let p2 = GroupP2::new(vec![(id(1), vec![5])], 1, 1, MAX).unwrap();
+        let p2 = p2_of(vec![(id(1), vec![5])], 1, 1, MAX).unwrap();
         let text = format!("{p1:?} {p2:?}");
         assert!(!text.contains("key"), "{text}");
     }

@@ -13,9 +13,9 @@
 //! * [`keys`]: a node's long-term X25519 and Ed25519 secrets and their persisted form.
 //! * [`elgamal`]: additively homomorphic exponential ElGamal on ristretto255 with a bounded
 //!   discrete-log (baby-step giant-step) decryption.
-//! * [`psi_sum`]: the two roles of the intersection-sum protocol (conversion measurement).
-//! * [`grouped`]: the grouped intersection-aggregate (per-group matched counts and sums of
-//!   several value columns; the engine under conversion lift).
+//! * [`grouped`]: the grouped intersection-aggregate: per-group matched counts and sums of
+//!   several value columns (with one group and one column, the intersection-sum of PSI `sum`
+//!   mode; the engine under conversion lift).
 //! * [`dp`]: differentially private releases through OpenDP measurements (discrete Laplace and
 //!   Gaussian), with calibration and accuracy bounds.
 //! * [`ledger`]: the signed, hash-chained privacy-budget ledger rows, exports and the audit.
@@ -40,7 +40,6 @@ pub mod keys;
 pub mod ledger;
 pub mod normalize;
 pub mod psi;
-pub mod psi_sum;
 pub mod secagg;
 pub mod shamir;
 

@@ -324,12 +324,6 @@ impl Inbound {
                     offset,
                     len,
                 }
-            } else if item_len == crate::psi_sum::PAIR_LEN && matches!(stream, Stream::SumPairs) {
-                CryptoError::PairBatchLength {
-                    stream,
-                    offset,
-                    len,
-                }
             } else {
                 CryptoError::ItemBatchLength {
                     stream,

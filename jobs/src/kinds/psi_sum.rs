@@ -1,5 +1,5 @@
 //! PSI intersection-sum (conversion measurement): P1 holds identifiers, P2 identifiers with a
-//! value column (`parley_crypto::psi_sum`).
+//! value column (`parley_crypto::grouped` with one group and one value column).
 //!
 //! P1 (job-file role `sender`) adds up P2's encrypted, clamped values over the intersection,
 //! adds DP noise inside the ciphertext and returns it with a noisy count; P2 (role

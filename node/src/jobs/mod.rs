@@ -3,7 +3,7 @@
 //! gets here (it is refused when `parley_jobs::Job::try_from` fails at the offer).
 //!
 //! * `psi`, `psi_sum`: the two PSI roles of `parley_crypto::psi` (match, cardinality) and
-//!   `parley_crypto::psi_sum` (sum), run by the two-party stream driver (`two_party`) over
+//!   `parley_crypto::grouped` with one group and one value column (sum), run by the two-party stream driver (`two_party`) over
 //!   sealed envelopes (`envelope`) that the coordinator relays;
 //! * `dp_stats`, `rfm`: local releases (`dp` holds what the DP kinds share);
 //! * `secure_sum`: this node's client part of a secure aggregation, run by the

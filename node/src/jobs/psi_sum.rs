@@ -1,7 +1,7 @@
 //! PSI `sum` jobs (intersection-sum with cardinality) at a node: P1 (identifiers) or P2
 //! (identifiers with values), run like the other PSI roles by the two-party stream driver over
-//! sealed envelopes; the maths is `parley_crypto::psi_sum`, whose module docs state what each
-//! party learns.
+//! sealed envelopes; the maths is `parley_crypto::grouped` with one group and one value column
+//! (the intersection-sum of Ion et al.), whose module docs state what each party learns.
 //!
 //! # Guarantees
 //! * P1 ([`SumSenderParty`], the job's "sender") releases nothing until everything from P2 has
@@ -20,9 +20,9 @@ use std::time::Instant;
 
 use parley_crypto::dp::Calibrated;
 use parley_crypto::elgamal::{CIPHERTEXT_LEN, DlogTable, MAX_DECRYPT_WIDTH};
+use parley_crypto::grouped::{GroupP1, GroupP2, range_width};
 use parley_crypto::normalize::IdHash;
 use parley_crypto::psi::POINT_LEN;
-use parley_crypto::psi_sum::{PAIR_LEN, SumP1, SumP2};
 use parley_jobs::kinds::psi_sum::PsiSum;
 use parley_proto::{
     JobResult, NoiseInfo, PointBatch, PsiHeader, PsiMessage, PsiResult, PsiStream, SumOutcome,
@@ -64,7 +64,12 @@ pub(super) fn run(
         if dropped > 0 {
             tracing::info!(job = %job, dropped, "identifiers beyond the per-person bound left out");
         }
-        let p1 = SumP1::new(flat, run.max_set_size)?;
+        let p1 = GroupP1::new(
+            flat.into_iter().map(|id| (id, 0)).collect(),
+            1,
+            1,
+            run.max_set_size,
+        )?;
         let charger = run.charger(io, wait);
         let release = Box::new(move |_count: u64| -> Result<SumNoise, NodeError> {
             charger.charge()?;
@@ -107,7 +112,8 @@ pub(super) fn run(
         .collect();
     let n = items.len() as u64;
     let (min, max) = decrypt_range(&job, k, &sum_cal, n)?;
-    let p2 = SumP2::new(items, run.max_set_size)?;
+    let (ids, values) = items.into_iter().unzip();
+    let p2 = GroupP2::new(ids, values, 1, 1, run.max_set_size)?;
     let mut party = SumReceiverParty::new(p2, run.batch_points, (min, max));
     two_party::drive(&mut party, &mut wire, io, wait)?;
     let got = party.finish(min, max).map_err(|e| e.for_job(&job))?;
@@ -188,6 +194,9 @@ fn decrypt_range(
     Ok((bound.saturating_neg(), max))
 }
 
+/// Length of one item of the pairs stream: a point, then the ciphertext of its value.
+const PAIR_LEN: usize = POINT_LEN + CIPHERTEXT_LEN;
+
 /// Largest number of pairs in one batch: one envelope carries at most one chunk.
 const MAX_PAIRS_PER_BATCH: usize = parley_proto::MAX_CHUNK_BYTES / PAIR_LEN;
 
@@ -214,7 +223,7 @@ pub(crate) type ReleaseFn = Box<dyn FnOnce(u64) -> Result<SumNoise, NodeError> +
 /// encrypted sum and noisy count.
 pub(crate) struct SumSenderParty {
     /// `None` once the outcome has been computed.
-    p1: Option<SumP1>,
+    p1: Option<GroupP1>,
     batch_points: usize,
     total: u64,
     sent: u64,
@@ -227,7 +236,7 @@ pub(crate) struct SumSenderParty {
 
 impl SumSenderParty {
     /// P1's party; `batch_points` is the configured number of points per message.
-    pub(crate) fn new(p1: SumP1, batch_points: usize, release: ReleaseFn) -> Self {
+    pub(crate) fn new(p1: GroupP1, batch_points: usize, release: ReleaseFn) -> Self {
         SumSenderParty {
             total: p1.outgoing_count(),
             p1: Some(p1),
@@ -240,7 +249,7 @@ impl SumSenderParty {
         }
     }
 
-    fn p1(&mut self) -> Result<&mut SumP1, NodeError> {
+    fn p1(&mut self) -> Result<&mut GroupP1, NodeError> {
         self.p1.as_mut().ok_or_else(|| {
             peer_err("message from P2 after the intersection-sum was already computed")
         })
@@ -249,7 +258,7 @@ impl SumSenderParty {
     /// Once both of P2's streams are complete: computes the sum, calls the release closure and
     /// prepares the answer.
     fn finish_if_complete(&mut self) -> Result<(), NodeError> {
-        if !self.p1.as_ref().is_some_and(SumP1::is_complete) {
+        if !self.p1.as_ref().is_some_and(GroupP1::is_complete) {
             return Ok(());
         }
         let Some(p1) = self.p1.take() else {
@@ -260,9 +269,10 @@ impl SumSenderParty {
             .release
             .take()
             .ok_or_else(|| NodeError::protocol("", "intersection-sum released twice"))?;
-        let noise = release(outcome.intersection_count)?;
-        let ciphertext = outcome.noisy_response(noise.sum_noise)?;
-        let noisy_count = i64::try_from(outcome.intersection_count)
+        let intersection_count = outcome.matched.iter().sum::<u64>();
+        let noise = release(intersection_count)?;
+        let ciphertext = outcome.noisy_response(&[noise.sum_noise])?;
+        let noisy_count = i64::try_from(intersection_count)
             .ok()
             .and_then(|c| c.checked_add(noise.count_noise))
             .ok_or_else(|| {
@@ -270,7 +280,7 @@ impl SumSenderParty {
             })?;
         self.outcome = Some(PsiMessage {
             body: Some(psi_message::Body::SumOutcome(SumOutcome {
-                ciphertext: ciphertext.to_vec(),
+                ciphertext,
                 noisy_count,
                 sum_noise: Some(noise.sum_info),
                 count_noise: Some(noise.count_info),
@@ -367,7 +377,7 @@ pub(crate) struct SumReceived {
 /// P2 in sum mode: re-blinds P1's identifiers, sends its encrypted pairs, receives and decrypts
 /// P1's answer.
 pub(crate) struct SumReceiverParty {
-    p2: SumP2,
+    p2: GroupP2,
     point_batch: usize,
     pair_batch: usize,
     pairs_total: u64,
@@ -390,8 +400,8 @@ impl SumReceiverParty {
     ///
     /// Starts building the process-wide discrete-log table in the background (once per process),
     /// so that it is usually ready by the time P1's answer arrives.
-    pub(crate) fn new(p2: SumP2, batch_points: usize, range: (i64, i64)) -> Self {
-        let width = (i128::from(range.1) - i128::from(range.0)).max(1) as u128;
+    pub(crate) fn new(p2: GroupP2, batch_points: usize, range: (i64, i64)) -> Self {
+        let width = range_width(range.0, range.1);
         // A plain thread, not a rayon task: a rayon worker waiting inside the table's parallel
         // build could pick up another task that also waits for the table. If the thread cannot
         // start, the table is built at decryption instead.
@@ -444,13 +454,15 @@ impl SumReceiverParty {
             Some(Ok(t)) => t,
             _ => DlogTable::for_width(width),
         };
-        let noisy_sum = self.p2.decrypt_sum_with(&o.ciphertext, min, max, &table)?;
+        // The table is cached process-wide, so decryption reuses the one built ahead.
+        drop(table);
+        let noisy_sum = self.p2.decrypt_totals(&o.ciphertext, &[(min, max)])?[0][0];
         Ok(SumReceived {
             noisy_sum,
             noisy_count: o.noisy_count,
             sum_info: o.sum_noise.unwrap_or_default(),
             count_info: o.count_noise.unwrap_or_default(),
-            p1_identifiers: self.p2.p1_identifiers(),
+            p1_identifiers: self.p2.p1_group_sizes().iter().sum(),
         })
     }
 }
@@ -493,7 +505,7 @@ impl Party for SumReceiverParty {
         }
         match m.body {
             Some(psi_message::Body::Header(h)) if h.stream() == PsiStream::SumIds => {
-                self.p2.on_ids_header(h.count)?;
+                self.p2.on_ids_header(&[h.count])?;
                 self.replies
                     .push_back(header(PsiStream::SumIdsReblinded, h.count, 1));
                 if h.count == 0 {
@@ -562,6 +574,15 @@ mod tests {
         IdHash::of_normalized(&format!("user{i}@example.com"))
     }
 
+    fn p1_of(x: Vec<IdHash>, max: u64) -> GroupP1 {
+        GroupP1::new(x.into_iter().map(|id| (id, 0)).collect(), 1, 1, max).unwrap()
+    }
+
+    fn p2_of(y: Vec<(IdHash, u64)>, max: u64) -> GroupP2 {
+        let (ids, values) = y.into_iter().unzip();
+        GroupP2::new(ids, values, 1, 1, max).unwrap()
+    }
+
     fn info(epsilon: f64) -> NoiseInfo {
         NoiseInfo {
             mechanism: DpMechanism::Laplace as i32,
@@ -627,15 +648,11 @@ mod tests {
         let (x, y, _, _) = sets();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let mut p1 = SumSenderParty::new(
-            SumP1::new(x, 10_000).unwrap(),
+            p1_of(x, 10_000),
             batch_points,
             release(sum_noise, count_noise, calls.clone()),
         );
-        let mut p2 = SumReceiverParty::new(
-            SumP2::new(y, 10_000).unwrap(),
-            batch_points,
-            (-(1 << 20), 1 << 40),
-        );
+        let mut p2 = SumReceiverParty::new(p2_of(y, 10_000), batch_points, (-(1 << 20), 1 << 40));
         pump(&mut p1, &mut p2).unwrap();
         assert_eq!(p1.progress(), ("sum", 1, 1));
         assert_eq!(p2.progress(), ("sum", 1, 1));
@@ -673,13 +690,8 @@ mod tests {
     #[test]
     fn empty_sets() {
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let mut p1 = SumSenderParty::new(
-            SumP1::new(vec![], 10).unwrap(),
-            8,
-            release(5, 1, calls.clone()),
-        );
-        let mut p2 =
-            SumReceiverParty::new(SumP2::new(vec![], 10).unwrap(), 8, (-(1 << 20), 1 << 40));
+        let mut p1 = SumSenderParty::new(p1_of(vec![], 10), 8, release(5, 1, calls.clone()));
+        let mut p2 = SumReceiverParty::new(p2_of(vec![], 10), 8, (-(1 << 20), 1 << 40));
         pump(&mut p1, &mut p2).unwrap();
         let got = p2.finish(-10, 10).unwrap();
         assert_eq!((got.noisy_sum, got.noisy_count), (5, 1));
@@ -690,12 +702,11 @@ mod tests {
     fn failed_release_sends_nothing() {
         let (x, y, _, _) = sets();
         let mut p1 = SumSenderParty::new(
-            SumP1::new(x, 10_000).unwrap(),
+            p1_of(x, 10_000),
             64,
             Box::new(|_| Err(NodeError::protocol("", "privacy budget exhausted"))),
         );
-        let mut p2 =
-            SumReceiverParty::new(SumP2::new(y, 10_000).unwrap(), 64, (-(1 << 20), 1 << 40));
+        let mut p2 = SumReceiverParty::new(p2_of(y, 10_000), 64, (-(1 << 20), 1 << 40));
         let err = pump(&mut p1, &mut p2).unwrap_err();
         assert!(
             err.to_string().contains("privacy budget exhausted"),
@@ -717,20 +728,12 @@ mod tests {
                 count_noise: Some(info(1.0)),
             })),
         };
-        let mut p2 = SumReceiverParty::new(
-            SumP2::new(vec![(id(1), 1)], 10).unwrap(),
-            8,
-            (-(1 << 20), 1 << 40),
-        );
+        let mut p2 = SumReceiverParty::new(p2_of(vec![(id(1), 1)], 10), 8, (-(1 << 20), 1 << 40));
         let err = p2.on_incoming(outcome(vec![0; 64])).unwrap_err();
         assert!(err.to_string().contains("arrived before"), "{err}");
 
         // Complete P2's side, then send a short ciphertext.
-        let mut p2 = SumReceiverParty::new(
-            SumP2::new(vec![(id(1), 1)], 10).unwrap(),
-            8,
-            (-(1 << 20), 1 << 40),
-        );
+        let mut p2 = SumReceiverParty::new(p2_of(vec![(id(1), 1)], 10), 8, (-(1 << 20), 1 << 40));
         p2.on_incoming(header(PsiStream::SumIds, 0, 1)).unwrap();
         while p2.next_outgoing().unwrap().is_some() {}
         let err = p2.on_incoming(outcome(vec![0; 63])).unwrap_err();
@@ -742,18 +745,13 @@ mod tests {
 
     #[test]
     fn unexpected_streams_are_rejected() {
-        let mut p2 =
-            SumReceiverParty::new(SumP2::new(vec![], 10).unwrap(), 8, (-(1 << 20), 1 << 40));
+        let mut p2 = SumReceiverParty::new(p2_of(vec![], 10), 8, (-(1 << 20), 1 << 40));
         assert!(
             p2.on_incoming(header(PsiStream::ReceiverBlinded, 1, 1))
                 .is_err()
         );
         assert!(p2.on_incoming(PsiMessage { body: None }).is_err());
-        let mut p1 = SumSenderParty::new(
-            SumP1::new(vec![id(1)], 10).unwrap(),
-            8,
-            release(0, 0, Arc::default()),
-        );
+        let mut p1 = SumSenderParty::new(p1_of(vec![id(1)], 10), 8, release(0, 0, Arc::default()));
         assert!(p1.on_incoming(header(PsiStream::SumIds, 1, 1)).is_err());
         assert!(
             p1.on_incoming(batch(PsiStream::DoubleBlinded, 0, vec![]))
@@ -788,6 +786,7 @@ mod tests {
                 max_records_per_identifier: 1,
                 sender_columns: 1,
             },
+            profile: Default::default(),
         }
     }
 
@@ -823,11 +822,7 @@ mod tests {
 
     #[test]
     fn batches_fit_one_chunk() {
-        let p2 = SumReceiverParty::new(
-            SumP2::new(vec![], 10).unwrap(),
-            1 << 30,
-            (-(1 << 20), 1 << 40),
-        );
+        let p2 = SumReceiverParty::new(p2_of(vec![], 10), 1 << 30, (-(1 << 20), 1 << 40));
         assert_eq!(p2.pair_batch, parley_proto::MAX_CHUNK_BYTES / 96);
         assert_eq!(p2.point_batch, parley_proto::MAX_CHUNK_BYTES / 32);
     }
