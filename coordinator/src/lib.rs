@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 /// Serves the coordinator on `listener` (mutual TLS 1.3) until `shutdown` is cancelled.
 ///
 /// On start, jobs left unfinished by a previous run are marked failed, and ended jobs beyond
-/// the retention limits are deleted (then every hour).
+/// the retention limits are deleted (then every hour). Beside the Parley services it serves
+/// the standard `grpc.health.v1.Health` service (same mutual TLS).
 pub async fn run(
     config: CoordinatorConfig,
     listener: TcpListener,
@@ -71,10 +72,29 @@ pub async fn run(
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "coordinator listening");
     let incoming = parley_net::tls_incoming(listener, server_tls, shutdown.clone());
+    // The standard grpc.health.v1 service, for probes and load balancers: the server ("")
+    // and both Parley services are SERVING from here on, and NOT_SERVING once shutdown
+    // begins, before the links close.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let services = [
+        "",
+        parley_proto::node_link_server::SERVICE_NAME,
+        parley_proto::jobs_server::SERVICE_NAME,
+    ];
+    for name in services {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     let closer = svc.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
         stop.cancelled().await;
+        for name in services {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
         closer.close_all();
     });
     // Server-side HTTP/2 keep-alive: a half-open node link (peer gone without a FIN) is
@@ -87,6 +107,7 @@ pub async fn run(
                 .max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES),
         )
+        .add_service(health_service)
         .add_service(
             parley_proto::jobs_server::JobsServer::new(svc)
                 .max_decoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES)

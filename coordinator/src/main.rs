@@ -34,6 +34,9 @@ enum Command {
         /// Listen address (overrides `listen` in the config).
         #[arg(long)]
         listen: Option<String>,
+        /// Log format on stderr: text, or json (one object per line, for collectors).
+        #[arg(long, default_value = "text")]
+        log_format: parley_net::LogFormat,
     },
 }
 
@@ -89,8 +92,12 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Ca { command } => ca(command),
-        Command::Run { config, listen } => {
-            parley_net::init_tracing("info");
+        Command::Run {
+            config,
+            listen,
+            log_format,
+        } => {
+            parley_net::init_tracing_as("info", log_format);
             let mut cfg = CoordinatorConfig::load(&config)?;
             if let Some(l) = listen {
                 cfg.listen = l;
@@ -109,7 +116,8 @@ fn real_main() -> anyhow::Result<()> {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::signal::ctrl_c().await;
+                    parley_net::stop_signal().await;
+                    tracing::info!("stop signal received; shutting down");
                     stop.cancel();
                 });
                 parley_coordinator::run(cfg, listener, shutdown).await?;

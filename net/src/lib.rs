@@ -45,6 +45,36 @@ pub fn install_crypto_provider() {
 /// invalid, by `default_filter` (e.g. `"info,parley=debug"`). Idempotent: later calls (for
 /// instance from many tests) do nothing.
 pub fn init_tracing(default_filter: &str) {
+    init_tracing_as(default_filter, LogFormat::Text);
+}
+
+/// How the daemons write their logs to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (colour only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`), for collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format '{}'; use text or json",
+                other.escape_debug()
+            )),
+        }
+    }
+}
+
+/// [`init_tracing`] in the given format.
+pub fn init_tracing_as(default_filter: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
@@ -54,11 +84,33 @@ pub fn init_tracing(default_filter: &str) {
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").is_some(),
     );
-    let _already_set = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _already_set = match format {
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+}
+
+/// Completes on the first Ctrl-C (SIGINT) or, on Unix, SIGTERM (what service managers and
+/// Kubernetes send to stop a process), so the daemons shut down the same way for both.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Whether logs carry colour codes: only on a terminal, so that logs redirected to a file or a
@@ -106,7 +158,15 @@ mod chain_tests {
 
 #[cfg(test)]
 mod tests {
-    use super::log_colours;
+    use super::{LogFormat, log_colours};
+
+    #[test]
+    fn log_formats_parse_by_name() {
+        assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        let err = "JSON".parse::<LogFormat>().unwrap_err();
+        assert_eq!(err, "unknown log format 'JSON'; use text or json");
+    }
 
     #[test]
     fn logs_are_plain_text_unless_on_a_terminal() {

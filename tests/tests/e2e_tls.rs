@@ -239,3 +239,56 @@ async fn a_thousand_idle_sockets_do_not_keep_nodes_or_analysts_out() {
     stop.cancel();
     fed.shutdown().await.unwrap();
 }
+
+/// The coordinator serves the standard grpc.health.v1 service to any federation certificate
+/// (for probes), over the same mutual TLS, and answers NOT_FOUND for services it does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_serves_grpc_health_over_mutual_tls() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let tmp = tempfile::tempdir().unwrap();
+    let fed = empty_federation(tmp.path()).await;
+    let m = fed.material(parley_tests::harness::ANALYST).unwrap();
+    let ch = parley_net::connect(&format!("https://{}", fed.addr), "coordinator", &m)
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(ch);
+    for service in ["", "parley.v1.Jobs", "parley.v1.NodeLink"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "service '{service}'");
+    }
+    let err = health
+        .check(HealthCheckRequest {
+            service: "parley.v1.Nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    // Without a client certificate there is no health answer either: the handshake fails.
+    let ca = std::fs::read(fed.certs.join("ca.pem")).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("coordinator");
+    let anonymous = Endpoint::from_shared(format!("https://{}", fed.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await;
+    if let Ok(ch) = anonymous {
+        let refused = HealthClient::new(ch)
+            .check(HealthCheckRequest::default())
+            .await;
+        assert!(refused.is_err(), "an anonymous client got a health answer");
+    }
+    fed.shutdown().await.unwrap();
+}
