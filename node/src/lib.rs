@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod dataset;
+pub mod diagnostics;
 pub mod error;
 pub mod jobs;
 pub mod ledger;

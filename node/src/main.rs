@@ -32,6 +32,9 @@ enum Command {
         /// Node configuration file.
         #[arg(long, default_value = "node.toml")]
         config: PathBuf,
+        /// Log format on stderr: text, or json (one object per line, for collectors).
+        #[arg(long, default_value = "text")]
+        log_format: parley_net::LogFormat,
     },
     /// Load the configuration, datasets and policy, print a report, and exit.
     Check {
@@ -99,15 +102,16 @@ fn real_main() -> anyhow::Result<ExitCode> {
     parley_net::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
-            parley_net::init_tracing("info");
+        Command::Run { config, log_format } => {
+            parley_net::init_tracing_as("info", log_format);
             let cfg = NodeConfig::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::signal::ctrl_c().await;
+                    parley_net::stop_signal().await;
+                    tracing::info!("stop signal received; shutting down");
                     stop.cancel();
                 });
                 parley_node::run(cfg, shutdown).await
@@ -124,6 +128,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     d.len(),
                     d.report()
                 );
+                for line in d.report().identifier_lines() {
+                    println!("  {line}");
+                }
             }
             println!("configuration, certificates, datasets and policy are valid");
             Ok(ExitCode::SUCCESS)
