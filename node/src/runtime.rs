@@ -265,9 +265,14 @@ async fn session(node: &Arc<Node>, shutdown: &CancellationToken) -> Result<bool,
     let link_cancel = shutdown.child_token();
     let mut jobs: HashMap<String, Slot> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let mut stopping = false;
     let result = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break Ok(true),
+            _ = shutdown.cancelled() => {
+                fail_running_jobs(&cfg.name, &jobs, &out_tx).await;
+                stopping = true;
+                break Ok(true);
+            }
             Some(id) = done_rx.recv() => { jobs.remove(&id); }
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
@@ -285,7 +290,48 @@ async fn session(node: &Arc<Node>, shutdown: &CancellationToken) -> Result<bool,
     };
     // Jobs cannot continue without the link; the coordinator fails them on its side.
     link_cancel.cancel();
+    if stopping {
+        // End our half of the link once the jobs have let go of it, so the coordinator reads
+        // every message sent so far (the failures above) before it sees the end, and wait (at
+        // most two seconds) for it to close its half in turn.
+        drop(out_tx);
+        let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+    }
     result
+}
+
+/// On shutdown: tells the coordinator that each job this node is running fails because the
+/// node is stopping, rather than leaving it to notice a dropped link.
+async fn fail_running_jobs(
+    name: &str,
+    jobs: &HashMap<String, Slot>,
+    out: &mpsc::Sender<NodeMessage>,
+) {
+    let running: Vec<&String> = jobs
+        .iter()
+        .filter(|(_, slot)| matches!(slot, Slot::Running { .. }))
+        .map(|(id, _)| id)
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        jobs = running.len(),
+        "shutting down with jobs running; they fail"
+    );
+    for id in running {
+        let reason =
+            format!("node '{name}' is shutting down; submit the job again once it is back");
+        send(
+            out,
+            node_message::Body::Outcome(JobOutcome {
+                job_id: id.clone(),
+                outcome: Some(job_outcome::Outcome::Failure(reason)),
+            }),
+        )
+        .await;
+    }
 }
 
 fn link_status(url: &str, s: &tonic::Status) -> String {

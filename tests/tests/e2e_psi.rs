@@ -719,3 +719,44 @@ async fn meta_profile_nodes_match_under_meta_rules_and_a_profile_mismatch_is_ref
     assert!(err.contains("google, meta, uid2, basic"), "{err}");
     fed.shutdown().await.unwrap();
 }
+
+/// A node stopped (Ctrl-C or SIGTERM) while a job runs fails that job with a reason saying
+/// so, not with a bare lost link; the federation runs the next job without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutting_down_fails_its_running_job_saying_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut fed, _g) = federation(tmp.path(), 300, Some("mallory")).await;
+    let mut mallory = Rogue::connect(&fed, "mallory").await.unwrap();
+    let job = fed
+        .submit(psi_spec(
+            PsiMode::Cardinality,
+            ("brand", "crm"),
+            ("mallory", "any"),
+            0,
+        ))
+        .await
+        .unwrap();
+    let offer = mallory.accept_next_offer().await.unwrap();
+    assert_eq!(offer.job_id, job.id);
+    mallory.wait_start(&job.id).await.unwrap();
+    // mallory never sends its points, so brand's job is still running when brand stops.
+    fed.stop_node("brand").await.unwrap();
+    let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.state(), JobState::Failed);
+    assert!(
+        done.reason.contains("node 'brand' is shutting down"),
+        "{}",
+        done.reason
+    );
+    let next = fed
+        .run_job(psi_spec(
+            PsiMode::Cardinality,
+            ("publisher", "subscribers"),
+            ("retailer", "loyalty"),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next.state(), JobState::Succeeded, "{}", next.reason);
+    fed.shutdown().await.unwrap();
+}
