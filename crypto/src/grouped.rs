@@ -189,6 +189,8 @@ pub struct GroupP1 {
     /// Distinct identifiers, group by group, shuffled inside each group.
     ids: Vec<IdHash>,
     sizes: Vec<u64>,
+    /// End (exclusive) of each group's block in the outgoing stream.
+    ends: Vec<u64>,
     max_points: u64,
     reblinded: Inbound,
     /// `(H(x)^ab, group)` received so far; sorted by point once the stream is complete.
@@ -263,12 +265,20 @@ impl GroupP1 {
             sizes.push(len_u64(block.len()));
             ids.extend(block);
         }
+        let ends = sizes
+            .iter()
+            .scan(0u64, |end, size| {
+                *end += size;
+                Some(*end)
+            })
+            .collect();
         Ok(GroupP1 {
             key: PsiKey::random()?,
             groups,
             width,
             ids,
             sizes,
+            ends,
             max_points,
             reblinded: Inbound::new(Stream::GroupIdsReblinded, POINT_LEN),
             lookup: Vec::new(),
@@ -324,16 +334,11 @@ impl GroupP1 {
         Ok(())
     }
 
-    /// The group of the point number `index` of the outgoing (and so of the re-blinded) stream.
+    /// The group of the point number `index` of the outgoing (and so of the re-blinded) stream:
+    /// the first group whose block ends after it (a binary search over the block ends).
     fn group_of(&self, index: u64) -> u32 {
-        let mut end = 0u64;
-        for (g, size) in self.sizes.iter().enumerate() {
-            end += size;
-            if index < end {
-                return u32::try_from(g).unwrap_or(u32::MAX);
-            }
-        }
-        u32::try_from(self.groups - 1).unwrap_or(u32::MAX)
+        let g = self.ends.partition_point(|&end| end <= index);
+        u32::try_from(g.min(self.groups - 1)).unwrap_or(u32::MAX)
     }
 
     /// Accepts re-blinded points `H(x)^ab` number `offset ..`, in P1's group order.
