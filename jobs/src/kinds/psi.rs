@@ -16,6 +16,10 @@
 //! ([`Psi::count_sensitivity`]). A DP job therefore names the sender's columns, so that both
 //! sides derive the same k.
 //!
+//! Every PSI-family job (all modes) names the identifier normalisation profile both nodes must
+//! have prepared their datasets with (`profile`, default `google`; [`Psi::profile`]); a node
+//! under another profile refuses the offer, since the same person would hash differently.
+//!
 //! The job file's `[psi]` table is shared with intersection-sum (`mode = "sum"`, see
 //! [`crate::kinds::psi_sum`]), so [`check_pair`] checks the parts both read: the table, the
 //! mode, the two participants and their roles.
