@@ -58,20 +58,17 @@
 
 use std::fmt;
 
-use curve25519_dalek::RistrettoPoint;
-use curve25519_dalek::ristretto::CompressedRistretto;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
-use ring::rand::{SecureRandom, SystemRandom};
-use zeroize::Zeroizing;
 
 use crate::CryptoError;
 use crate::elgamal::{CIPHERTEXT_LEN, Ciphertext, DlogTable, PublicKey, SecretKey, encrypt_batch};
 use crate::error::Stream;
 use crate::normalize::IdHash;
-use crate::psi::{Inbound, POINT_LEN, PsiKey, blind_ids, reblind};
+use crate::psi::{
+    Inbound, POINT_LEN, PsiKey, blind_ids, len_u64, mul_points, outgoing_slice, secure_shuffle_rng,
+    validate_points,
+};
 
 /// Largest number of groups a job may have.
 pub const MAX_GROUPS: usize = 4096;
@@ -87,18 +84,7 @@ pub fn item_len(width: usize) -> usize {
     POINT_LEN + width * CIPHERTEXT_LEN
 }
 
-fn len_u64(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-fn shuffle_rng() -> Result<StdRng, CryptoError> {
-    let mut seed = Zeroizing::new([0u8; 32]);
-    SystemRandom::new()
-        .fill(seed.as_mut())
-        .map_err(|_| CryptoError::Randomness)?;
-    Ok(StdRng::from_seed(*seed))
-}
-
+/// Refuses zero or too many groups or value columns.
 fn check_shape(groups: usize, width: usize) -> Result<(), CryptoError> {
     if groups == 0 || groups > MAX_GROUPS || width == 0 || width > MAX_COLUMNS {
         return Err(CryptoError::GroupShape {
@@ -109,62 +95,6 @@ fn check_shape(groups: usize, width: usize) -> Result<(), CryptoError> {
         });
     }
     Ok(())
-}
-
-/// The `[offset, offset + len)` slice of an outgoing stream, or an error.
-fn outgoing_slice<T>(items: &[T], offset: u64, len: usize) -> Result<&[T], CryptoError> {
-    let count = len_u64(items.len());
-    let range_err = || CryptoError::OutgoingRange { offset, len, count };
-    let start = usize::try_from(offset).map_err(|_| range_err())?;
-    let end = start.checked_add(len).ok_or_else(range_err)?;
-    items.get(start..end).ok_or_else(range_err)
-}
-
-/// Re-blinds points of `stream`, naming the bad point's place in the stream on error.
-fn reblind_in(
-    key: &PsiKey,
-    points: &[u8],
-    stream: Stream,
-    offset: u64,
-) -> Result<Vec<u8>, CryptoError> {
-    reblind(key, points).map_err(|e| match e {
-        CryptoError::NonCanonicalPoint { index, .. } => CryptoError::NonCanonicalPoint {
-            stream,
-            offset,
-            index,
-        },
-        CryptoError::IdentityPoint { index, .. } => CryptoError::IdentityPoint {
-            stream,
-            offset,
-            index,
-        },
-        CryptoError::BatchLength { len, .. } => CryptoError::BatchLength {
-            stream,
-            offset,
-            len,
-        },
-        other => other,
-    })
-}
-
-fn check_point(bytes: &[u8], stream: Stream, offset: u64, index: usize) -> Result<(), CryptoError> {
-    let index = len_u64(index);
-    if bytes == [0u8; POINT_LEN] {
-        return Err(CryptoError::IdentityPoint {
-            stream,
-            offset,
-            index,
-        });
-    }
-    CompressedRistretto::from_slice(bytes)
-        .ok()
-        .and_then(|c| c.decompress())
-        .map(|_: RistrettoPoint| ())
-        .ok_or(CryptoError::NonCanonicalPoint {
-            stream,
-            offset,
-            index,
-        })
 }
 
 /// The width of the range `[min, max]` as [`GroupP2::decrypt_totals`] sizes its discrete-log
@@ -257,7 +187,7 @@ impl GroupP1 {
         for (id, g) in labelled {
             by_group[g as usize].push(id);
         }
-        let mut rng = shuffle_rng()?;
+        let mut rng = secure_shuffle_rng()?;
         let mut ids = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         let mut sizes = Vec::with_capacity(groups);
         for mut block in by_group {
@@ -349,15 +279,7 @@ impl GroupP1 {
     pub fn on_reblinded(&mut self, offset: u64, points: &[u8]) -> Result<(), CryptoError> {
         let stream = Stream::GroupIdsReblinded;
         let n = self.reblinded.check(offset, points)?;
-        points
-            .par_chunks(PAR_CHUNK * POINT_LEN)
-            .enumerate()
-            .try_for_each(|(chunk, points)| {
-                for (j, p) in points.chunks_exact(POINT_LEN).enumerate() {
-                    check_point(p, stream, offset, chunk * PAR_CHUNK + j)?;
-                }
-                Ok::<(), CryptoError>(())
-            })?;
+        validate_points(points, stream, offset)?;
         for (i, p) in points.chunks_exact(POINT_LEN).enumerate() {
             let point = <[u8; POINT_LEN]>::try_from(p).unwrap_or([0; POINT_LEN]);
             self.lookup
@@ -462,7 +384,7 @@ impl GroupP1 {
             .flat_map(|item| &item[..POINT_LEN])
             .copied()
             .collect();
-        let doubled = reblind_in(&self.key, &points, stream, offset)?;
+        let doubled = mul_points(&self.key, &points, stream, offset)?;
         drop(points);
         items
             .par_chunks(PAR_CHUNK * len)
@@ -653,7 +575,7 @@ impl GroupP2 {
                 count: len_u64(repeated),
             });
         }
-        order.shuffle(&mut shuffle_rng()?);
+        order.shuffle(&mut secure_shuffle_rng()?);
         let shuffled_ids: Vec<IdHash> = order.iter().map(|&i| ids[i]).collect();
         drop(ids);
         let mut shuffled_values = Vec::with_capacity(values.len());
@@ -758,7 +680,7 @@ impl GroupP2 {
     /// non-canonical or identity points.
     pub fn on_ids(&mut self, offset: u64, points: &[u8]) -> Result<(), CryptoError> {
         let n = self.incoming.check(offset, points)?;
-        let doubled = reblind_in(&self.key, points, Stream::GroupIds, offset)?;
+        let doubled = mul_points(&self.key, points, Stream::GroupIds, offset)?;
         self.reblinded.extend_from_slice(&doubled);
         self.incoming.advance(n);
         Ok(())
@@ -788,7 +710,7 @@ impl GroupP2 {
         }
         self.incoming.complete()?;
         let held = std::mem::take(&mut self.reblinded);
-        let mut rng = shuffle_rng()?;
+        let mut rng = secure_shuffle_rng()?;
         let mut out = Vec::with_capacity(held.len());
         let mut start = 0usize;
         for size in &self.sizes {

@@ -224,7 +224,7 @@ where
 }
 
 /// `compress(key · P)` for each point; see [`map_points`].
-fn mul_points(
+pub(crate) fn mul_points(
     key: &PsiKey,
     input: &[u8],
     stream: Stream,
@@ -234,7 +234,11 @@ fn mul_points(
 }
 
 /// Checks every point of a batch is a canonical non-identity encoding, without changing it.
-fn validate_points(input: &[u8], stream: Stream, offset: u64) -> Result<(), CryptoError> {
+pub(crate) fn validate_points(
+    input: &[u8],
+    stream: Stream,
+    offset: u64,
+) -> Result<(), CryptoError> {
     let results: Vec<Result<(), CryptoError>> = input
         .par_chunks(PAR_CHUNK * POINT_LEN)
         .enumerate()
@@ -249,7 +253,7 @@ fn validate_points(input: &[u8], stream: Stream, offset: u64) -> Result<(), Cryp
 }
 
 /// A uniformly random permutation source seeded from the operating system's generator.
-fn secure_shuffle_rng() -> Result<StdRng, CryptoError> {
+pub(crate) fn secure_shuffle_rng() -> Result<StdRng, CryptoError> {
     let mut seed = Zeroizing::new([0u8; 32]);
     SystemRandom::new()
         .fill(seed.as_mut())
@@ -258,12 +262,12 @@ fn secure_shuffle_rng() -> Result<StdRng, CryptoError> {
 }
 
 /// Converts a length to `u64` (lossless on every supported platform).
-fn len_u64(n: usize) -> u64 {
+pub(crate) fn len_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// The `[offset, offset + len)` slice of a party's outgoing identifiers, or an error.
-fn outgoing_slice<T>(ids: &[T], offset: u64, len: usize) -> Result<&[T], CryptoError> {
+pub(crate) fn outgoing_slice<T>(ids: &[T], offset: u64, len: usize) -> Result<&[T], CryptoError> {
     let count = len_u64(ids.len());
     let range_err = || CryptoError::OutgoingRange { offset, len, count };
     let start = usize::try_from(offset).map_err(|_| range_err())?;

@@ -205,6 +205,22 @@ async fn policy_refusal_reaches_the_analyst() {
     fed.shutdown().await.unwrap();
 }
 
+/// Submits a PSI job with brand's `crm` as receiver and the rogue `mallory` as sender, has
+/// mallory accept it, and returns once the job has started.
+async fn started_with_mallory(
+    fed: &Federation,
+    mallory: &mut Rogue,
+    mode: PsiMode,
+) -> (parley_proto::Job, parley_proto::JobOffer) {
+    let job = fed
+        .submit(psi_spec(mode, ("brand", "crm"), ("mallory", "any"), 0))
+        .await
+        .unwrap();
+    let offer = mallory.accept_next_offer().await.unwrap();
+    mallory.wait_start(&job.id).await.unwrap();
+    (job, offer)
+}
+
 fn psi_message(body: parley_proto::psi_message::Body) -> Vec<u8> {
     parley_proto::PsiMessage { body: Some(body) }.encode_to_vec()
 }
@@ -214,18 +230,8 @@ async fn a_malformed_point_from_a_peer_fails_the_job_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let (fed, g) = federation(tmp.path(), 500, Some("mallory")).await;
     let mut mallory = Rogue::connect(&fed, "mallory").await.unwrap();
-    let job = fed
-        .submit(psi_spec(
-            PsiMode::Match,
-            ("brand", "crm"),
-            ("mallory", "any"),
-            0,
-        ))
-        .await
-        .unwrap();
-    let offer = mallory.accept_next_offer().await.unwrap();
+    let (job, offer) = started_with_mallory(&fed, &mut mallory, PsiMode::Match).await;
     assert_eq!(offer.job_id, job.id);
-    mallory.wait_start(&job.id).await.unwrap();
     let header = psi_message(parley_proto::psi_message::Body::Header(
         parley_proto::PsiHeader {
             stream: PsiStream::SenderBlinded as i32,
@@ -289,17 +295,7 @@ async fn a_tampered_or_replayed_envelope_fails_the_job() {
     let tmp = tempfile::tempdir().unwrap();
     let (fed, _g) = federation(tmp.path(), 300, Some("mallory")).await;
     let mut mallory = Rogue::connect(&fed, "mallory").await.unwrap();
-    let job = fed
-        .submit(psi_spec(
-            PsiMode::Cardinality,
-            ("brand", "crm"),
-            ("mallory", "any"),
-            0,
-        ))
-        .await
-        .unwrap();
-    let offer = mallory.accept_next_offer().await.unwrap();
-    mallory.wait_start(&job.id).await.unwrap();
+    let (job, offer) = started_with_mallory(&fed, &mut mallory, PsiMode::Cardinality).await;
     let header = psi_message(parley_proto::psi_message::Body::Header(
         parley_proto::PsiHeader {
             stream: PsiStream::SenderBlinded as i32,
@@ -727,18 +723,8 @@ async fn a_node_shutting_down_fails_its_running_job_saying_so() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut fed, _g) = federation(tmp.path(), 300, Some("mallory")).await;
     let mut mallory = Rogue::connect(&fed, "mallory").await.unwrap();
-    let job = fed
-        .submit(psi_spec(
-            PsiMode::Cardinality,
-            ("brand", "crm"),
-            ("mallory", "any"),
-            0,
-        ))
-        .await
-        .unwrap();
-    let offer = mallory.accept_next_offer().await.unwrap();
+    let (job, offer) = started_with_mallory(&fed, &mut mallory, PsiMode::Cardinality).await;
     assert_eq!(offer.job_id, job.id);
-    mallory.wait_start(&job.id).await.unwrap();
     // mallory never sends its points, so brand's job is still running when brand stops.
     fed.stop_node("brand").await.unwrap();
     let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
