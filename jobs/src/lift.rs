@@ -303,10 +303,13 @@ mod tests {
         (t, c)
     }
 
-    /// Over 100 seeded studies with the DP noise included, the 95 % intervals cover the true
-    /// figures between 90 % and 99 % of the time.
+    /// Over 1000 studies with the DP noise included, the 95 % intervals cover the true figures
+    /// between 90 % and 98.5 % of the time. The sampling is seeded but OpenDP's noise is not,
+    /// so the bounds sit four binomial standard deviations from the expected coverage (about
+    /// 94 %: Laplace noise has heavier tails than the normal approximation assumes).
     #[test]
     fn intervals_cover_the_truth_about_95_percent_of_the_time() {
+        const STUDIES: u64 = 1000;
         let (n, rates) = (20_000, (0.055, 0.05));
         let true_lift = rates.0 / rates.1 - 1.0;
         let true_incremental = n as f64 * (rates.0 - rates.1);
@@ -315,7 +318,7 @@ mod tests {
         let (mut lift_hits, mut inc_hits, mut value_hits) = (0, 0, 0);
         // The same studies with the DP noise left out of the intervals (sampling only).
         let mut naive_hits = 0;
-        for seed in 0..100u64 {
+        for seed in 0..STUDIES {
             let mut rng = StdRng::seed_from_u64(seed);
             let (t, c) = study(&mut rng, n, rates);
             let l = lift(&t, &c, None).unwrap();
@@ -336,8 +339,8 @@ mod tests {
         );
         // Leaving the DP noise out would make the intervals too narrow.
         assert!(
-            naive_hits < 90,
-            "sampling-only intervals cover {naive_hits} of 100"
+            naive_hits < 850,
+            "sampling-only intervals cover {naive_hits} of {STUDIES}"
         );
         for (what, hits) in [
             ("relative lift", lift_hits),
@@ -345,8 +348,8 @@ mod tests {
             ("incremental value", value_hits),
         ] {
             assert!(
-                (90..=99).contains(&hits),
-                "{what}: {hits} of 100 intervals cover the truth"
+                (900..=985).contains(&hits),
+                "{what}: {hits} of {STUDIES} intervals cover the truth"
             );
         }
     }
