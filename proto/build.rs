@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "parley/v1/kinds/dp_stats.proto",
     "parley/v1/kinds/secure_sum.proto",
     "parley/v1/kinds/rfm.proto",
+    "parley/v1/kinds/lift.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

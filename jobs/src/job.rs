@@ -12,7 +12,9 @@
 use parley_proto::{JobKind, JobSpec, Participant as PbParticipant, PsiMode as PbPsiMode};
 
 use crate::JobError;
-use crate::kinds::{dp_stats::DpStats, psi::Psi, psi_sum::PsiSum, rfm::Rfm, secure_sum::SecureSum};
+use crate::kinds::{
+    dp_stats::DpStats, lift::Lift, psi::Psi, psi_sum::PsiSum, rfm::Rfm, secure_sum::SecureSum,
+};
 use crate::limits::MAX_LABEL_BYTES;
 use crate::params::check_participant;
 
@@ -53,6 +55,8 @@ pub enum Kind {
     SecureSum(SecureSum),
     /// RFM segments over one node's transaction table.
     Rfm(Rfm),
+    /// Conversion lift of a test/control campaign between a publisher and a brand.
+    Lift(Lift),
 }
 
 /// The part a participant plays.
@@ -62,9 +66,10 @@ pub enum Role {
     PsiReceiver,
     /// PSI match/cardinality: contributes its set, learns the receiver's set size.
     PsiSender,
-    /// Intersection-sum P1: identifiers only; adds the noise, learns |X ∩ Y|.
+    /// Intersection-sum and lift P1: identifiers (lift: with arm labels); adds the noise,
+    /// learns |X ∩ Y| (per cell).
     SumP1,
-    /// Intersection-sum P2: identifiers with values; decrypts the noisy sum.
+    /// Intersection-sum and lift P2: identifiers with values; decrypts the noisy totals.
     SumP2,
     /// DP statistics: the one node, reading its own data.
     StatsOwner,
@@ -121,7 +126,7 @@ pub struct Cost {
 
 impl Job {
     /// The kind's name as node policies and the CLI write it: `psi_match`,
-    /// `psi_cardinality`, `psi_sum`, `dp_stats`, `secure_sum` or `rfm`.
+    /// `psi_cardinality`, `psi_sum`, `dp_stats`, `secure_sum`, `rfm` or `lift`.
     pub fn kind_name(&self) -> &'static str {
         self.kind.name()
     }
@@ -137,6 +142,7 @@ impl Job {
         match &self.kind {
             Kind::Psi(k) => k.role(index),
             Kind::PsiSum(k) => k.role(index),
+            Kind::Lift(k) => k.role(index),
             Kind::DpStats(_) | Kind::Rfm(_) => Role::StatsOwner,
             Kind::SecureSum(_) => Role::Contributor,
         }
@@ -150,6 +156,7 @@ impl Job {
             Kind::PsiSum(k) => Some(k.release_cost()),
             Kind::DpStats(k) => Some(k.release_cost()),
             Kind::Rfm(k) => Some(k.release_cost()),
+            Kind::Lift(k) => Some(k.release_cost()),
             Kind::SecureSum(k) => k.release_cost(),
         }
     }
@@ -160,6 +167,7 @@ impl Job {
         match &self.kind {
             Kind::Psi(k) => Some(k.profile),
             Kind::PsiSum(k) => Some(k.profile),
+            Kind::Lift(k) => Some(k.profile),
             Kind::DpStats(_) | Kind::Rfm(_) | Kind::SecureSum(_) => None,
         }
     }
@@ -170,6 +178,7 @@ impl Job {
         match &self.kind {
             Kind::Psi(_) => Vec::new(),
             Kind::PsiSum(k) => k.data_columns(index),
+            Kind::Lift(k) => k.data_columns(index),
             Kind::DpStats(k) => k.data_columns(),
             Kind::Rfm(k) => k.data_columns(),
             Kind::SecureSum(k) => k.data_columns(),
@@ -179,7 +188,7 @@ impl Job {
     /// True when participant `index` matches on identifier columns (the PSI family).
     pub fn reads_identifiers(&self) -> bool {
         match &self.kind {
-            Kind::Psi(_) | Kind::PsiSum(_) => true,
+            Kind::Psi(_) | Kind::PsiSum(_) | Kind::Lift(_) => true,
             Kind::DpStats(_) | Kind::SecureSum(_) | Kind::Rfm(_) => false,
         }
     }
@@ -189,6 +198,7 @@ impl Job {
         match &self.kind {
             Kind::Psi(k) => ResultTo::Participant(k.receiver),
             Kind::PsiSum(k) => ResultTo::Participant(k.p2),
+            Kind::Lift(k) => ResultTo::Participant(k.p2),
             Kind::DpStats(_) | Kind::Rfm(_) => ResultTo::Participant(0),
             Kind::SecureSum(k) => ResultTo::Coordinator {
                 copy_to: k.result_to,
@@ -208,7 +218,7 @@ impl Job {
     /// What the coordinator does in this job.
     pub fn coordinator_part(&self) -> CoordinatorPart {
         match &self.kind {
-            Kind::Psi(_) | Kind::PsiSum(_) => CoordinatorPart::Relay,
+            Kind::Psi(_) | Kind::PsiSum(_) | Kind::Lift(_) => CoordinatorPart::Relay,
             Kind::DpStats(_) | Kind::Rfm(_) => CoordinatorPart::Local,
             Kind::SecureSum(_) => CoordinatorPart::SecAggServer,
         }
@@ -224,6 +234,7 @@ impl Kind {
             Kind::DpStats(_) => "dp_stats",
             Kind::SecureSum(_) => "secure_sum",
             Kind::Rfm(_) => "rfm",
+            Kind::Lift(_) => "lift",
         }
     }
 }
@@ -267,15 +278,16 @@ fn parse(spec: &JobSpec) -> Result<Job, String> {
         Ok(JobKind::DpStats) => Kind::DpStats(DpStats::from_spec(spec)?),
         Ok(JobKind::SecureSum) => Kind::SecureSum(SecureSum::from_spec(spec)?),
         Ok(JobKind::Rfm) => Kind::Rfm(Rfm::from_spec(spec)?),
+        Ok(JobKind::Lift) => Kind::Lift(Lift::from_spec(spec)?),
         Ok(JobKind::Unspecified) => {
             return Err(
-                "kind: not set; set kind = \"psi\", \"dp_stats\", \"secure_sum\" or \"rfm\"".into(),
+                "kind: not set; set kind = \"psi\", \"dp_stats\", \"secure_sum\", \"rfm\" or \"lift\"".into(),
             );
         }
         Err(_) => {
             return Err(format!(
                 "kind: unknown kind number {}; this version of Parley ({}) runs kind = \"psi\", \
-                 \"dp_stats\", \"secure_sum\" or \"rfm\"; run the same Parley version on every node and \
+                 \"dp_stats\", \"secure_sum\", \"rfm\" or \"lift\"; run the same Parley version on every node and \
                  the coordinator",
                 spec.kind,
                 env!("CARGO_PKG_VERSION")
@@ -319,6 +331,7 @@ impl From<&Job> for JobSpec {
             Kind::DpStats(k) => k.write_spec(&mut spec),
             Kind::SecureSum(k) => k.write_spec(&mut spec),
             Kind::Rfm(k) => k.write_spec(&mut spec),
+            Kind::Lift(k) => k.write_spec(&mut spec),
         }
         spec
     }
@@ -336,7 +349,7 @@ mod tests {
     use super::*;
     use crate::jobfile::{parse_job, parse_job_toml};
 
-    const EXAMPLES: [(&str, &str); 6] = [
+    const EXAMPLES: [(&str, &str); 7] = [
         ("job-match.toml", include_str!("../examples/job-match.toml")),
         (
             "job-cardinality.toml",
@@ -352,6 +365,7 @@ mod tests {
             include_str!("../examples/job-secure-sum.toml"),
         ),
         ("job-rfm.toml", include_str!("../examples/job-rfm.toml")),
+        ("job-lift.toml", include_str!("../examples/job-lift.toml")),
     ];
 
     #[test]
@@ -377,7 +391,8 @@ mod tests {
                 "psi_sum",
                 "dp_stats",
                 "secure_sum",
-                "rfm"
+                "rfm",
+                "lift"
             ]
         );
     }

@@ -9,7 +9,7 @@
 //!
 //! ```toml
 //! label = "brand x publisher overlap"
-//! kind = "psi"                       # psi
+//! kind = "psi"                       # psi | dp_stats | secure_sum | rfm | lift
 //! [psi]
 //! mode = "match"                     # match | cardinality
 //! min_intersection = 100             # optional, default 0 (off)
@@ -106,6 +106,45 @@
 //! # ... one [[participants]] per node (at least 3)
 //! ```
 //!
+//! Conversion lift of a randomised test/control campaign (the brand learns noisy totals per
+//! arm × cohort cell and the lift derived from them):
+//!
+//! ```toml
+//! kind = "lift"
+//! [lift]
+//! arm_column = "arm"                 # the publisher's column naming each person's arm
+//! test_label = "test"                # optional: its labels (default test / control)
+//! control_label = "control"
+//! cohort_column = "region"           # optional: the publisher's cohort column
+//! cohorts = ["north", "south"]       # declared here (with cohort_column), never read from
+//!                                    # the data
+//! conversion_column = "conversions"  # the brand's conversions per person in the window
+//! max_conversions = 1                # optional, default 1 (count converters)
+//! value_column = "revenue"           # the brand's value per person in the window
+//! max_value = 500.0                  # each person's value is clamped to [0, max_value]
+//! decimals = 2                       # optional, default 2
+//! squares_unit = 100.0               # optional, default 1: value² is summed in this unit
+//! max_records_per_identifier = 1     # optional, default 1: the brand's records per person
+//! profile = "google"                 # optional: identifier normalisation profile
+//! min_cell = 100                     # optional, default 0: suppress smaller cells
+//! window_start = "2026-11-01"        # the conversion window the brand applied (ISO dates)
+//! window_end = "2026-11-29"
+//! spend = 25000.0                    # optional: campaign spend, for iROAS (default 0 = none)
+//! [lift.dp]                          # the whole job's privacy loss (required), split over
+//! epsilon = 1.0                      # the matched counts and each summed column
+//! mechanism = "laplace"              # laplace (default) | gaussian (then set delta)
+//! [[participants]]
+//! node = "brand"
+//! dataset = "customers"
+//! role = "receiver"                  # P2: conversions and values; learns the result
+//! columns = ["email"]                # exactly one identifier column per side
+//! [[participants]]
+//! node = "publisher"
+//! dataset = "exposure"
+//! role = "sender"                    # P1: arm (and cohort) labels
+//! columns = ["email"]
+//! ```
+//!
 //! Validation covers the shape of a job only; whether a node *allows* it (partners, datasets,
 //! columns, thresholds) is each node's local policy decision.
 
@@ -113,8 +152,8 @@ use std::path::Path;
 
 use parley_proto::job_spec::Params;
 use parley_proto::{
-    DpMechanism, DpParams, DpStatsParams, JobKind, JobSpec, Measure, MeasureKind, OtherRows,
-    Participant, PsiMode, PsiParams, PsiRole, RfmParams, SecureSumParams,
+    DpMechanism, DpParams, DpStatsParams, JobKind, JobSpec, LiftParams, Measure, MeasureKind,
+    OtherRows, Participant, PsiMode, PsiParams, PsiRole, RfmParams, SecureSumParams,
 };
 use serde::Deserialize;
 
@@ -132,6 +171,7 @@ struct JobFile {
     dp_stats: Option<DpStatsToml>,
     secure_sum: Option<SecureSumToml>,
     rfm: Option<RfmToml>,
+    lift: Option<LiftToml>,
     #[serde(default)]
     participants: Vec<ParticipantToml>,
 }
@@ -158,6 +198,57 @@ struct RfmToml {
     min_count: u64,
     #[serde(default = "default_decimals")]
     decimals: u32,
+}
+
+/// A `[lift]` table; the defaults are the job-file defaults documented on `LiftParams`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiftToml {
+    arm_column: String,
+    #[serde(default = "default_test_label")]
+    test_label: String,
+    #[serde(default = "default_control_label")]
+    control_label: String,
+    #[serde(default)]
+    cohort_column: String,
+    #[serde(default)]
+    cohorts: Vec<String>,
+    conversion_column: String,
+    #[serde(default = "default_one")]
+    max_conversions: u32,
+    value_column: String,
+    max_value: f64,
+    #[serde(default = "default_decimals")]
+    decimals: u32,
+    #[serde(default = "default_squares_unit")]
+    squares_unit: f64,
+    #[serde(default = "default_one")]
+    max_records_per_identifier: u32,
+    #[serde(default)]
+    profile: String,
+    #[serde(default)]
+    min_cell: u64,
+    window_start: String,
+    window_end: String,
+    #[serde(default)]
+    spend: f64,
+    dp: DpToml,
+}
+
+fn default_test_label() -> String {
+    "test".into()
+}
+
+fn default_control_label() -> String {
+    "control".into()
+}
+
+fn default_one() -> u32 {
+    1
+}
+
+fn default_squares_unit() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +292,7 @@ enum KindToml {
     DpStats,
     SecureSum,
     Rfm,
+    Lift,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,6 +454,7 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         KindToml::DpStats => JobKind::DpStats,
         KindToml::SecureSum => JobKind::SecureSum,
         KindToml::Rfm => JobKind::Rfm,
+        KindToml::Lift => JobKind::Lift,
     };
     let invalid = |reason| JobError::FileInvalid {
         origin: origin.to_string(),
@@ -440,7 +533,27 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         min_count: r.min_count,
         decimals: r.decimals,
     });
-    let params = kind_params(kind, psi, dp_stats, secure_sum, rfm).map_err(invalid)?;
+    let lift = file.lift.map(|l| LiftParams {
+        arm_column: l.arm_column,
+        test_label: l.test_label,
+        control_label: l.control_label,
+        cohort_column: l.cohort_column,
+        cohorts: l.cohorts,
+        conversion_column: l.conversion_column,
+        max_conversions: l.max_conversions,
+        value_column: l.value_column,
+        max_value: l.max_value,
+        decimals: l.decimals,
+        squares_unit: l.squares_unit,
+        dp: Some(l.dp.proto()),
+        max_records_per_identifier: l.max_records_per_identifier,
+        profile: l.profile,
+        min_cell: l.min_cell,
+        window_start: l.window_start,
+        window_end: l.window_end,
+        spend: l.spend,
+    });
+    let params = kind_params(kind, psi, dp_stats, secure_sum, rfm, lift).map_err(invalid)?;
     let spec = JobSpec {
         label: file.label,
         kind: kind as i32,
@@ -473,12 +586,14 @@ fn kind_params(
     dp_stats: Option<DpStatsParams>,
     secure_sum: Option<SecureSumParams>,
     rfm: Option<RfmParams>,
+    lift: Option<LiftParams>,
 ) -> Result<Option<Params>, String> {
     let tables = [
         psi.map(Params::Psi),
         dp_stats.map(Params::DpStats),
         secure_sum.map(Params::SecureSum),
         rfm.map(Params::Rfm),
+        lift.map(Params::Lift),
     ];
     let mut own = None;
     for p in tables.into_iter().flatten() {
@@ -626,6 +741,172 @@ role = "sender"
         );
         let dup = text.replace("retailer-5", "retailer-4");
         assert!(invalid(&dup).contains("listed twice"));
+    }
+
+    const LIFT_EXAMPLE: &str = include_str!("../examples/job-lift.toml");
+
+    const LIFT_MINIMAL: &str = r#"
+kind = "lift"
+[lift]
+arm_column = "arm"
+conversion_column = "conversions"
+value_column = "revenue"
+max_value = 500.0
+window_start = "2026-11-01"
+window_end = "2026-11-29"
+[lift.dp]
+epsilon = 1.0
+[[participants]]
+node = "publisher"
+dataset = "exposure"
+role = "sender"
+columns = ["email"]
+[[participants]]
+node = "brand"
+dataset = "customers"
+role = "receiver"
+columns = ["email"]
+"#;
+
+    #[test]
+    fn lift_example_parses() {
+        let spec = parse_job_toml(LIFT_EXAMPLE, "job-lift.toml").unwrap();
+        assert_eq!(spec.kind(), JobKind::Lift);
+        let l = spec.lift().cloned().unwrap();
+        assert_eq!(l.arm_column, "arm");
+        assert_eq!(
+            (l.test_label.as_str(), l.control_label.as_str()),
+            ("test", "control")
+        );
+        assert_eq!(l.cohort_column, "region");
+        assert_eq!(l.cohorts, ["north", "south"]);
+        assert_eq!(l.conversion_column, "conversions");
+        assert_eq!(l.max_conversions, 1);
+        assert_eq!(l.value_column, "revenue");
+        assert_eq!(l.max_value, 500.0);
+        assert_eq!(l.decimals, 2);
+        assert_eq!(l.squares_unit, 100.0);
+        assert_eq!(l.max_records_per_identifier, 1);
+        assert_eq!(l.profile, "");
+        assert_eq!(l.min_cell, 100);
+        assert_eq!(
+            (l.window_start.as_str(), l.window_end.as_str()),
+            ("2026-11-01", "2026-11-29")
+        );
+        assert_eq!(l.spend, 25_000.0);
+        let dp = l.dp.unwrap();
+        assert_eq!(dp.epsilon, 1.0);
+        assert_eq!(dp.mechanism(), DpMechanism::Laplace);
+        assert_eq!(dp.delta, 0.0);
+        let parts: Vec<_> = spec
+            .participants
+            .iter()
+            .map(|p| {
+                (
+                    p.node.as_str(),
+                    p.dataset.as_str(),
+                    p.psi_role(),
+                    p.columns.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (
+                    "publisher",
+                    "exposure",
+                    PsiRole::Sender,
+                    vec!["email".to_string()]
+                ),
+                (
+                    "brand",
+                    "customers",
+                    PsiRole::Receiver,
+                    vec!["email".to_string()]
+                ),
+            ]
+        );
+        // The typed job agrees: the publisher is P1, the brand P2, four arm × region cells.
+        let crate::Kind::Lift(k) = parse_job(LIFT_EXAMPLE, "job-lift.toml").unwrap().kind else {
+            panic!("not a lift job");
+        };
+        assert_eq!((k.p1, k.p2), (0, 1));
+        assert_eq!(k.groups(), 4);
+    }
+
+    #[test]
+    fn lift_minimal_file_gets_the_defaults() {
+        let spec = parse_job_toml(LIFT_MINIMAL, "m.toml").unwrap();
+        let l = spec.lift().cloned().unwrap();
+        assert_eq!(l.test_label, "test");
+        assert_eq!(l.control_label, "control");
+        assert_eq!(l.cohort_column, "");
+        assert!(l.cohorts.is_empty());
+        assert_eq!(l.max_conversions, 1);
+        assert_eq!(l.decimals, 2);
+        assert_eq!(l.squares_unit, 1.0);
+        assert_eq!(l.max_records_per_identifier, 1);
+        assert_eq!(l.profile, "");
+        assert_eq!(l.min_cell, 0);
+        assert_eq!(l.spend, 0.0);
+        assert_eq!(l.dp.unwrap().mechanism(), DpMechanism::Laplace);
+        assert_eq!(spec.label, "");
+        // The required fields are required.
+        for field in [
+            "arm_column = \"arm\"\n",
+            "conversion_column = \"conversions\"\n",
+            "value_column = \"revenue\"\n",
+            "max_value = 500.0\n",
+            "window_start = \"2026-11-01\"\n",
+            "window_end = \"2026-11-29\"\n",
+        ] {
+            let name = field.split(' ').next().unwrap();
+            let msg = syntax(&LIFT_MINIMAL.replace(field, ""));
+            assert!(msg.contains(&format!("missing field `{name}`")), "{msg}");
+        }
+        let msg = syntax(&LIFT_MINIMAL.replace("[lift.dp]\nepsilon = 1.0\n", ""));
+        assert!(msg.contains("missing field `dp`"), "{msg}");
+        let (_, parties) = LIFT_MINIMAL.split_once("[[participants]]").unwrap();
+        let e = invalid(&format!("kind = \"lift\"\n[[participants]]{parties}"));
+        assert!(e.contains("needs a [lift] table"), "{e}");
+    }
+
+    #[test]
+    fn lift_unknown_fields_are_refused_by_name() {
+        let msg = syntax(
+            &LIFT_MINIMAL.replace("max_value = 500.0", "max_value = 500.0\nmax_spend = 1.0"),
+        );
+        assert!(
+            msg.contains("unknown field `max_spend`") && msg.contains("test.toml"),
+            "{msg}"
+        );
+        let msg =
+            syntax(&LIFT_MINIMAL.replace("epsilon = 1.0", "epsilon = 1.0\nepsilon_count = 1.0"));
+        assert!(msg.contains("unknown field `epsilon_count`"), "{msg}");
+        // Lift names its P2 columns in [lift], not on the participant; no new participant
+        // fields are accepted either.
+        let msg = syntax(&LIFT_MINIMAL.replace(
+            "dataset = \"exposure\"",
+            "dataset = \"exposure\"\narm = \"x\"",
+        ));
+        assert!(msg.contains("unknown field `arm`"), "{msg}");
+    }
+
+    #[test]
+    fn lift_file_takes_only_its_own_table() {
+        let e = invalid(&format!("{LIFT_EXAMPLE}\n[psi]\nmode = \"match\"\n"));
+        assert!(e.starts_with("psi: a lift job takes no [psi] table"), "{e}");
+        let lift_table = LIFT_MINIMAL
+            .split("[[participants]]")
+            .next()
+            .unwrap()
+            .replace("kind = \"lift\"\n", "");
+        let e = invalid(&format!("{MINIMAL}{lift_table}"));
+        assert!(
+            e.starts_with("lift: a psi job takes no [lift] table"),
+            "{e}"
+        );
     }
 
     #[test]

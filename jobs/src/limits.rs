@@ -31,6 +31,8 @@ pub const DEFAULT_SECURE_SUM_EPSILON: f64 = 1.0;
 pub const DEFAULT_SECURE_SUM_DELTA: f64 = 1e-6;
 /// Most R × F × M cells an rfm job may declare.
 pub const MAX_RFM_CELLS: usize = 1000;
+/// Most cohorts a lift job may declare.
+pub const MAX_LIFT_COHORTS: usize = 64;
 /// Most participants of a secure_sum job.
 pub const MAX_SECURE_SUM_NODES: usize = 200;
 /// Longest secure_sum vector (one masked vector must fit one 1 MiB message).

@@ -297,6 +297,7 @@ pub(crate) fn params_kind(p: &Params) -> JobKind {
         Params::DpStats(_) => JobKind::DpStats,
         Params::SecureSum(_) => JobKind::SecureSum,
         Params::Rfm(_) => JobKind::Rfm,
+        Params::Lift(_) => JobKind::Lift,
     }
 }
 
@@ -308,6 +309,7 @@ pub(crate) fn table_name(kind: JobKind) -> &'static str {
         JobKind::DpStats => "dp_stats",
         JobKind::SecureSum => "secure_sum",
         JobKind::Rfm => "rfm",
+        JobKind::Lift => "lift",
         JobKind::Unspecified => "unspecified",
     }
 }

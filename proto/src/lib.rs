@@ -102,6 +102,7 @@ kind_arms!(
     "secure-aggregation"
 );
 kind_arms!(Rfm, rfm, rfm_mut, RfmParams, RfmResult, "RFM");
+kind_arms!(Lift, lift, lift_mut, LiftParams, LiftResult, "lift");
 
 #[cfg(test)]
 mod tests {

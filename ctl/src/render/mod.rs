@@ -1,7 +1,7 @@
 //! How `parleyctl` shows jobs and results, as text and as JSON.
 //!
 //! A result is rendered by the module of its kind — `psi` (match, cardinality), `psi_sum`
-//! (the intersection-sum part of a PSI `sum`), `dp_stats`, `secure_sum`, `rfm` — each holding both
+//! (the intersection-sum part of a PSI `sum`), `dp_stats`, `secure_sum`, `rfm`, `lift` — each holding both
 //! the text summary and the JSON of that kind. `ResultView` names the kind; it is built from
 //! the wire's `JobResult` in one function (`ResultView::of`) and dispatched with one
 //! exhaustive `match` (`render`), so a new kind is one variant, one arm and one module.
@@ -12,6 +12,7 @@
 //! estimates.
 
 mod dp_stats;
+mod lift;
 mod noise;
 mod psi;
 mod psi_sum;
@@ -23,8 +24,8 @@ use std::fmt::Write as _;
 
 use parley_proto::job_result::Kind as ResultKind;
 use parley_proto::{
-    DpStatsResult, Job, JobKind, JobResult, JobSpec, JobState, PsiMode, PsiResult, RfmResult,
-    SecureSumResult, StateChange,
+    DpStatsResult, Job, JobKind, JobResult, JobSpec, JobState, LiftResult, PsiMode, PsiResult,
+    RfmResult, SecureSumResult, StateChange,
 };
 use serde_json::{Value, json};
 
@@ -40,6 +41,8 @@ enum ResultView<'a> {
     SecureSum(&'a SecureSumResult),
     /// An RFM table.
     Rfm(&'a RfmResult),
+    /// A conversion-lift study.
+    Lift(&'a LiftResult),
     /// The job released nothing.
     None,
 }
@@ -52,6 +55,7 @@ impl<'a> ResultView<'a> {
             Some(ResultKind::DpStats(d)) => ResultView::DpStats(d),
             Some(ResultKind::SecureSum(s)) => ResultView::SecureSum(s),
             Some(ResultKind::Rfm(r)) => ResultView::Rfm(r),
+            Some(ResultKind::Lift(r)) => ResultView::Lift(r),
             None => ResultView::None,
         }
     }
@@ -73,6 +77,7 @@ fn render(view: ResultView<'_>, spec: Option<&JobSpec>) -> Rendered {
         "dp_stats": Value::Null,
         "secure_sum": Value::Null,
         "rfm": Value::Null,
+        "lift": Value::Null,
     });
     let (key, value) = match view {
         ResultView::Psi(r) => {
@@ -90,6 +95,10 @@ fn render(view: ResultView<'_>, spec: Option<&JobSpec>) -> Rendered {
         ResultView::Rfm(r) => {
             rfm::write_summary(&mut text, r);
             ("rfm", rfm::json(r))
+        }
+        ResultView::Lift(r) => {
+            lift::write_summary(&mut text, r);
+            ("lift", lift::json(r))
         }
         ResultView::None => {
             text.push_str("  (the job released no result)\n");
@@ -176,6 +185,7 @@ pub fn kind_text(spec: Option<&JobSpec>) -> String {
         JobKind::DpStats => "dp_stats".to_string(),
         JobKind::SecureSum => "secure_sum".to_string(),
         JobKind::Rfm => "rfm".to_string(),
+        JobKind::Lift => "lift".to_string(),
         JobKind::Unspecified => "-".to_string(),
     }
 }

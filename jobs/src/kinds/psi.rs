@@ -205,7 +205,7 @@ pub(crate) fn profile_name(profile: Profile) -> String {
 }
 
 /// The profile a spec names (empty = the default, `google`).
-fn check_profile(name: &str) -> Result<Profile, String> {
+pub(crate) fn check_profile(name: &str) -> Result<Profile, String> {
     if name.is_empty() {
         return Ok(Profile::default());
     }
@@ -289,9 +289,53 @@ pub(crate) fn check_pair(spec: &JobSpec) -> Result<Pair<'_>, String> {
             return Err("psi.lower/upper: clamping bounds apply to sum mode only".into());
         }
     }
+    let (receiver, sender) = two_parties(spec, "psi")?;
+    for (i, p) in spec.participants.iter().enumerate() {
+        let n = i + 1;
+        let sum_receiver = mode == PbPsiMode::Sum && p.psi_role() == PsiRole::Receiver;
+        if sum_receiver {
+            if p.value_column.trim().is_empty() {
+                return Err(format!(
+                    "participant {n} (node '{}'): value_column: sum mode needs the receiver's \
+                     value column (e.g. value_column = \"amount\")",
+                    p.node
+                ));
+            }
+            if p.columns.len() != 1 {
+                return Err(format!(
+                    "participant {n} (node '{}'): columns: sum mode needs exactly one \
+                     identifier column for the receiver, so that no value is counted twice \
+                     (e.g. columns = [\"email\"])",
+                    p.node
+                ));
+            }
+        } else if !p.value_column.is_empty() {
+            return Err(format!(
+                "participant {n} (node '{}'): value_column: only the receiver of a sum-mode \
+                 job names a value column",
+                p.node
+            ));
+        }
+    }
+    let bound = check_bound(spec, psi, dp.is_some(), sender)?;
+    let profile = check_profile(&psi.profile)?;
+    Ok(Pair {
+        profile,
+        psi,
+        dp,
+        count_dp,
+        receiver,
+        sender,
+        bound,
+    })
+}
+
+/// Checks that a two-party spec (`kind` names it in messages) has two different nodes, one
+/// with role `receiver` and one with role `sender`; returns (receiver, sender) indices.
+pub(crate) fn two_parties(spec: &JobSpec, kind: &str) -> Result<(usize, usize), String> {
     if spec.participants.len() != 2 {
         return Err(format!(
-            "participants: a psi job needs exactly 2 participants (one receiver, one sender), \
+            "participants: a {kind} job needs exactly 2 participants (one receiver, one sender), \
              found {}",
             spec.participants.len()
         ));
@@ -299,7 +343,7 @@ pub(crate) fn check_pair(spec: &JobSpec) -> Result<Pair<'_>, String> {
     let (a, b) = (&spec.participants[0], &spec.participants[1]);
     if a.node == b.node {
         return Err(format!(
-            "participants: both participants are node '{}'; a psi job runs between two \
+            "participants: both participants are node '{}'; a {kind} job runs between two \
              different nodes",
             a.node
         ));
@@ -334,54 +378,16 @@ pub(crate) fn check_pair(spec: &JobSpec) -> Result<Pair<'_>, String> {
     if receivers != 1 {
         let role = if receivers == 0 { "sender" } else { "receiver" };
         return Err(format!(
-            "participants: both participants have role = \"{role}\"; a psi job needs exactly \
+            "participants: both participants have role = \"{role}\"; a {kind} job needs exactly \
              one \"receiver\" (who learns the result) and one \"sender\""
         ));
-    }
-    for (i, p) in spec.participants.iter().enumerate() {
-        let n = i + 1;
-        let sum_receiver = mode == PbPsiMode::Sum && p.psi_role() == PsiRole::Receiver;
-        if sum_receiver {
-            if p.value_column.trim().is_empty() {
-                return Err(format!(
-                    "participant {n} (node '{}'): value_column: sum mode needs the receiver's \
-                     value column (e.g. value_column = \"amount\")",
-                    p.node
-                ));
-            }
-            if p.columns.len() != 1 {
-                return Err(format!(
-                    "participant {n} (node '{}'): columns: sum mode needs exactly one \
-                     identifier column for the receiver, so that no value is counted twice \
-                     (e.g. columns = [\"email\"])",
-                    p.node
-                ));
-            }
-        } else if !p.value_column.is_empty() {
-            return Err(format!(
-                "participant {n} (node '{}'): value_column: only the receiver of a sum-mode \
-                 job names a value column",
-                p.node
-            ));
-        }
     }
     let receiver = spec
         .participants
         .iter()
         .position(|p| p.psi_role() == PsiRole::Receiver)
         .unwrap_or(0);
-    let sender = 1 - receiver;
-    let bound = check_bound(spec, psi, dp.is_some(), sender)?;
-    let profile = check_profile(&psi.profile)?;
-    Ok(Pair {
-        profile,
-        psi,
-        dp,
-        count_dp,
-        receiver,
-        sender,
-        bound,
-    })
+    Ok((receiver, 1 - receiver))
 }
 
 /// The contribution bound of a PSI-family job: `max_records_per_identifier` (DP jobs only,

@@ -60,7 +60,7 @@ pub struct Rfm {
 }
 
 /// An ISO 8601 date (`YYYY-MM-DD`) as ms since the epoch at UTC midnight.
-fn parse_day(text: &str, field: &str) -> Result<i64, String> {
+pub(crate) fn parse_day(text: &str, field: &str) -> Result<i64, String> {
     let d = time::Date::parse(
         text.trim(),
         time::macros::format_description!("[year]-[month]-[day]"),

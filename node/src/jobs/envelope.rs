@@ -199,6 +199,7 @@ mod tests {
                 count,
                 group_size: 1,
                 public_key: Vec::new(),
+                group_sizes: Vec::new(),
             })),
         }
     }

@@ -2,9 +2,11 @@
 //! `match` on the job's [`Kind`]; an offer whose kind this node version does not know never
 //! gets here (it is refused when `parley_jobs::Job::try_from` fails at the offer).
 //!
-//! * `psi`, `psi_sum`: the two PSI roles of `parley_crypto::psi` (match, cardinality) and
-//!   `parley_crypto::grouped` with one group and one value column (sum), run by the two-party stream driver (`two_party`) over
-//!   sealed envelopes (`envelope`) that the coordinator relays;
+//! * `psi`, `psi_sum`, `lift`: the two PSI roles of `parley_crypto::psi` (match, cardinality)
+//!   and `parley_crypto::grouped` (sum: one group and one value column; lift: one group per
+//!   arm × cohort cell and several columns, on `psi_sum`'s parties), run by the two-party
+//!   stream driver (`two_party`) over sealed envelopes (`envelope`) that the coordinator
+//!   relays;
 //! * `dp_stats`, `rfm`: local releases (`dp` holds what the DP kinds share);
 //! * `secure_sum`: this node's client part of a secure aggregation, run by the
 //!   coordinator-rounds driver (`rounds`).
@@ -14,8 +16,8 @@
 //!
 //! # Budget
 //! Every DP release is charged to this node's dataset ledger before it leaves the node: the
-//! party that releases a result (PSI receiver, sum-mode P1 for its noisy ciphertext and P2 for
-//! the decrypted result, the dp_stats node, each secure_sum node for its noise share) charges
+//! party that releases a result (PSI receiver, sum-mode and lift P1 for its noisy ciphertexts and P2
+//! for the decrypted result, the dp_stats node, each secure_sum node for its noise share) charges
 //! just before it sends; the PSI sender of a DP job charges before it sends its first point.
 //! The cost is the job's `release_cost`, fixed when the job starts. After each charge the new
 //! ledger head is reported to the coordinator.
@@ -52,6 +54,7 @@ mod bound;
 mod dp;
 pub(crate) mod dp_stats;
 mod envelope;
+mod lift;
 mod psi;
 mod psi_sum;
 mod rfm;
@@ -131,7 +134,7 @@ impl Links {
                 .ok_or_else(|| format!("no verified keys for '{name}'"))
         };
         match &job.kind {
-            Kind::Psi(_) | Kind::PsiSum(_) => {
+            Kind::Psi(_) | Kind::PsiSum(_) | Kind::Lift(_) => {
                 let other = job
                     .participants
                     .iter()
@@ -304,6 +307,7 @@ pub fn run_blocking(
     match &job.kind {
         Kind::Psi(k) => psi::run(&run, k, &mut io, &wait),
         Kind::PsiSum(k) => psi_sum::run(&run, k, &mut io, &wait),
+        Kind::Lift(k) => lift::run(&run, k, &mut io, &wait),
         Kind::DpStats(k) => dp_stats::run(&run, k, &io, &wait),
         Kind::SecureSum(k) => secure_sum::run(&run, k, &mut io, &wait),
         Kind::Rfm(k) => rfm::run(&run, k, &io, &wait),
@@ -318,6 +322,7 @@ pub fn check_columns(ds: &Dataset, job: &Job, index: usize) -> Result<(), String
         // Identifier columns are checked by the policy.
         Kind::Psi(_) => Ok(()),
         Kind::PsiSum(k) => psi_sum::check_columns(ds, k, index),
+        Kind::Lift(k) => lift::check_columns(ds, k, index),
         Kind::DpStats(k) => dp_stats::check_columns(ds, k),
         Kind::SecureSum(k) => secure_sum::check_columns(ds, k),
         Kind::Rfm(k) => rfm::check_columns(ds, k),

@@ -167,6 +167,7 @@ pub(super) fn header(stream: PsiStream, count: u64, group_size: u32) -> PsiMessa
             count,
             group_size,
             public_key: Vec::new(),
+            group_sizes: Vec::new(),
         })),
     }
 }

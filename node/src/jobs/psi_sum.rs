@@ -6,9 +6,11 @@
 //! # Guarantees
 //! * P1 ([`SumSenderParty`], the job's "sender") releases nothing until everything from P2 has
 //!   arrived and the intersection is computed; it then calls the release closure exactly once,
-//!   with the exact intersection count, and sends the noisy encrypted sum and noisy count only if
-//!   the closure succeeded (it charges the privacy budget and samples the noise). The exact
-//!   count never leaves this module except into that closure.
+//!   with the exact per-group intersection counts, and sends the noisy encrypted totals and
+//!   noisy counts only if the closure succeeded (it charges the privacy budget and samples the
+//!   noise). The exact counts never leave this module except into that closure.
+//! * The parties are generic over the groups and value columns of `parley_crypto::grouped`:
+//!   the `lift` kind runs them with one group per arm × cohort cell and several columns.
 //! * P2 ([`SumReceiverParty`], the job's "receiver") accepts P1's answer only after it has sent
 //!   every stream P1 needs, and decrypts it within a range the caller declares.
 //! * Every declared count is checked against the job's limit before anything is allocated;
@@ -71,13 +73,13 @@ pub(super) fn run(
             run.max_set_size,
         )?;
         let charger = run.charger(io, wait);
-        let release = Box::new(move |_count: u64| -> Result<SumNoise, NodeError> {
+        let release = Box::new(move |_matched: &[u64]| -> Result<GroupNoise, NodeError> {
             charger.charge()?;
             let noise = |c: &Calibrated| c.noise().map_err(|e| dp_err("", e));
-            Ok(SumNoise {
-                sum_noise: noise(&sum_cal)?,
-                count_noise: noise(&count_cal)?,
-                sum_info: noise_info(&sum_cal, unit),
+            Ok(GroupNoise {
+                sums: vec![noise(&sum_cal)?],
+                counts: vec![noise(&count_cal)?],
+                sum_info: vec![noise_info(&sum_cal, unit)],
                 count_info: noise_info(&count_cal, 1.0),
             })
         });
@@ -114,12 +116,13 @@ pub(super) fn run(
     let (min, max) = decrypt_range(&job, k, &sum_cal, n)?;
     let (ids, values) = items.into_iter().unzip();
     let p2 = GroupP2::new(ids, values, 1, 1, run.max_set_size)?;
-    let mut party = SumReceiverParty::new(p2, run.batch_points, (min, max));
+    let mut party = SumReceiverParty::new(p2, 1, run.batch_points, vec![(min, max)]);
     two_party::drive(&mut party, &mut wire, io, wait)?;
-    let got = party.finish(min, max).map_err(|e| e.for_job(&job))?;
+    let got = party.finish().map_err(|e| e.for_job(&job))?;
+    let (noisy_sum, raw_count) = (got.totals[0][0], got.noisy_counts[0]);
     // P2's dataset pays for the released sum before it leaves.
     run.charge(io, wait)?;
-    let noisy_count = got.noisy_count.max(0) as u64;
+    let noisy_count = raw_count.max(0) as u64;
     let suppressed = k.min_intersection > 0 && noisy_count < k.min_intersection;
     tracing::info!(job = %job, suppressed, "psi sum finished");
     Ok(Some(JobResult::from(PsiResult {
@@ -133,9 +136,9 @@ pub(super) fn run(
         elapsed_ms: started.elapsed().as_millis() as u64,
         count_noise: None,
         sum: (!suppressed).then_some(SumRelease {
-            noisy_sum: got.noisy_sum as f64 * unit,
-            noisy_count: got.noisy_count,
-            sum_noise: Some(got.sum_info),
+            noisy_sum: noisy_sum as f64 * unit,
+            noisy_count: raw_count,
+            sum_noise: got.sum_info.into_iter().next(),
             count_noise: Some(got.count_info),
             lower: b.lower,
             upper: b.upper,
@@ -194,33 +197,33 @@ fn decrypt_range(
     Ok((bound.saturating_neg(), max))
 }
 
-/// Length of one item of the pairs stream: a point, then the ciphertext of its value.
-const PAIR_LEN: usize = POINT_LEN + CIPHERTEXT_LEN;
-
-/// Largest number of pairs in one batch: one envelope carries at most one chunk.
-const MAX_PAIRS_PER_BATCH: usize = parley_proto::MAX_CHUNK_BYTES / PAIR_LEN;
-
 /// Largest number of points in one batch.
 const MAX_POINTS_PER_BATCH: usize = parley_proto::MAX_CHUNK_BYTES / POINT_LEN;
 
 /// The noise P1 adds to its release, as sampled (and charged) by the release closure.
-pub(crate) struct SumNoise {
-    /// Noise added to the sum, inside the ciphertext.
-    pub sum_noise: i64,
-    /// Noise added to the intersection count.
-    pub count_noise: i64,
-    /// Parameters of the sum's noise, sent to P2.
-    pub sum_info: NoiseInfo,
-    /// Parameters of the count's noise, sent to P2.
+pub(crate) struct GroupNoise {
+    /// Noise inside each total, group-major (`sums[g·W + c]` for group `g`, column `c`).
+    pub sums: Vec<i64>,
+    /// Noise added to each group's intersection count.
+    pub counts: Vec<i64>,
+    /// Parameters of each column's noise, sent to P2.
+    pub sum_info: Vec<NoiseInfo>,
+    /// Parameters of the counts' noise, sent to P2.
     pub count_info: NoiseInfo,
 }
 
-/// Called once by P1 with the exact intersection count, after everything has arrived and
-/// before anything is released; an error fails the job and nothing is sent.
-pub(crate) type ReleaseFn = Box<dyn FnOnce(u64) -> Result<SumNoise, NodeError> + Send>;
+/// Called once by P1 with the exact per-group intersection counts, after everything has
+/// arrived and before anything is released; an error fails the job and nothing is sent.
+pub(crate) type ReleaseFn = Box<dyn FnOnce(&[u64]) -> Result<GroupNoise, NodeError> + Send>;
 
-/// P1 in sum mode: sends its blinded identifiers, receives P2's two streams, returns the noisy
-/// encrypted sum and noisy count.
+/// Largest number of pairs of `width` columns in one batch: one envelope carries at most one
+/// chunk.
+fn max_pairs_per_batch(width: usize) -> usize {
+    parley_proto::MAX_CHUNK_BYTES / parley_crypto::grouped::item_len(width)
+}
+
+/// P1 of a grouped intersection-aggregate (PSI sum, lift): sends its blinded identifiers group
+/// by group, receives P2's two streams, returns the noisy encrypted totals and noisy counts.
 pub(crate) struct SumSenderParty {
     /// `None` once the outcome has been computed.
     p1: Option<GroupP1>,
@@ -269,12 +272,20 @@ impl SumSenderParty {
             .release
             .take()
             .ok_or_else(|| NodeError::protocol("", "intersection-sum released twice"))?;
-        let intersection_count = outcome.matched.iter().sum::<u64>();
-        let noise = release(intersection_count)?;
-        let ciphertext = outcome.noisy_response(&[noise.sum_noise])?;
-        let noisy_count = i64::try_from(intersection_count)
-            .ok()
-            .and_then(|c| c.checked_add(noise.count_noise))
+        let noise = release(&outcome.matched)?;
+        if noise.counts.len() != outcome.matched.len() || noise.sum_info.len() != outcome.width() {
+            return Err(NodeError::protocol(
+                "",
+                "intersection-sum noise does not match the groups and columns",
+            ));
+        }
+        let ciphertext = outcome.noisy_response(&noise.sums)?;
+        let noisy_count = outcome
+            .matched
+            .iter()
+            .zip(&noise.counts)
+            .map(|(m, n)| i64::try_from(*m).ok().and_then(|c| c.checked_add(*n)))
+            .collect::<Option<Vec<i64>>>()
             .ok_or_else(|| {
                 NodeError::protocol("", "noisy intersection count overflows a 64-bit integer")
             })?;
@@ -282,7 +293,7 @@ impl SumSenderParty {
             body: Some(psi_message::Body::SumOutcome(SumOutcome {
                 ciphertext,
                 noisy_count,
-                sum_noise: Some(noise.sum_info),
+                sum_noise: noise.sum_info,
                 count_noise: Some(noise.count_info),
             })),
         });
@@ -296,7 +307,14 @@ impl Party for SumSenderParty {
     fn next_outgoing(&mut self) -> Result<Option<PsiMessage>, NodeError> {
         if !self.header_sent {
             self.header_sent = true;
-            return Ok(Some(header(PsiStream::SumIds, self.total, 1)));
+            let mut m = header(PsiStream::SumIds, self.total, 1);
+            let sizes = self.p1()?.group_sizes().to_vec();
+            if let Some(psi_message::Body::Header(h)) = &mut m.body
+                && sizes.len() > 1
+            {
+                h.group_sizes = sizes;
+            }
+            return Ok(Some(m));
         }
         if self.sent < self.total {
             let len = self.batch_points.min((self.total - self.sent) as usize);
@@ -359,23 +377,25 @@ impl Party for SumSenderParty {
     }
 }
 
-/// What P2 learns at the end of a sum job.
+/// What P2 learns at the end of a grouped intersection-aggregate.
 #[derive(Debug)]
 pub(crate) struct SumReceived {
-    /// The sum over the intersection plus P1's noise.
-    pub noisy_sum: i64,
-    /// The intersection count plus P1's noise.
-    pub noisy_count: i64,
-    /// Parameters of the sum's noise, as P1 reported them.
-    pub sum_info: NoiseInfo,
-    /// Parameters of the count's noise, as P1 reported them.
+    /// Per group, per column: the total over the intersection plus P1's noise.
+    pub totals: Vec<Vec<i64>>,
+    /// Per group: the intersection count plus P1's noise.
+    pub noisy_counts: Vec<i64>,
+    /// Parameters of each column's noise, as P1 reported them.
+    pub sum_info: Vec<NoiseInfo>,
+    /// Parameters of the counts' noise, as P1 reported them.
     pub count_info: NoiseInfo,
+    /// `|X_g|`: P1's number of distinct identifiers in each group.
+    pub p1_group_sizes: Vec<u64>,
     /// `|X|`: P1's number of distinct identifiers.
     pub p1_identifiers: u64,
 }
 
-/// P2 in sum mode: re-blinds P1's identifiers, sends its encrypted pairs, receives and decrypts
-/// P1's answer.
+/// P2 of a grouped intersection-aggregate (PSI sum, lift): re-blinds P1's identifiers, sends
+/// its encrypted items, receives and decrypts P1's answer.
 pub(crate) struct SumReceiverParty {
     p2: GroupP2,
     point_batch: usize,
@@ -388,34 +408,45 @@ pub(crate) struct SumReceiverParty {
     /// P1's stream is complete and every re-blinded point is queued.
     ids_finished: bool,
     outcome: Option<SumOutcome>,
-    /// The discrete-log table for the declared range, being built in the background.
-    table: Option<std::thread::JoinHandle<std::sync::Arc<DlogTable>>>,
-    /// Width of the declared range of the noisy sum.
-    width: u128,
+    /// The discrete-log tables for the declared ranges, being built in the background.
+    tables: Option<std::thread::JoinHandle<Vec<std::sync::Arc<DlogTable>>>>,
+    /// The declared range of each column's noisy totals.
+    ranges: Vec<(i64, i64)>,
+    groups: usize,
+    columns: usize,
 }
 
 impl SumReceiverParty {
-    /// P2's party; `batch_points` is the configured number of points per message (pairs are
-    /// capped to what fits one chunk).
+    /// P2's party for `groups` groups; `ranges` declares where each of P2's value columns'
+    /// noisy totals lie; `batch_points` is the configured number of points per message (items
+    /// are capped to what fits one chunk).
     ///
-    /// Starts building the process-wide discrete-log table in the background (once per process),
-    /// so that it is usually ready by the time P1's answer arrives.
-    pub(crate) fn new(p2: GroupP2, batch_points: usize, range: (i64, i64)) -> Self {
-        let width = range_width(range.0, range.1);
+    /// Starts building the process-wide discrete-log tables in the background (once per
+    /// process and size), so that they are usually ready by the time P1's answer arrives.
+    pub(crate) fn new(
+        p2: GroupP2,
+        groups: usize,
+        batch_points: usize,
+        ranges: Vec<(i64, i64)>,
+    ) -> Self {
+        let widths: Vec<u128> = ranges.iter().map(|(a, b)| range_width(*a, *b)).collect();
         // A plain thread, not a rayon task: a rayon worker waiting inside the table's parallel
         // build could pick up another task that also waits for the table. If the thread cannot
-        // start, the table is built at decryption instead.
-        let table = std::thread::Builder::new()
+        // start, the tables are built at decryption instead.
+        let tables = std::thread::Builder::new()
             .name("dlog-table".into())
-            .spawn(move || DlogTable::for_width(width))
+            .spawn(move || widths.into_iter().map(DlogTable::for_width).collect())
             .ok();
+        let columns = ranges.len();
         SumReceiverParty {
-            table,
-            width,
+            tables,
+            ranges,
+            groups,
+            columns,
             pairs_total: p2.pairs_count(),
             p2,
             point_batch: batch_points.clamp(1, MAX_POINTS_PER_BATCH),
-            pair_batch: batch_points.clamp(1, MAX_PAIRS_PER_BATCH),
+            pair_batch: batch_points.clamp(1, max_pairs_per_batch(columns)),
             pairs_sent: 0,
             pairs_header_sent: false,
             replies: VecDeque::new(),
@@ -443,25 +474,23 @@ impl SumReceiverParty {
             && self.pairs_sent == self.pairs_total
     }
 
-    /// Decrypts P1's answer, whose sum P2 declares to lie in `[min, max]` (e.g. from minus the
-    /// noise bound to the number of pairs times the clamping bound plus the noise bound).
-    pub(crate) fn finish(self, min: i64, max: i64) -> Result<SumReceived, NodeError> {
+    /// Decrypts P1's answer within the ranges declared at [`SumReceiverParty::new`] (e.g.
+    /// from minus the noise bound to the number of items times the clamping bound plus the
+    /// noise bound).
+    pub(crate) fn finish(self) -> Result<SumReceived, NodeError> {
         let o = self
             .outcome
             .ok_or_else(|| NodeError::protocol("", "intersection-sum answer from P1 missing"))?;
-        let width = self.width;
-        let table = match self.table.map(std::thread::JoinHandle::join) {
-            Some(Ok(t)) => t,
-            _ => DlogTable::for_width(width),
-        };
-        // The table is cached process-wide, so decryption reuses the one built ahead.
-        drop(table);
-        let noisy_sum = self.p2.decrypt_totals(&o.ciphertext, &[(min, max)])?[0][0];
+        // The tables are cached process-wide, so decryption reuses the ones built ahead (or
+        // builds them now if the thread could not start).
+        drop(self.tables.map(std::thread::JoinHandle::join));
+        let totals = self.p2.decrypt_totals(&o.ciphertext, &self.ranges)?;
         Ok(SumReceived {
-            noisy_sum,
-            noisy_count: o.noisy_count,
-            sum_info: o.sum_noise.unwrap_or_default(),
+            totals,
+            noisy_counts: o.noisy_count,
+            sum_info: o.sum_noise,
             count_info: o.count_noise.unwrap_or_default(),
+            p1_group_sizes: self.p2.p1_group_sizes().to_vec(),
             p1_identifiers: self.p2.p1_group_sizes().iter().sum(),
         })
     }
@@ -482,6 +511,7 @@ impl Party for SumReceiverParty {
                     count: self.pairs_total,
                     group_size: 1,
                     public_key: self.p2.public_key().to_vec(),
+                    group_sizes: Vec::new(),
                 })),
             }));
         }
@@ -505,7 +535,17 @@ impl Party for SumReceiverParty {
         }
         match m.body {
             Some(psi_message::Body::Header(h)) if h.stream() == PsiStream::SumIds => {
-                self.p2.on_ids_header(&[h.count])?;
+                let sizes = if h.group_sizes.is_empty() {
+                    vec![h.count]
+                } else {
+                    h.group_sizes.clone()
+                };
+                if sizes.iter().try_fold(0u64, |a, s| a.checked_add(*s)) != Some(h.count) {
+                    return Err(peer_err(
+                        "intersection-sum group sizes do not add up to the declared count",
+                    ));
+                }
+                self.p2.on_ids_header(&sizes)?;
                 self.replies
                     .push_back(header(PsiStream::SumIdsReblinded, h.count, 1));
                 if h.count == 0 {
@@ -525,13 +565,18 @@ impl Party for SumReceiverParty {
                         "intersection-sum answer arrived before P2 had sent all its points and pairs",
                     ));
                 }
-                if o.ciphertext.len() != CIPHERTEXT_LEN {
+                if o.ciphertext.len() != self.groups * self.columns * CIPHERTEXT_LEN {
                     return Err(parley_crypto::CryptoError::CiphertextLength {
                         len: o.ciphertext.len(),
                     }
                     .into());
                 }
-                if o.sum_noise.is_none() || o.count_noise.is_none() {
+                if o.noisy_count.len() != self.groups {
+                    return Err(peer_err(
+                        "intersection-sum answer without one noisy count per group",
+                    ));
+                }
+                if o.sum_noise.len() != self.columns || o.count_noise.is_none() {
                     return Err(peer_err(
                         "intersection-sum answer without its noise parameters",
                     ));
@@ -596,12 +641,12 @@ mod tests {
 
     /// A release closure with fixed noise that records the counts it was called with.
     fn release(sum_noise: i64, count_noise: i64, calls: Arc<Mutex<Vec<u64>>>) -> ReleaseFn {
-        Box::new(move |count| {
-            calls.lock().unwrap().push(count);
-            Ok(SumNoise {
-                sum_noise,
-                count_noise,
-                sum_info: info(1.0),
+        Box::new(move |matched: &[u64]| {
+            calls.lock().unwrap().push(matched.iter().sum());
+            Ok(GroupNoise {
+                sums: vec![sum_noise],
+                counts: vec![count_noise],
+                sum_info: vec![info(1.0)],
                 count_info: info(0.5),
             })
         })
@@ -652,11 +697,16 @@ mod tests {
             batch_points,
             release(sum_noise, count_noise, calls.clone()),
         );
-        let mut p2 = SumReceiverParty::new(p2_of(y, 10_000), batch_points, (-(1 << 20), 1 << 40));
+        let mut p2 = SumReceiverParty::new(
+            p2_of(y, 10_000),
+            1,
+            batch_points,
+            vec![(-(1 << 20), 1 << 40)],
+        );
         pump(&mut p1, &mut p2).unwrap();
         assert_eq!(p1.progress(), ("sum", 1, 1));
         assert_eq!(p2.progress(), ("sum", 1, 1));
-        let got = p2.finish(-(1 << 20), 1 << 40).unwrap();
+        let got = p2.finish().unwrap();
         let calls = calls.lock().unwrap().clone();
         (got, calls)
     }
@@ -666,10 +716,10 @@ mod tests {
         let (_, _, count, sum) = sets();
         for batch_points in [7, 64, 100_000] {
             let (got, calls) = run(batch_points, 0, 0);
-            assert_eq!(got.noisy_sum, sum);
-            assert_eq!(got.noisy_count, count);
+            assert_eq!(got.totals[0][0], sum);
+            assert_eq!(got.noisy_counts[0], count);
             assert_eq!(got.p1_identifiers, 300);
-            assert_eq!(got.sum_info, info(1.0));
+            assert_eq!(got.sum_info, vec![info(1.0)]);
             assert_eq!(got.count_info, info(0.5));
             assert_eq!(
                 calls,
@@ -683,18 +733,18 @@ mod tests {
     fn noise_is_added() {
         let (_, _, count, sum) = sets();
         let (got, _) = run(50, -12_345, 3);
-        assert_eq!(got.noisy_sum, sum - 12_345);
-        assert_eq!(got.noisy_count, count + 3);
+        assert_eq!(got.totals[0][0], sum - 12_345);
+        assert_eq!(got.noisy_counts[0], count + 3);
     }
 
     #[test]
     fn empty_sets() {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let mut p1 = SumSenderParty::new(p1_of(vec![], 10), 8, release(5, 1, calls.clone()));
-        let mut p2 = SumReceiverParty::new(p2_of(vec![], 10), 8, (-(1 << 20), 1 << 40));
+        let mut p2 = SumReceiverParty::new(p2_of(vec![], 10), 1, 8, vec![(-(1 << 20), 1 << 40)]);
         pump(&mut p1, &mut p2).unwrap();
-        let got = p2.finish(-10, 10).unwrap();
-        assert_eq!((got.noisy_sum, got.noisy_count), (5, 1));
+        let got = p2.finish().unwrap();
+        assert_eq!((got.totals[0][0], got.noisy_counts[0]), (5, 1));
         assert_eq!(*calls.lock().unwrap(), vec![0]);
     }
 
@@ -706,7 +756,7 @@ mod tests {
             64,
             Box::new(|_| Err(NodeError::protocol("", "privacy budget exhausted"))),
         );
-        let mut p2 = SumReceiverParty::new(p2_of(y, 10_000), 64, (-(1 << 20), 1 << 40));
+        let mut p2 = SumReceiverParty::new(p2_of(y, 10_000), 1, 64, vec![(-(1 << 20), 1 << 40)]);
         let err = pump(&mut p1, &mut p2).unwrap_err();
         assert!(
             err.to_string().contains("privacy budget exhausted"),
@@ -715,7 +765,7 @@ mod tests {
         // Nothing more leaves P1, and P2 never got an answer.
         assert!(p1.next_outgoing().unwrap().is_none());
         assert!(!p2.incoming_done());
-        assert!(p2.finish(0, 10).is_err());
+        assert!(p2.finish().is_err());
     }
 
     #[test]
@@ -723,17 +773,27 @@ mod tests {
         let outcome = |ciphertext: Vec<u8>| PsiMessage {
             body: Some(psi_message::Body::SumOutcome(SumOutcome {
                 ciphertext,
-                noisy_count: 1,
-                sum_noise: Some(info(1.0)),
+                noisy_count: vec![1],
+                sum_noise: vec![info(1.0)],
                 count_noise: Some(info(1.0)),
             })),
         };
-        let mut p2 = SumReceiverParty::new(p2_of(vec![(id(1), 1)], 10), 8, (-(1 << 20), 1 << 40));
+        let mut p2 = SumReceiverParty::new(
+            p2_of(vec![(id(1), 1)], 10),
+            1,
+            8,
+            vec![(-(1 << 20), 1 << 40)],
+        );
         let err = p2.on_incoming(outcome(vec![0; 64])).unwrap_err();
         assert!(err.to_string().contains("arrived before"), "{err}");
 
         // Complete P2's side, then send a short ciphertext.
-        let mut p2 = SumReceiverParty::new(p2_of(vec![(id(1), 1)], 10), 8, (-(1 << 20), 1 << 40));
+        let mut p2 = SumReceiverParty::new(
+            p2_of(vec![(id(1), 1)], 10),
+            1,
+            8,
+            vec![(-(1 << 20), 1 << 40)],
+        );
         p2.on_incoming(header(PsiStream::SumIds, 0, 1)).unwrap();
         while p2.next_outgoing().unwrap().is_some() {}
         let err = p2.on_incoming(outcome(vec![0; 63])).unwrap_err();
@@ -745,7 +805,7 @@ mod tests {
 
     #[test]
     fn unexpected_streams_are_rejected() {
-        let mut p2 = SumReceiverParty::new(p2_of(vec![], 10), 8, (-(1 << 20), 1 << 40));
+        let mut p2 = SumReceiverParty::new(p2_of(vec![], 10), 1, 8, vec![(-(1 << 20), 1 << 40)]);
         assert!(
             p2.on_incoming(header(PsiStream::ReceiverBlinded, 1, 1))
                 .is_err()
@@ -822,8 +882,10 @@ mod tests {
 
     #[test]
     fn batches_fit_one_chunk() {
-        let p2 = SumReceiverParty::new(p2_of(vec![], 10), 1 << 30, (-(1 << 20), 1 << 40));
+        let p2 = SumReceiverParty::new(p2_of(vec![], 10), 1, 1 << 30, vec![(-(1 << 20), 1 << 40)]);
         assert_eq!(p2.pair_batch, parley_proto::MAX_CHUNK_BYTES / 96);
+        let p2 = SumReceiverParty::new(p2_of(vec![], 10), 1, 1 << 30, vec![(0, 1); 3]);
+        assert_eq!(p2.pair_batch, parley_proto::MAX_CHUNK_BYTES / (32 + 3 * 64));
         assert_eq!(p2.point_batch, parley_proto::MAX_CHUNK_BYTES / 32);
     }
 }
