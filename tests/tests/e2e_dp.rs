@@ -514,6 +514,7 @@ async fn an_invalid_sum_ciphertext_fails_the_job_cleanly_and_charges_nothing() {
         count: 0,
         group_size: 1,
         public_key: Vec::new(),
+        group_sizes: Vec::new(),
     }));
     mallory
         .send_sealed(&offer, "brand", 0, &header)
@@ -527,8 +528,8 @@ async fn an_invalid_sum_ciphertext_fails_the_job_cleanly_and_charges_nothing() {
     };
     let answer = msg(psi_message::Body::SumOutcome(parley_proto::SumOutcome {
         ciphertext: vec![0xff; 64],
-        noisy_count: 3,
-        sum_noise: Some(info),
+        noisy_count: vec![3],
+        sum_noise: vec![info],
         count_noise: Some(info),
     }));
     mallory

@@ -238,6 +238,7 @@ async fn a_malformed_point_from_a_peer_fails_the_job_cleanly() {
             count: 2,
             group_size: 1,
             public_key: Vec::new(),
+            group_sizes: Vec::new(),
         },
     ));
     mallory
@@ -302,6 +303,7 @@ async fn a_tampered_or_replayed_envelope_fails_the_job() {
             count: 0,
             group_size: 1,
             public_key: Vec::new(),
+            group_sizes: Vec::new(),
         },
     ));
     mallory
@@ -341,6 +343,7 @@ async fn a_node_that_disconnects_mid_job_fails_it_and_the_next_job_succeeds() {
             count: 1000,
             group_size: 1,
             public_key: Vec::new(),
+            group_sizes: Vec::new(),
         },
     ));
     mallory
