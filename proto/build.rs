@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "parley/v1/kinds/secure_sum.proto",
     "parley/v1/kinds/rfm.proto",
     "parley/v1/kinds/lift.proto",
+    "parley/v1/kinds/overlap.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

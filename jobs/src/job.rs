@@ -13,7 +13,8 @@ use parley_proto::{JobKind, JobSpec, Participant as PbParticipant, PsiMode as Pb
 
 use crate::JobError;
 use crate::kinds::{
-    dp_stats::DpStats, lift::Lift, psi::Psi, psi_sum::PsiSum, rfm::Rfm, secure_sum::SecureSum,
+    dp_stats::DpStats, lift::Lift, overlap::Overlap, psi::Psi, psi_sum::PsiSum, rfm::Rfm,
+    secure_sum::SecureSum,
 };
 use crate::limits::MAX_LABEL_BYTES;
 use crate::params::check_participant;
@@ -57,6 +58,8 @@ pub enum Kind {
     Rfm(Rfm),
     /// Conversion lift of a test/control campaign between a publisher and a brand.
     Lift(Lift),
+    /// Segmented overlap and match rate between two nodes.
+    Overlap(Overlap),
 }
 
 /// The part a participant plays.
@@ -126,7 +129,7 @@ pub struct Cost {
 
 impl Job {
     /// The kind's name as node policies and the CLI write it: `psi_match`,
-    /// `psi_cardinality`, `psi_sum`, `dp_stats`, `secure_sum`, `rfm` or `lift`.
+    /// `psi_cardinality`, `psi_sum`, `dp_stats`, `secure_sum`, `rfm`, `lift` or `overlap`.
     pub fn kind_name(&self) -> &'static str {
         self.kind.name()
     }
@@ -143,6 +146,7 @@ impl Job {
             Kind::Psi(k) => k.role(index),
             Kind::PsiSum(k) => k.role(index),
             Kind::Lift(k) => k.role(index),
+            Kind::Overlap(k) => k.role(index),
             Kind::DpStats(_) | Kind::Rfm(_) => Role::StatsOwner,
             Kind::SecureSum(_) => Role::Contributor,
         }
@@ -157,6 +161,7 @@ impl Job {
             Kind::DpStats(k) => Some(k.release_cost()),
             Kind::Rfm(k) => Some(k.release_cost()),
             Kind::Lift(k) => Some(k.release_cost()),
+            Kind::Overlap(k) => Some(k.release_cost()),
             Kind::SecureSum(k) => k.release_cost(),
         }
     }
@@ -168,6 +173,7 @@ impl Job {
             Kind::Psi(k) => Some(k.profile),
             Kind::PsiSum(k) => Some(k.profile),
             Kind::Lift(k) => Some(k.profile),
+            Kind::Overlap(k) => Some(k.profile),
             Kind::DpStats(_) | Kind::Rfm(_) | Kind::SecureSum(_) => None,
         }
     }
@@ -179,6 +185,7 @@ impl Job {
             Kind::Psi(_) => Vec::new(),
             Kind::PsiSum(k) => k.data_columns(index),
             Kind::Lift(k) => k.data_columns(index),
+            Kind::Overlap(k) => k.data_columns(index),
             Kind::DpStats(k) => k.data_columns(),
             Kind::Rfm(k) => k.data_columns(),
             Kind::SecureSum(k) => k.data_columns(),
@@ -188,7 +195,7 @@ impl Job {
     /// True when participant `index` matches on identifier columns (the PSI family).
     pub fn reads_identifiers(&self) -> bool {
         match &self.kind {
-            Kind::Psi(_) | Kind::PsiSum(_) | Kind::Lift(_) => true,
+            Kind::Psi(_) | Kind::PsiSum(_) | Kind::Lift(_) | Kind::Overlap(_) => true,
             Kind::DpStats(_) | Kind::SecureSum(_) | Kind::Rfm(_) => false,
         }
     }
@@ -199,6 +206,7 @@ impl Job {
             Kind::Psi(k) => ResultTo::Participant(k.receiver),
             Kind::PsiSum(k) => ResultTo::Participant(k.p2),
             Kind::Lift(k) => ResultTo::Participant(k.p2),
+            Kind::Overlap(k) => ResultTo::Participant(k.p2),
             Kind::DpStats(_) | Kind::Rfm(_) => ResultTo::Participant(0),
             Kind::SecureSum(k) => ResultTo::Coordinator {
                 copy_to: k.result_to,
@@ -218,7 +226,9 @@ impl Job {
     /// What the coordinator does in this job.
     pub fn coordinator_part(&self) -> CoordinatorPart {
         match &self.kind {
-            Kind::Psi(_) | Kind::PsiSum(_) | Kind::Lift(_) => CoordinatorPart::Relay,
+            Kind::Psi(_) | Kind::PsiSum(_) | Kind::Lift(_) | Kind::Overlap(_) => {
+                CoordinatorPart::Relay
+            }
             Kind::DpStats(_) | Kind::Rfm(_) => CoordinatorPart::Local,
             Kind::SecureSum(_) => CoordinatorPart::SecAggServer,
         }
@@ -235,6 +245,7 @@ impl Kind {
             Kind::SecureSum(_) => "secure_sum",
             Kind::Rfm(_) => "rfm",
             Kind::Lift(_) => "lift",
+            Kind::Overlap(_) => "overlap",
         }
     }
 }
@@ -279,15 +290,16 @@ fn parse(spec: &JobSpec) -> Result<Job, String> {
         Ok(JobKind::SecureSum) => Kind::SecureSum(SecureSum::from_spec(spec)?),
         Ok(JobKind::Rfm) => Kind::Rfm(Rfm::from_spec(spec)?),
         Ok(JobKind::Lift) => Kind::Lift(Lift::from_spec(spec)?),
+        Ok(JobKind::Overlap) => Kind::Overlap(Overlap::from_spec(spec)?),
         Ok(JobKind::Unspecified) => {
             return Err(
-                "kind: not set; set kind = \"psi\", \"dp_stats\", \"secure_sum\", \"rfm\" or \"lift\"".into(),
+                "kind: not set; set kind = \"psi\", \"dp_stats\", \"secure_sum\", \"rfm\", \"lift\" or \"overlap\"".into(),
             );
         }
         Err(_) => {
             return Err(format!(
                 "kind: unknown kind number {}; this version of Parley ({}) runs kind = \"psi\", \
-                 \"dp_stats\", \"secure_sum\", \"rfm\" or \"lift\"; run the same Parley version on every node and \
+                 \"dp_stats\", \"secure_sum\", \"rfm\", \"lift\" or \"overlap\"; run the same Parley version on every node and \
                  the coordinator",
                 spec.kind,
                 env!("CARGO_PKG_VERSION")
@@ -332,6 +344,7 @@ impl From<&Job> for JobSpec {
             Kind::SecureSum(k) => k.write_spec(&mut spec),
             Kind::Rfm(k) => k.write_spec(&mut spec),
             Kind::Lift(k) => k.write_spec(&mut spec),
+            Kind::Overlap(k) => k.write_spec(&mut spec),
         }
         spec
     }
@@ -349,7 +362,7 @@ mod tests {
     use super::*;
     use crate::jobfile::{parse_job, parse_job_toml};
 
-    const EXAMPLES: [(&str, &str); 7] = [
+    const EXAMPLES: [(&str, &str); 8] = [
         ("job-match.toml", include_str!("../examples/job-match.toml")),
         (
             "job-cardinality.toml",
@@ -366,6 +379,10 @@ mod tests {
         ),
         ("job-rfm.toml", include_str!("../examples/job-rfm.toml")),
         ("job-lift.toml", include_str!("../examples/job-lift.toml")),
+        (
+            "job-overlap.toml",
+            include_str!("../examples/job-overlap.toml"),
+        ),
     ];
 
     #[test]
@@ -392,7 +409,8 @@ mod tests {
                 "dp_stats",
                 "secure_sum",
                 "rfm",
-                "lift"
+                "lift",
+                "overlap"
             ]
         );
     }

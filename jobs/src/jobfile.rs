@@ -9,7 +9,7 @@
 //!
 //! ```toml
 //! label = "brand x publisher overlap"
-//! kind = "psi"                       # psi | dp_stats | secure_sum | rfm | lift
+//! kind = "psi"                       # psi | dp_stats | secure_sum | rfm | lift | overlap
 //! [psi]
 //! mode = "match"                     # match | cardinality
 //! min_intersection = 100             # optional, default 0 (off)
@@ -145,6 +145,33 @@
 //! columns = ["email"]
 //! ```
 //!
+//! Segmented overlap and match rate (the brand learns noisy matched counts per segment of
+//! either side, or per pair of them, and each side's noisy population per segment):
+//!
+//! ```toml
+//! kind = "overlap"
+//! [overlap]
+//! p1_segment_column = "region"       # optional: the sender's (P1's) segment column
+//! p1_segments = ["north", "south"]   # declared with it (at most 64), never read from the data
+//! p2_segment_column = "tier"         # optional: the receiver's (P2's) segment column
+//! p2_segments = ["gold", "silver"]   # declared with it (at most 16)
+//! max_records_per_identifier = 1     # optional, default 1: records kept per person per side
+//! profile = "google"                 # optional: identifier normalisation profile
+//! min_cell = 100                     # optional, default 0: suppress smaller cells
+//! [overlap.dp]                       # the whole job's privacy loss (required), split over
+//! epsilon = 1.0                      # matched counts, cross-tab and each side's populations
+//! [[participants]]
+//! node = "brand"
+//! dataset = "customers"
+//! role = "receiver"                  # P2: gets the result; 1 to 4 identifier columns
+//! columns = ["email", "phone"]
+//! [[participants]]
+//! node = "publisher"
+//! dataset = "audience"
+//! role = "sender"                    # P1: exactly one identifier column
+//! columns = ["email"]
+//! ```
+//!
 //! Validation covers the shape of a job only; whether a node *allows* it (partners, datasets,
 //! columns, thresholds) is each node's local policy decision.
 
@@ -153,7 +180,7 @@ use std::path::Path;
 use parley_proto::job_spec::Params;
 use parley_proto::{
     DpMechanism, DpParams, DpStatsParams, JobKind, JobSpec, LiftParams, Measure, MeasureKind,
-    OtherRows, Participant, PsiMode, PsiParams, PsiRole, RfmParams, SecureSumParams,
+    OtherRows, OverlapParams, Participant, PsiMode, PsiParams, PsiRole, RfmParams, SecureSumParams,
 };
 use serde::Deserialize;
 
@@ -172,6 +199,7 @@ struct JobFile {
     secure_sum: Option<SecureSumToml>,
     rfm: Option<RfmToml>,
     lift: Option<LiftToml>,
+    overlap: Option<OverlapToml>,
     #[serde(default)]
     participants: Vec<ParticipantToml>,
 }
@@ -235,6 +263,27 @@ struct LiftToml {
     dp: DpToml,
 }
 
+/// An `[overlap]` table; the defaults are the job-file defaults documented on `OverlapParams`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverlapToml {
+    #[serde(default)]
+    p1_segment_column: String,
+    #[serde(default)]
+    p1_segments: Vec<String>,
+    #[serde(default)]
+    p2_segment_column: String,
+    #[serde(default)]
+    p2_segments: Vec<String>,
+    #[serde(default = "default_one")]
+    max_records_per_identifier: u32,
+    #[serde(default)]
+    profile: String,
+    #[serde(default)]
+    min_cell: u64,
+    dp: DpToml,
+}
+
 fn default_test_label() -> String {
     "test".into()
 }
@@ -293,6 +342,7 @@ enum KindToml {
     SecureSum,
     Rfm,
     Lift,
+    Overlap,
 }
 
 #[derive(Debug, Deserialize)]
@@ -455,6 +505,7 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         KindToml::SecureSum => JobKind::SecureSum,
         KindToml::Rfm => JobKind::Rfm,
         KindToml::Lift => JobKind::Lift,
+        KindToml::Overlap => JobKind::Overlap,
     };
     let invalid = |reason| JobError::FileInvalid {
         origin: origin.to_string(),
@@ -553,7 +604,25 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         window_end: l.window_end,
         spend: l.spend,
     });
-    let params = kind_params(kind, psi, dp_stats, secure_sum, rfm, lift).map_err(invalid)?;
+    let overlap = file.overlap.map(|o| OverlapParams {
+        p1_segment_column: o.p1_segment_column,
+        p1_segments: o.p1_segments,
+        p2_segment_column: o.p2_segment_column,
+        p2_segments: o.p2_segments,
+        dp: Some(o.dp.proto()),
+        max_records_per_identifier: o.max_records_per_identifier,
+        profile: o.profile,
+        min_cell: o.min_cell,
+    });
+    let tables = [
+        psi.map(Params::Psi),
+        dp_stats.map(Params::DpStats),
+        secure_sum.map(Params::SecureSum),
+        rfm.map(Params::Rfm),
+        lift.map(Params::Lift),
+        overlap.map(Params::Overlap),
+    ];
+    let params = kind_params(kind, tables).map_err(invalid)?;
     let spec = JobSpec {
         label: file.label,
         kind: kind as i32,
@@ -580,21 +649,10 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
 
 /// The one parameter table of a `kind` job: a file may carry only its own kind's table (the
 /// wire form holds exactly one, so another kind's table would otherwise be silently dropped).
-fn kind_params(
+fn kind_params<const N: usize>(
     kind: JobKind,
-    psi: Option<PsiParams>,
-    dp_stats: Option<DpStatsParams>,
-    secure_sum: Option<SecureSumParams>,
-    rfm: Option<RfmParams>,
-    lift: Option<LiftParams>,
+    tables: [Option<Params>; N],
 ) -> Result<Option<Params>, String> {
-    let tables = [
-        psi.map(Params::Psi),
-        dp_stats.map(Params::DpStats),
-        secure_sum.map(Params::SecureSum),
-        rfm.map(Params::Rfm),
-        lift.map(Params::Lift),
-    ];
     let mut own = None;
     for p in tables.into_iter().flatten() {
         if params_kind(&p) == kind {
@@ -907,6 +965,63 @@ columns = ["email"]
             e.starts_with("lift: a psi job takes no [lift] table"),
             "{e}"
         );
+    }
+
+    const OVERLAP_EXAMPLE: &str = include_str!("../examples/job-overlap.toml");
+
+    #[test]
+    fn overlap_example_parses_and_a_minimal_file_gets_the_defaults() {
+        let spec = parse_job_toml(OVERLAP_EXAMPLE, "job-overlap.toml").unwrap();
+        assert_eq!(spec.kind(), JobKind::Overlap);
+        let o = spec.overlap().cloned().unwrap();
+        assert_eq!(o.p1_segment_column, "region");
+        assert_eq!(o.p1_segments, ["north", "south"]);
+        assert_eq!(o.p2_segment_column, "tier");
+        assert_eq!(o.p2_segments, ["gold", "silver", "bronze"]);
+        assert_eq!((o.max_records_per_identifier, o.min_cell), (1, 100));
+        assert_eq!(o.dp.unwrap().epsilon, 1.0);
+        let crate::Kind::Overlap(k) = parse_job(OVERLAP_EXAMPLE, "x").unwrap().kind else {
+            panic!("not an overlap job");
+        };
+        // The brand (listed first, role receiver) is P2; two regions by three tiers.
+        assert_eq!((k.p1, k.p2, k.groups(), k.width()), (1, 0, 2, 3));
+        assert_eq!(k.count_sensitivity(), 2);
+
+        let minimal = r#"
+kind = "overlap"
+[overlap.dp]
+epsilon = 0.5
+[[participants]]
+node = "a"
+dataset = "d"
+role = "receiver"
+columns = ["email"]
+[[participants]]
+node = "b"
+dataset = "d"
+role = "sender"
+columns = ["email"]
+"#;
+        let o = parse_job_toml(minimal, "m.toml")
+            .unwrap()
+            .overlap()
+            .cloned()
+            .unwrap();
+        assert_eq!(o.p1_segment_column, "");
+        assert!(o.p2_segments.is_empty());
+        assert_eq!((o.max_records_per_identifier, o.min_cell), (1, 0));
+        assert_eq!(o.profile, "");
+        let msg = syntax(&minimal.replace("[overlap.dp]\nepsilon = 0.5\n", "[overlap]\n"));
+        assert!(msg.contains("missing field `dp`"), "{msg}");
+        let msg = syntax(&minimal.replace("epsilon = 0.5", "epsilon = 0.5\nlabels = 1"));
+        assert!(msg.contains("unknown field `labels`"), "{msg}");
+        let e = invalid(&format!("{minimal}\n[psi]\nmode = \"match\"\n"));
+        assert!(
+            e.starts_with("psi: an overlap job takes no [psi] table"),
+            "{e}"
+        );
+        let e = invalid(&minimal.replace("[overlap.dp]\nepsilon = 0.5\n", ""));
+        assert!(e.contains("needs an [overlap] table"), "{e}");
     }
 
     #[test]

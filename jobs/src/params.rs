@@ -290,6 +290,54 @@ pub(crate) fn check_column(name: &str, field: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A segment label as declared in a job: trimmed, 1 to `MAX_NAME_BYTES` bytes.
+pub(crate) fn check_label(label: &str, field: &str) -> Result<String, String> {
+    let l = label.trim();
+    if l.is_empty() || l.len() > crate::limits::MAX_NAME_BYTES {
+        return Err(format!(
+            "{field}: a label of 1 to {} bytes, as it appears in the segment column",
+            crate::limits::MAX_NAME_BYTES
+        ));
+    }
+    Ok(l.to_owned())
+}
+
+/// An optional segment breakdown: `column` (empty = none) with its 1 to `max` distinct labels,
+/// declared up front so that the cells come from the job, never from the data. `column_field`
+/// and `labels_field` name the settings in errors.
+pub(crate) fn declared_labels(
+    column: &str,
+    labels: &[String],
+    max: usize,
+    column_field: &str,
+    labels_field: &str,
+) -> Result<Option<(String, Vec<String>)>, String> {
+    if column.trim().is_empty() {
+        if !labels.is_empty() {
+            return Err(format!(
+                "{labels_field}: labels need the column that holds them; set {column_field}"
+            ));
+        }
+        return Ok(None);
+    }
+    check_column(column, column_field)?;
+    if labels.is_empty() || labels.len() > max {
+        return Err(format!(
+            "{labels_field}: declare the 1 to {max} labels of column '{column}' (e.g. \
+             [\"north\", \"south\"]); the cells come from the job, never from the data"
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(labels.len());
+    for l in labels {
+        let l = check_label(l, labels_field)?;
+        if out.contains(&l) {
+            return Err(format!("{labels_field}: '{l}' is declared twice"));
+        }
+        out.push(l);
+    }
+    Ok(Some((column.to_owned(), out)))
+}
+
 /// The kind whose parameters `p` are.
 pub(crate) fn params_kind(p: &Params) -> JobKind {
     match p {
@@ -298,6 +346,7 @@ pub(crate) fn params_kind(p: &Params) -> JobKind {
         Params::SecureSum(_) => JobKind::SecureSum,
         Params::Rfm(_) => JobKind::Rfm,
         Params::Lift(_) => JobKind::Lift,
+        Params::Overlap(_) => JobKind::Overlap,
     }
 }
 
@@ -310,6 +359,7 @@ pub(crate) fn table_name(kind: JobKind) -> &'static str {
         JobKind::SecureSum => "secure_sum",
         JobKind::Rfm => "rfm",
         JobKind::Lift => "lift",
+        JobKind::Overlap => "overlap",
         JobKind::Unspecified => "unspecified",
     }
 }
@@ -319,8 +369,13 @@ pub(crate) fn wrong_params(kind: &str, found: Option<&Params>, missing: &str) ->
     match found {
         Some(p) => {
             let t = table_name(params_kind(p));
+            let a = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
             format!(
-                "{t}: a {kind} job takes no [{t}] table; remove it, or set kind = \"{t}\" to                  run a {t} job"
+                "{t}: {a} {kind} job takes no [{t}] table; remove it, or set kind = \"{t}\" to                  run a {t} job"
             )
         }
         None => missing.to_string(),

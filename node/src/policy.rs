@@ -27,6 +27,7 @@ pub const KINDS: &[&str] = &[
     "secure_sum",
     "rfm",
     "lift",
+    "overlap",
 ];
 
 /// Roles a rule may name. A `dp_stats` or `rfm` job gives its one node the role `receiver` (it
@@ -48,7 +49,7 @@ pub struct Rule {
     /// participant of a job must be listed.
     pub partners: Vec<String>,
     /// Job kinds allowed: `psi_match`, `psi_cardinality`, `psi_sum`, `dp_stats`, `secure_sum`,
-    /// `rfm`, `lift`.
+    /// `rfm`, `lift`, `overlap`.
     pub kinds: Vec<String>,
     /// This node's datasets the rule covers (`"*"` = any).
     pub datasets: Vec<String>,
@@ -59,8 +60,8 @@ pub struct Rule {
     /// identifier column (its column list is empty) needs all of them listed here.
     #[serde(default)]
     pub columns: Option<Vec<String>>,
-    /// Smallest `min_intersection` a job must set (for a lift job: its `min_cell`, the
-    /// threshold per arm and cohort cell). Absent = no requirement.
+    /// Smallest `min_intersection` a job must set (for lift and overlap jobs: their
+    /// `min_cell`, the threshold per cell). Absent = no requirement.
     #[serde(default)]
     pub min_intersection: Option<u64>,
     /// Analysts who may submit the job (`"*"` = any). Absent = any.
@@ -241,7 +242,7 @@ impl Rule {
         nonempty(
             "kinds",
             &self.kinds,
-            "list psi_match, psi_cardinality, psi_sum, dp_stats, secure_sum, rfm and/or lift",
+            "list psi_match, psi_cardinality, psi_sum, dp_stats, secure_sum, rfm, lift and/or overlap",
         )?;
         nonempty("datasets", &self.datasets, "list dataset names or \"*\"")?;
         for k in &self.kinds {
@@ -390,6 +391,7 @@ impl Policy {
             ),
             // A policy's min_intersection is the floor of the job's per-cell threshold.
             Kind::Lift(k) => (k.min_cell, None, Some(k.bound.max_records_per_identifier)),
+            Kind::Overlap(k) => (k.min_cell, None, Some(k.max_records_per_identifier)),
             Kind::DpStats(k) => (0, None, Some(k.max_rows_per_person)),
             // Each person counts once, whatever their rows: no bound to check.
             Kind::Rfm(_) => (0, None, None),

@@ -103,6 +103,14 @@ kind_arms!(
 );
 kind_arms!(Rfm, rfm, rfm_mut, RfmParams, RfmResult, "RFM");
 kind_arms!(Lift, lift, lift_mut, LiftParams, LiftResult, "lift");
+kind_arms!(
+    Overlap,
+    overlap,
+    overlap_mut,
+    OverlapParams,
+    OverlapResult,
+    "overlap"
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use parley_proto::{LiftEstimate, LiftFigures, LiftResult};
 use serde_json::{Value, json};
 
 use super::noise::{noise_json, noise_text};
-use super::table::{group, short, write_table};
+use super::table::{group, indented, short};
 
 /// `value [low, high]`, scaled by `k` with `d` decimals and `unit` appended.
 fn est(e: Option<&LiftEstimate>, k: f64, d: usize, unit: &str) -> String {
@@ -22,15 +22,6 @@ fn est(e: Option<&LiftEstimate>, k: f64, d: usize, unit: &str) -> String {
             )
         },
     )
-}
-
-fn indented(s: &mut String, headers: &[&str], rows: &[Vec<String>]) {
-    let mut out = Vec::new();
-    if write_table(&mut out, headers, rows).is_ok() {
-        for line in String::from_utf8_lossy(&out).lines() {
-            let _ = writeln!(s, "  {line}");
-        }
-    }
 }
 
 /// Appends a lift result: window, noise, cells, figures.

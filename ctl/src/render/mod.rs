@@ -1,7 +1,8 @@
 //! How `parleyctl` shows jobs and results, as text and as JSON.
 //!
 //! A result is rendered by the module of its kind — `psi` (match, cardinality), `psi_sum`
-//! (the intersection-sum part of a PSI `sum`), `dp_stats`, `secure_sum`, `rfm`, `lift` — each holding both
+//! (the intersection-sum part of a PSI `sum`), `dp_stats`, `secure_sum`, `rfm`, `lift`, `overlap` — each holding
+//! both
 //! the text summary and the JSON of that kind. `ResultView` names the kind; it is built from
 //! the wire's `JobResult` in one function (`ResultView::of`) and dispatched with one
 //! exhaustive `match` (`render`), so a new kind is one variant, one arm and one module.
@@ -14,6 +15,7 @@
 mod dp_stats;
 mod lift;
 mod noise;
+mod overlap;
 mod psi;
 mod psi_sum;
 mod rfm;
@@ -24,8 +26,8 @@ use std::fmt::Write as _;
 
 use parley_proto::job_result::Kind as ResultKind;
 use parley_proto::{
-    DpStatsResult, Job, JobKind, JobResult, JobSpec, JobState, LiftResult, PsiMode, PsiResult,
-    RfmResult, SecureSumResult, StateChange,
+    DpStatsResult, Job, JobKind, JobResult, JobSpec, JobState, LiftResult, OverlapResult, PsiMode,
+    PsiResult, RfmResult, SecureSumResult, StateChange,
 };
 use serde_json::{Value, json};
 
@@ -43,6 +45,8 @@ enum ResultView<'a> {
     Rfm(&'a RfmResult),
     /// A conversion-lift study.
     Lift(&'a LiftResult),
+    /// A segmented overlap.
+    Overlap(&'a OverlapResult),
     /// The job released nothing.
     None,
 }
@@ -56,6 +60,7 @@ impl<'a> ResultView<'a> {
             Some(ResultKind::SecureSum(s)) => ResultView::SecureSum(s),
             Some(ResultKind::Rfm(r)) => ResultView::Rfm(r),
             Some(ResultKind::Lift(r)) => ResultView::Lift(r),
+            Some(ResultKind::Overlap(r)) => ResultView::Overlap(r),
             None => ResultView::None,
         }
     }
@@ -78,6 +83,7 @@ fn render(view: ResultView<'_>, spec: Option<&JobSpec>) -> Rendered {
         "secure_sum": Value::Null,
         "rfm": Value::Null,
         "lift": Value::Null,
+        "overlap": Value::Null,
     });
     let (key, value) = match view {
         ResultView::Psi(r) => {
@@ -99,6 +105,10 @@ fn render(view: ResultView<'_>, spec: Option<&JobSpec>) -> Rendered {
         ResultView::Lift(r) => {
             lift::write_summary(&mut text, r);
             ("lift", lift::json(r))
+        }
+        ResultView::Overlap(r) => {
+            overlap::write_summary(&mut text, r);
+            ("overlap", overlap::json(r))
         }
         ResultView::None => {
             text.push_str("  (the job released no result)\n");
@@ -186,6 +196,7 @@ pub fn kind_text(spec: Option<&JobSpec>) -> String {
         JobKind::SecureSum => "secure_sum".to_string(),
         JobKind::Rfm => "rfm".to_string(),
         JobKind::Lift => "lift".to_string(),
+        JobKind::Overlap => "overlap".to_string(),
         JobKind::Unspecified => "-".to_string(),
     }
 }

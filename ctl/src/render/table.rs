@@ -34,6 +34,16 @@ pub fn write_table(
     Ok(())
 }
 
+/// Appends an aligned table to `s`, each line indented by two spaces (as in result summaries).
+pub fn indented(s: &mut String, headers: &[&str], rows: &[Vec<String>]) {
+    let mut out = Vec::new();
+    if write_table(&mut out, headers, rows).is_ok() {
+        for line in String::from_utf8_lossy(&out).lines() {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
+}
+
 /// Formats Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub fn format_ms(ms: i64) -> String {
     match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {

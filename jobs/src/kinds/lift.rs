@@ -31,10 +31,8 @@ use parley_proto::{JobKind, JobSpec, LiftParams};
 use crate::job::{Cost, Role};
 use crate::kinds::psi::{Contribution, check_profile, profile_name, set_roles, two_parties};
 use crate::kinds::rfm::parse_day;
-use crate::limits::{
-    MAX_BOUND_UNITS, MAX_LIFT_COHORTS, MAX_NAME_BYTES, MAX_RECORDS_PER_IDENTIFIER,
-};
-use crate::params::{Bounds, Dp, check_column, wrong_params};
+use crate::limits::{MAX_BOUND_UNITS, MAX_LIFT_COHORTS, MAX_RECORDS_PER_IDENTIFIER};
+use crate::params::{Bounds, Dp, check_column, check_label, declared_labels, wrong_params};
 
 /// The arms, in group order: test first.
 pub const ARMS: [Arm; 2] = [Arm::Test, Arm::Control];
@@ -150,56 +148,26 @@ impl Lift {
             }
         }
         check_column(&p.arm_column, "lift.arm_column")?;
-        let label = |l: &str, field: &str| -> Result<String, String> {
-            let l = l.trim();
-            if l.is_empty() || l.len() > MAX_NAME_BYTES {
-                return Err(format!(
-                    "{field}: a label of 1 to {MAX_NAME_BYTES} bytes, as it appears in the arm \
-                     column"
-                ));
-            }
-            Ok(l.to_owned())
-        };
-        let test_label = label(&p.test_label, "lift.test_label")?;
-        let control_label = label(&p.control_label, "lift.control_label")?;
+        let test_label = check_label(&p.test_label, "lift.test_label")?;
+        let control_label = check_label(&p.control_label, "lift.control_label")?;
         if test_label == control_label {
             return Err(format!(
                 "lift: test_label and control_label are both '{test_label}'; the arms need \
                  different labels"
             ));
         }
-        let cohort_column = (!p.cohort_column.trim().is_empty()).then(|| p.cohort_column.clone());
-        let cohorts = match &cohort_column {
-            None if !p.cohorts.is_empty() => {
-                return Err(
-                    "lift.cohorts: cohorts need the P1 column that holds them; set \
-                     cohort_column"
-                        .into(),
-                );
-            }
-            None => Vec::new(),
-            Some(c) => {
-                check_column(c, "lift.cohort_column")?;
-                if c == &p.arm_column {
-                    return Err("lift.cohort_column: must differ from arm_column".into());
-                }
-                if p.cohorts.is_empty() || p.cohorts.len() > MAX_LIFT_COHORTS {
-                    return Err(format!(
-                        "lift.cohorts: declare the 1 to {MAX_LIFT_COHORTS} cohort labels of \
-                         cohort_column '{c}' (e.g. cohorts = [\"north\", \"south\"]); the \
-                         cells come from the job, never from the data"
-                    ));
-                }
-                let mut out: Vec<String> = Vec::with_capacity(p.cohorts.len());
-                for c in &p.cohorts {
-                    let c = label(c, "lift.cohorts")?;
-                    if out.contains(&c) {
-                        return Err(format!("lift.cohorts: '{c}' is declared twice"));
-                    }
-                    out.push(c);
-                }
-                out
-            }
+        if p.cohort_column == p.arm_column {
+            return Err("lift.cohort_column: must differ from arm_column".into());
+        }
+        let (cohort_column, cohorts) = match declared_labels(
+            &p.cohort_column,
+            &p.cohorts,
+            MAX_LIFT_COHORTS,
+            "lift.cohort_column",
+            "lift.cohorts",
+        )? {
+            Some((c, labels)) => (Some(c), labels),
+            None => (None, Vec::new()),
         };
         check_column(&p.conversion_column, "lift.conversion_column")?;
         check_column(&p.value_column, "lift.value_column")?;
@@ -561,7 +529,7 @@ mod tests {
                 err(|p, _| {
                     p.cohort_column.clear();
                 }),
-                "set cohort_column",
+                "set lift.cohort_column",
             ),
             (err(|p, _| p.max_conversions = 0), "lift.max_conversions"),
             (err(|p, _| p.max_value = -1.0), "lift.max_value"),

@@ -7,7 +7,9 @@
 //! * [`records`] keeps at most `m` records per identifier and per person (a PSI receiver,
 //!   sum-mode P2 and dp_stats use it, the latter with no identifiers);
 //! * [`sender_identifiers`] keeps at most `k` distinct identifiers per person (a PSI sender,
-//!   sum-mode P1), `k` being the number of identifier columns the job names for it.
+//!   sum-mode P1), `k` being the number of identifier columns the job names for it;
+//! * [`labelled_identifiers`] keeps one identifier per person, in one group (lift and overlap
+//!   P1).
 //!
 //! Records are taken in file order; the first ones that fit are kept. Which records are left
 //! out depends on the data only through this order and the bounds, and only their number is
@@ -116,6 +118,42 @@ pub(crate) fn sender_identifiers(
 /// The length of a vector indexed by person code.
 fn dense_len(persons: &[u32]) -> usize {
     persons.iter().max().map_or(0, |m| *m as usize + 1)
+}
+
+/// One identifier per person, each with its record's group (`groups`, one per record): the
+/// person's first identifier in file order. An identifier that two records put in different
+/// groups is left out (the grouped engine needs each identifier in one group). Also how many
+/// identifiers were left out.
+pub(crate) fn labelled_identifiers(
+    persons: &[u32],
+    ids: &[Vec<IdHash>],
+    groups: &[u32],
+) -> (Vec<(IdHash, u32)>, u64) {
+    let mut first: HashMap<u32, IdHash> = HashMap::new();
+    let mut cell: HashMap<IdHash, Option<u32>> = HashMap::new();
+    let mut dropped = 0u64;
+    for ((record, person), g) in ids.iter().zip(persons).zip(groups) {
+        let Some(id) = record.first() else {
+            continue;
+        };
+        dropped += record.len().saturating_sub(1) as u64;
+        if *first.entry(*person).or_insert(*id) != *id {
+            dropped += 1;
+            continue;
+        }
+        let e = cell.entry(*id).or_insert(Some(*g));
+        if *e != Some(*g) {
+            *e = None;
+        }
+    }
+    let mut out = Vec::with_capacity(cell.len());
+    for (id, g) in cell {
+        match g {
+            Some(g) => out.push((id, g)),
+            None => dropped += 1,
+        }
+    }
+    (out, dropped)
 }
 
 #[cfg(test)]

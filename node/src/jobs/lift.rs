@@ -201,39 +201,14 @@ fn record_groups(ds: &Dataset, k: &Lift) -> Result<Vec<u32>, String> {
 }
 
 /// P1's labelled identifiers: per person the first identifier in file order, each with its
-/// record's cell; identifiers seen in two cells are left out. Also how many were left out.
+/// record's cell (see `bound::labelled_identifiers`). Also how many were left out.
 fn p1_cells(
     ds: &Dataset,
     k: &Lift,
     ids: Vec<Vec<IdHash>>,
 ) -> Result<(Vec<(IdHash, u32)>, u64), String> {
     let groups = record_groups(ds, k)?;
-    let persons = ds.persons();
-    let mut first: HashMap<u32, IdHash> = HashMap::new();
-    let mut cell: HashMap<IdHash, Option<u32>> = HashMap::new();
-    let mut dropped = 0u64;
-    for ((record, person), g) in ids.iter().zip(persons).zip(&groups) {
-        let Some(id) = record.first() else {
-            continue;
-        };
-        dropped += record.len().saturating_sub(1) as u64;
-        if *first.entry(*person).or_insert(*id) != *id {
-            dropped += 1;
-            continue;
-        }
-        let e = cell.entry(*id).or_insert(Some(*g));
-        if *e != Some(*g) {
-            *e = None;
-        }
-    }
-    let mut out = Vec::with_capacity(cell.len());
-    for (id, g) in cell {
-        match g {
-            Some(g) => out.push((id, g)),
-            None => dropped += 1,
-        }
-    }
-    Ok((out, dropped))
+    Ok(bound::labelled_identifiers(ds.persons(), &ids, &groups))
 }
 
 /// P2's identifiers with their per-person column values (row by row, in `Lift::columns`

@@ -2,9 +2,10 @@
 //! `match` on the job's [`Kind`]; an offer whose kind this node version does not know never
 //! gets here (it is refused when `parley_jobs::Job::try_from` fails at the offer).
 //!
-//! * `psi`, `psi_sum`, `lift`: the two PSI roles of `parley_crypto::psi` (match, cardinality)
-//!   and `parley_crypto::grouped` (sum: one group and one value column; lift: one group per
-//!   arm × cohort cell and several columns, on `psi_sum`'s parties), run by the two-party
+//! * `psi`, `psi_sum`, `lift`, `overlap`: the two PSI roles of `parley_crypto::psi` (match,
+//!   cardinality) and `parley_crypto::grouped` (sum: one group and one value column; lift: one
+//!   group per arm × cohort cell and several columns; overlap: one group per P1 segment and one
+//!   indicator column per P2 segment; all on `psi_sum`'s parties), run by the two-party
 //!   stream driver (`two_party`) over sealed envelopes (`envelope`) that the coordinator
 //!   relays;
 //! * `dp_stats`, `rfm`: local releases (`dp` holds what the DP kinds share);
@@ -16,7 +17,7 @@
 //!
 //! # Budget
 //! Every DP release is charged to this node's dataset ledger before it leaves the node: the
-//! party that releases a result (PSI receiver, sum-mode and lift P1 for its noisy ciphertexts and P2
+//! party that releases a result (PSI receiver, sum-mode, lift and overlap P1 for its noisy ciphertexts and P2
 //! for the decrypted result, the dp_stats node, each secure_sum node for its noise share) charges
 //! just before it sends; the PSI sender of a DP job charges before it sends its first point.
 //! The cost is the job's `release_cost`, fixed when the job starts. After each charge the new
@@ -55,6 +56,7 @@ mod dp;
 pub(crate) mod dp_stats;
 mod envelope;
 mod lift;
+mod overlap;
 mod psi;
 mod psi_sum;
 mod rfm;
@@ -134,7 +136,7 @@ impl Links {
                 .ok_or_else(|| format!("no verified keys for '{name}'"))
         };
         match &job.kind {
-            Kind::Psi(_) | Kind::PsiSum(_) | Kind::Lift(_) => {
+            Kind::Psi(_) | Kind::PsiSum(_) | Kind::Lift(_) | Kind::Overlap(_) => {
                 let other = job
                     .participants
                     .iter()
@@ -308,6 +310,7 @@ pub fn run_blocking(
         Kind::Psi(k) => psi::run(&run, k, &mut io, &wait),
         Kind::PsiSum(k) => psi_sum::run(&run, k, &mut io, &wait),
         Kind::Lift(k) => lift::run(&run, k, &mut io, &wait),
+        Kind::Overlap(k) => overlap::run(&run, k, &mut io, &wait),
         Kind::DpStats(k) => dp_stats::run(&run, k, &io, &wait),
         Kind::SecureSum(k) => secure_sum::run(&run, k, &mut io, &wait),
         Kind::Rfm(k) => rfm::run(&run, k, &io, &wait),
@@ -323,6 +326,7 @@ pub fn check_columns(ds: &Dataset, job: &Job, index: usize) -> Result<(), String
         Kind::Psi(_) => Ok(()),
         Kind::PsiSum(k) => psi_sum::check_columns(ds, k, index),
         Kind::Lift(k) => lift::check_columns(ds, k, index),
+        Kind::Overlap(k) => overlap::check_columns(ds, k, index),
         Kind::DpStats(k) => dp_stats::check_columns(ds, k),
         Kind::SecureSum(k) => secure_sum::check_columns(ds, k),
         Kind::Rfm(k) => rfm::check_columns(ds, k),
