@@ -55,6 +55,8 @@ mod bound;
 mod dp;
 pub(crate) mod dp_stats;
 mod envelope;
+#[cfg(test)]
+mod grouped_props;
 mod lift;
 mod overlap;
 mod psi;

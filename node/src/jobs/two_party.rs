@@ -139,3 +139,36 @@ pub(crate) fn drive<P: Party>(
         }
     }
 }
+
+/// Passes messages between two in-process parties (through their wire encoding) until both are
+/// done, the way [`drive`] would; returns the first error. `seen_by_b` gets every message `b`
+/// receives, in order.
+#[cfg(test)]
+pub(crate) fn pump<M: prost::Message + Default>(
+    a: &mut dyn Party<Message = M>,
+    b: &mut dyn Party<Message = M>,
+    mut seen_by_b: impl FnMut(&M),
+) -> Result<(), NodeError> {
+    let wire = |m: M| -> M {
+        assert!(m.encoded_len() <= parley_proto::MAX_CHUNK_BYTES + 64);
+        M::decode(m.encode_to_vec().as_slice()).expect("a message decodes")
+    };
+    for _ in 0..1_000_000 {
+        let mut moved = false;
+        if let Some(m) = a.next_outgoing()? {
+            let m = wire(m);
+            seen_by_b(&m);
+            b.on_incoming(m)?;
+            moved = true;
+        }
+        if let Some(m) = b.next_outgoing()? {
+            a.on_incoming(wire(m))?;
+            moved = true;
+        }
+        if !moved {
+            assert!(a.incoming_done() && b.incoming_done(), "parties stalled");
+            return Ok(());
+        }
+    }
+    panic!("the parties never finished");
+}
