@@ -7,7 +7,9 @@
 //! brand purchases → noisy revenue of exposed users, intersection-sum), a DP segment report of
 //! the brand's customers, and every dataset's privacy budget left afterwards. Finally a
 //! secure aggregation across eight retailers, two of which crash mid-protocol: the brand's
-//! analyst still gets the exact per-region totals of the retailers whose inputs arrived.
+//! analyst still gets the exact per-region totals of the retailers whose inputs arrived. Last,
+//! a campaign (`crate::campaign`): the conversion lift of a randomised test/control campaign
+//! with its 95 % interval next to the truth, and the segmented audience overlap.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -155,6 +157,7 @@ pub async fn run_demo(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<Demo
     dp_scenarios(&fed, &g).await?;
     fed.shutdown().await?;
     secure_sum_scenario(&dir.join("secure-sum"), opts.records).await?;
+    crate::campaign::run(&dir.join("campaign"), crate::campaign::DEMO_SIZE).await?;
     println!("\ntotal demo time {:.1} s", t0.elapsed().as_secs_f64());
     if rows
         .iter()
@@ -358,7 +361,7 @@ fn region_rows(categories: &[parley_proto::CategoryStats], vectors: &[Vec<u64>])
 
 /// Fails if a released value is further than 6 × its 95% bound from the truth: noise that
 /// large has probability ~1e-8, so it means a broken release, not bad luck.
-fn check(what: &str, released: f64, truth: f64, accuracy95: f64) -> anyhow::Result<()> {
+pub(crate) fn check(what: &str, released: f64, truth: f64, accuracy95: f64) -> anyhow::Result<()> {
     if (released - truth).abs() > 6.0 * accuracy95 {
         bail!(
             "{what}: released {released} is implausibly far from the truth {truth} (95% bound ±{accuracy95})"
