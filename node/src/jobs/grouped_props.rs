@@ -69,7 +69,10 @@ fn run(
 
 /// Random P1 identifiers (distinct, each in a group) and P2 identifiers (distinct, `width`
 /// values each), drawn from one small universe so that they overlap.
-fn inputs() -> impl Strategy<Value = (usize, usize, Vec<(u32, u32)>, Vec<(u32, Vec<u64>)>)> {
+/// Groups, columns, P1's (identifier, group) and P2's (identifier, values).
+type Inputs = (usize, usize, Vec<(u32, u32)>, Vec<(u32, Vec<u64>)>);
+
+fn inputs() -> impl Strategy<Value = Inputs> {
     (1usize..=4, 1usize..=3).prop_flat_map(|(groups, width)| {
         let x = prop::collection::btree_map(0u32..120, 0..groups as u32, 0..40);
         let y =
@@ -141,7 +144,7 @@ fn p1_sees_the_same_whatever_the_conversions_are() {
     // differs, so the per-arm conversion counts differ.
     let x: Vec<(u32, u32)> = (0..80).map(|i| (i, i % 4)).collect();
     let universe = 40..120u32;
-    let converting = |i: u32, k: u32| i % k == 0;
+    let converting = |i: u32, k: u32| i.is_multiple_of(k);
     let values = |k: u32| -> Vec<(u32, Vec<u64>)> {
         universe
             .clone()
