@@ -363,6 +363,19 @@ struct PsiToml {
     max_records_per_identifier: u32,
     #[serde(default)]
     profile: String,
+    /// Sum mode: `[[psi.columns]]`, several value columns with their own bounds.
+    #[serde(default)]
+    columns: Vec<SumColumnToml>,
+}
+
+/// One `[[psi.columns]]` table: a value column of the receiver and its clamping bounds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SumColumnToml {
+    name: String,
+    #[serde(default)]
+    lower: f64,
+    upper: f64,
 }
 
 fn default_decimals() -> u32 {
@@ -525,6 +538,15 @@ pub fn parse_job_toml(text: &str, origin: &str) -> Result<JobSpec, JobError> {
         decimals: psi.decimals,
         max_records_per_identifier: psi.max_records_per_identifier,
         profile: psi.profile,
+        columns: psi
+            .columns
+            .into_iter()
+            .map(|c| parley_proto::SumColumn {
+                name: c.name,
+                lower: c.lower,
+                upper: c.upper,
+            })
+            .collect(),
     });
     let dp_stats = file.dp_stats.map(|d| DpStatsParams {
         segment_column: d.segment_column,
@@ -1368,5 +1390,157 @@ columns = ["email"]
         let err = load_job_file(Path::new("/nonexistent/job.toml")).unwrap_err();
         assert!(matches!(err, JobError::FileRead { .. }));
         assert!(err.to_string().contains("/nonexistent/job.toml"));
+    }
+
+    /// The sum example with its one value column replaced by `[[psi.columns]]` tables.
+    fn multi_sum(columns: &str) -> String {
+        include_str!("../examples/job-sum.toml")
+            .replace("lower = 0.0 ", "")
+            .replace("upper = 500.0\n", "")
+            .replace("value_column = \"amount\"\n", "")
+            .replace(
+                "[[participants]]\nnode = \"brand\"",
+                &format!("{columns}\n[[participants]]\nnode = \"brand\""),
+            )
+    }
+
+    const THREE_COLUMNS: &str = "[[psi.columns]]\nname = \"amount\"\nupper = 500.0\n\
+        [[psi.columns]]\nname = \"items\"\nlower = 1.0\nupper = 20.0\n\
+        [[psi.columns]]\nname = \"margin\"\nupper = 0.5\n";
+
+    #[test]
+    fn several_value_columns_parse_split_the_epsilon_and_round_trip() {
+        use crate::Kind;
+        let text = multi_sum(THREE_COLUMNS);
+        let spec = parse_job_toml(&text, "test.toml").unwrap();
+        assert_eq!(spec.psi().unwrap().columns.len(), 3);
+        assert_eq!(spec.participants[0].value_column, "");
+        let job = parse_job(&text, "test.toml").unwrap();
+        let Kind::PsiSum(k) = &job.kind else {
+            panic!("not sum")
+        };
+        let names: Vec<&str> = k.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["amount", "items", "margin"]);
+        assert_eq!(job.data_columns(k.p2), names);
+        assert!(job.data_columns(k.p1).is_empty());
+        assert_eq!(k.decimals(), 2);
+        assert_eq!(
+            (k.columns[1].bounds.lower, k.columns[1].bounds.upper),
+            (1.0, 20.0)
+        );
+        // Each column's noise is calibrated to its own bound, at a third of [psi.dp].
+        assert_eq!(
+            (0..3)
+                .map(|i| k.column_sensitivity_units(i))
+                .collect::<Vec<_>>(),
+            [50_000, 2_000, 50]
+        );
+        assert_eq!(k.sum_sensitivity_units(), 52_050);
+        assert!((k.column_dp().epsilon - 0.5 / 3.0).abs() < 1e-12);
+        // The job pays [psi.dp] plus [psi.count_dp], however many columns.
+        assert_eq!(job.release_cost().unwrap().epsilon, 1.0);
+        // The wire form lists the columns and round-trips.
+        let wire = parley_proto::JobSpec::from(&job);
+        let psi = wire.psi().unwrap();
+        assert_eq!(psi.columns.len(), 3);
+        assert_eq!((psi.lower, psi.upper, psi.decimals), (0.0, 0.0, 2));
+        assert_eq!(wire.participants[0].value_column, "");
+        assert_eq!(Job::try_from(&wire).unwrap(), job);
+        assert_eq!(
+            parley_proto::JobSpec::from(&Job::try_from(&wire).unwrap()),
+            wire
+        );
+    }
+
+    #[test]
+    fn one_listed_column_is_the_single_column_job() {
+        let sum = include_str!("../examples/job-sum.toml");
+        let listed = parse_job(
+            &multi_sum("[[psi.columns]]\nname = \"amount\"\nupper = 500.0\n"),
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(listed, parse_job(sum, "job-sum.toml").unwrap());
+        // Its canonical wire form is the single-column one, which older nodes read.
+        let wire = parley_proto::JobSpec::from(&listed);
+        assert!(wire.psi().unwrap().columns.is_empty());
+        assert_eq!(wire.psi().unwrap().upper, 500.0);
+        assert_eq!(wire.participants[0].value_column, "amount");
+    }
+
+    #[test]
+    fn value_column_mistakes_name_the_column_and_the_fix() {
+        let col = |name: &str, lower: f64, upper: f64| {
+            format!("[[psi.columns]]\nname = \"{name}\"\nlower = {lower:?}\nupper = {upper:?}\n")
+        };
+        let nine: String = (0..9).map(|i| col(&format!("v{i}"), 0.0, 1.0)).collect();
+        let e = invalid(&multi_sum(&nine));
+        assert!(e.starts_with("psi.columns: at most 8 value columns"), "{e}");
+        let eight: String = (0..8).map(|i| col(&format!("v{i}"), 0.0, 1.0)).collect();
+        parse_job(&multi_sum(&eight), "test.toml").unwrap();
+
+        let e = invalid(&multi_sum(&(col("a", 0.0, 1.0) + &col("a", 0.0, 2.0))));
+        assert!(
+            e.starts_with("psi.columns[1].name: 'a' is listed twice"),
+            "{e}"
+        );
+        let e = invalid(&multi_sum(&(col("a", 0.0, 1.0) + &col(" ", 0.0, 2.0))));
+        assert!(e.starts_with("psi.columns[1].name:"), "{e}");
+        let three = col("a", 0.0, 1.0) + &col("b", 0.0, 2.0);
+        let e = invalid(&multi_sum(&(three.clone() + &col("c", 5.0, 2.0))));
+        assert!(
+            e.starts_with("psi.columns[2]: clamping bounds need lower <= upper"),
+            "{e}"
+        );
+        let e = invalid(&multi_sum(&(three.clone() + &col("c", 0.0, 0.001))));
+        assert!(
+            e.starts_with("psi.columns[2].upper: must be at least one unit"),
+            "{e}"
+        );
+        let e = invalid(&multi_sum(&(three.clone() + &col("c", -1.0, 2.0))));
+        assert!(
+            e.starts_with("psi.columns[2].lower: sum mode sums non-negative"),
+            "{e}"
+        );
+        let e = invalid(&multi_sum(&(three.clone() + &col("c", 0.0, 1e12))));
+        assert!(e.starts_with("psi.columns[2]: |bound|"), "{e}");
+        let e = invalid(&multi_sum(&three).replace("decimals = 2 ", "decimals = 9 "));
+        assert!(e.starts_with("psi.decimals: at most 6"), "{e}");
+
+        // Either the receiver's value_column with psi.lower/upper, or [[psi.columns]].
+        let both = multi_sum(&three).replace(
+            "columns = [\"email\"]  # exactly",
+            "value_column = \"amount\"\ncolumns = [\"email\"]  # exactly",
+        );
+        let e = invalid(&both);
+        assert!(
+            e.contains("value_column: the job lists its value columns in [[psi.columns]]"),
+            "{e}"
+        );
+        let bounds = multi_sum(&three).replace("mode = \"sum\"", "mode = \"sum\"\nupper = 5.0");
+        let e = invalid(&bounds);
+        assert!(
+            e.starts_with("psi.lower/upper: a job with [[psi.columns]]"),
+            "{e}"
+        );
+        let e = invalid(&MINIMAL.replace(
+            "mode = \"match\"",
+            "mode = \"match\"\n[[psi.columns]]\nname = \"a\"\nupper = 1.0",
+        ));
+        assert!(
+            e.starts_with("psi.columns: value columns apply to sum mode only"),
+            "{e}"
+        );
+        // Neither: the receiver has nothing to sum.
+        let e = invalid(
+            &include_str!("../examples/job-sum.toml").replace("value_column = \"amount\"\n", ""),
+        );
+        assert!(
+            e.contains("value_column") && e.contains("[[psi.columns]]"),
+            "{e}"
+        );
+        // A column table takes only name, lower and upper.
+        let msg = syntax(&multi_sum(&col("a", 0.0, 1.0).replace("upper", "uper")));
+        assert!(msg.contains("uper"), "{msg}");
     }
 }

@@ -679,3 +679,188 @@ async fn one_person_in_fifty_records_moves_a_release_by_the_bound_only() {
     );
     fed.shutdown().await.unwrap();
 }
+
+/// A sum job over several value columns, each with its own bounds: `columns` are (name,
+/// lower, upper); `[psi.dp]` has ε `sum_epsilon` (split over the columns), `[psi.count_dp]` 1.
+fn multi_sum_spec(
+    columns: &[(&str, f64, f64)],
+    decimals: u32,
+    sum_epsilon: f64,
+) -> parley_proto::JobSpec {
+    let mut spec = sum_spec(
+        ("brand", "purchases"),
+        "email",
+        ("publisher", "list"),
+        &["email"],
+        0.0,
+        0.0,
+        1.0,
+    );
+    spec.participants[0].value_column.clear();
+    let psi = spec.psi_mut().unwrap();
+    psi.dp = Some(parley_tests::harness::laplace(sum_epsilon));
+    psi.decimals = decimals;
+    psi.columns = columns
+        .iter()
+        .map(|(name, lower, upper)| parley_proto::SumColumn {
+            name: (*name).to_owned(),
+            lower: *lower,
+            upper: *upper,
+        })
+        .collect();
+    spec
+}
+
+/// Three value columns with different bounds over a purchase table with known totals: each
+/// released sum is its clamped truth within its own noise, calibrated to its own bound at a
+/// third of `[psi.dp]`; both sides pay the whole job once; a missing column and a range P2
+/// cannot decrypt are refused at the offer, naming the column, before anyone pays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_value_columns_are_each_their_clamped_truth_within_their_noise() {
+    parley_net::init_tracing("warn");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // (name, lower, upper) in cents; values are generated in cents too.
+    const COLUMNS: [(&str, u64, u64); 3] = [
+        ("amount", 0, 20_000),
+        ("items", 100, 1_000),
+        ("margin", 0, 250),
+    ];
+    // brand: 600 customers by email, every third with two purchase rows.
+    let mut purchases = String::from("order_id,email,amount,items,margin\n");
+    let mut rows: Vec<(u32, [u64; 3])> = Vec::new();
+    for i in 0..600u32 {
+        for r in 0..1 + u32::from(i % 3 == 0) {
+            let v = [
+                u64::from((i * 7919 + r * 104_729) % 100_000),
+                100 * u64::from(1 + (i * 31 + r * 17) % 30),
+                u64::from((i * 13 + r * 7) % 500),
+            ];
+            let cents = |c: u64| format!("{}.{:02}", c / 100, c % 100);
+            purchases.push_str(&format!(
+                "O{i}-{r},u{i}@example.com,{},{},{}\n",
+                cents(v[0]),
+                cents(v[1]),
+                cents(v[2])
+            ));
+            rows.push((i, v));
+        }
+    }
+    // publisher: three quarters of the brand's customers and 100 others.
+    let in_list = |i: u32| i % 4 != 1;
+    let mut list = String::from("id,email\n");
+    for i in (0..600).filter(|i| in_list(*i)) {
+        list.push_str(&format!("S{i},u{i}@example.com\n"));
+    }
+    for j in 0..100 {
+        list.push_str(&format!("X{j},x{j}@example.com\n"));
+    }
+    // The truth: per customer and column, rows clamped, summed, clamped again; summed over the
+    // intersection.
+    let mut per_id = std::collections::BTreeMap::<u32, [u64; 3]>::new();
+    for (i, v) in &rows {
+        let t = per_id.entry(*i).or_default();
+        for (c, (_, lo, hi)) in COLUMNS.iter().enumerate() {
+            t[c] += v[c].clamp(*lo, *hi);
+        }
+    }
+    let mut truth = [0u64; 3];
+    let mut unclamped_amount = 0u64;
+    for (i, t) in per_id.iter().filter(|(i, _)| in_list(**i)) {
+        for (c, (_, lo, hi)) in COLUMNS.iter().enumerate() {
+            truth[c] += t[c].clamp(*lo, *hi);
+        }
+        unclamped_amount += rows
+            .iter()
+            .filter(|(j, _)| j == i)
+            .map(|(_, v)| v[0])
+            .sum::<u64>();
+    }
+    let brand = csv_dataset(
+        &data,
+        "purchases",
+        "order_id",
+        &purchases,
+        &[
+            ("email", "email"),
+            ("amount", "value"),
+            ("items", "value"),
+            ("margin", "value"),
+        ],
+        "",
+    )
+    .unwrap()
+        + &budget_toml(10.0);
+    let publisher = csv_dataset(&data, "list", "id", &list, &[("email", "email")], "").unwrap()
+        + &budget_toml(10.0);
+    let fed = Federation::start(
+        tmp.path(),
+        vec![
+            NodeSetup::new("brand", brand, open_policy(&["publisher"], &["purchases"])),
+            NodeSetup::new("publisher", publisher, open_policy(&["brand"], &["list"])),
+        ],
+    )
+    .await
+    .unwrap();
+    let columns: Vec<(&str, f64, f64)> = COLUMNS
+        .iter()
+        .map(|(n, lo, hi)| (*n, *lo as f64 / 100.0, *hi as f64 / 100.0))
+        .collect();
+
+    let job = fed.run_job(multi_sum_spec(&columns, 2, 3.0)).await.unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.reason);
+    let psi = job.result.unwrap().psi().cloned().unwrap();
+    let sum = psi.sum.unwrap();
+    assert_eq!(sum.columns.len(), 3);
+    for ((c, (name, lower, upper)), t) in sum.columns.iter().zip(&columns).zip(truth) {
+        assert_eq!((c.name.as_str(), c.lower, c.upper), (*name, *lower, *upper));
+        let noise = c.sum_noise.unwrap();
+        // A third of [psi.dp], calibrated to this column's bound (one person, one row here).
+        assert!((noise.epsilon - 1.0).abs() < 1e-12, "{name}: {noise:?}");
+        assert!(
+            (noise.sensitivity - upper).abs() < 1e-9,
+            "{name}: {noise:?}"
+        );
+        near(c.noisy_sum, t as f64 / 100.0, noise.accuracy95, name);
+    }
+    // The first column stays in the single-column fields, for older readers.
+    assert_eq!(sum.noisy_sum, sum.columns[0].noisy_sum);
+    assert_eq!((sum.lower, sum.upper), (0.0, 200.0));
+    let cn = sum.count_noise.unwrap();
+    near(sum.noisy_count as f64, 450.0, cn.accuracy95, "noisy count");
+    // Clamping applied: the unclamped amounts are far above what was released.
+    let amount_noise = sum.columns[0].sum_noise.unwrap().accuracy95;
+    assert!(
+        unclamped_amount as f64 / 100.0 > sum.columns[0].noisy_sum + 8.0 * amount_noise,
+        "amounts were not clamped"
+    );
+    // Both datasets paid [psi.dp] + [psi.count_dp] once, however many columns.
+    assert_eq!(spent(&fed, "brand"), (4.0, 1));
+    assert_eq!(spent(&fed, "publisher"), (4.0, 1));
+
+    // A column the brand's dataset does not have is refused at the offer, by name.
+    let missing = [columns[0], columns[1], ("refunds", 0.0, 10.0)];
+    let job = fed.run_job(multi_sum_spec(&missing, 2, 3.0)).await.unwrap();
+    assert_eq!(job.state(), JobState::Refused, "{}", job.reason);
+    assert!(
+        job.reason.contains("psi.columns[2].name")
+            && job.reason.contains("no value column 'refunds'"),
+        "{}",
+        job.reason
+    );
+    // So is a column whose noisy sum P2 could not decrypt: 600 identifiers × 10^12 units.
+    let wide = [columns[1], ("amount", 0.0, 1e6)];
+    let job = fed.run_job(multi_sum_spec(&wide, 6, 3.0)).await.unwrap();
+    assert_eq!(job.state(), JobState::Refused, "{}", job.reason);
+    assert!(
+        job.reason.contains("value column 'amount'")
+            && job.reason.contains("P2 can decrypt")
+            && job.reason.contains("psi.columns[1].upper"),
+        "{}",
+        job.reason
+    );
+    // Nobody paid for the refused jobs.
+    assert_eq!(spent(&fed, "brand"), (4.0, 1));
+    assert_eq!(spent(&fed, "publisher"), (4.0, 1));
+    fed.shutdown().await.unwrap();
+}

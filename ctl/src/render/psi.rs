@@ -1,6 +1,7 @@
-//! PSI results (`match`, `cardinality`; the intersection-sum part of `sum` is in
-//! [`super::psi_sum`]): record and identifier counts, the intersection (or that it was
-//! suppressed), its noise if DP was asked for, and where the matched records were written.
+//! PSI results (`match`, `cardinality`; the intersection-sum part of `sum`, with one line per
+//! value column, is in [`super::psi_sum`]): record and identifier counts, the intersection (or
+//! that it was suppressed), its noise if DP was asked for, and where the matched records were
+//! written.
 
 use std::fmt::Write as _;
 

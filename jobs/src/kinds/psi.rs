@@ -273,9 +273,12 @@ pub(crate) fn check_pair(spec: &JobSpec) -> Result<Pair<'_>, String> {
                     .into(),
             );
         }
-        Bounds::check(psi.lower, psi.upper, psi.decimals, "psi")?;
-        if psi.lower < 0.0 {
-            return Err("psi.lower: sum mode sums non-negative values; set lower >= 0".into());
+        // The single-column form; `[[psi.columns]]` is checked by `PsiSum`.
+        if psi.columns.is_empty() {
+            Bounds::check(psi.lower, psi.upper, psi.decimals, "psi")?;
+            if psi.lower < 0.0 {
+                return Err("psi.lower: sum mode sums non-negative values; set lower >= 0".into());
+            }
         }
     } else {
         if psi.count_dp.is_some() {
@@ -288,16 +291,24 @@ pub(crate) fn check_pair(spec: &JobSpec) -> Result<Pair<'_>, String> {
         if psi.lower != 0.0 || psi.upper != 0.0 {
             return Err("psi.lower/upper: clamping bounds apply to sum mode only".into());
         }
+        if !psi.columns.is_empty() {
+            return Err(
+                "psi.columns: value columns apply to sum mode only; remove [[psi.columns]] or \
+                 set mode = \"sum\""
+                    .into(),
+            );
+        }
     }
     let (receiver, sender) = two_parties(spec, "psi")?;
     for (i, p) in spec.participants.iter().enumerate() {
         let n = i + 1;
         let sum_receiver = mode == PbPsiMode::Sum && p.psi_role() == PsiRole::Receiver;
         if sum_receiver {
-            if p.value_column.trim().is_empty() {
+            if psi.columns.is_empty() && p.value_column.trim().is_empty() {
                 return Err(format!(
                     "participant {n} (node '{}'): value_column: sum mode needs the receiver's \
-                     value column (e.g. value_column = \"amount\")",
+                     value column (e.g. value_column = \"amount\"), or several in \
+                     [[psi.columns]]",
                     p.node
                 ));
             }

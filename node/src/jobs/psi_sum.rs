@@ -1,7 +1,8 @@
 //! PSI `sum` jobs (intersection-sum with cardinality) at a node: P1 (identifiers) or P2
 //! (identifiers with values), run like the other PSI roles by the two-party stream driver over
 //! sealed envelopes; the maths is `parley_crypto::grouped` with one group and one value column
-//! (the intersection-sum of Ion et al.), whose module docs state what each party learns.
+//! per summed column (the intersection-sum of Ion et al.), whose module docs state what each
+//! party learns.
 //!
 //! # Guarantees
 //! * P1 ([`SumSenderParty`], the job's "sender") releases nothing until everything from P2 has
@@ -10,11 +11,12 @@
 //!   noisy counts only if the closure succeeded (it charges the privacy budget and samples the
 //!   noise). The exact counts never leave this module except into that closure.
 //! * The parties are generic over the groups and value columns of `parley_crypto::grouped`:
-//!   the `lift` kind runs them with one group per arm × cohort cell and several columns.
+//!   a PSI sum runs them with one group and one column per `[[psi.columns]]` entry, the `lift`
+//!   kind with one group per arm × cohort cell and several columns.
 //! * P2 ([`SumReceiverParty`], the job's "receiver") accepts P1's answer only after it has sent
-//!   every stream P1 needs, and decrypts it within a range the caller declares.
+//!   every stream P1 needs, and decrypts it within a range the caller declares per column.
 //! * Every declared count is checked against the job's limit before anything is allocated;
-//!   batches never exceed one 1 MiB chunk (32-byte points; 96-byte pairs).
+//!   batches never exceed one 1 MiB chunk (32-byte points; 32 + 64 bytes per column for pairs).
 //! * Only counts and stage names appear in progress reports and errors.
 
 use std::collections::{HashMap, VecDeque};
@@ -27,8 +29,8 @@ use parley_crypto::normalize::IdHash;
 use parley_crypto::psi::POINT_LEN;
 use parley_jobs::kinds::psi_sum::PsiSum;
 use parley_proto::{
-    JobResult, NoiseInfo, PointBatch, PsiHeader, PsiMessage, PsiResult, PsiStream, SumOutcome,
-    SumRelease, psi_message,
+    ColumnSum, JobResult, NoiseInfo, PointBatch, PsiHeader, PsiMessage, PsiResult, PsiStream,
+    SumOutcome, SumRelease, psi_message,
 };
 
 use super::bound;
@@ -51,9 +53,9 @@ pub(super) fn run(
 ) -> Result<Option<JobResult>, NodeError> {
     let started = Instant::now();
     let job = run.job_id.clone();
-    let b = k.bounds;
-    let unit = 10f64.powi(-(b.decimals as i32));
-    let sum_cal = calibrated(&job, &k.sum_dp, k.sum_sensitivity_units())?;
+    let unit = 10f64.powi(-(k.decimals() as i32));
+    let width = k.columns.len();
+    let sum_cals = column_calibrations(&job, k)?;
     let count_cal = calibrated(&job, &k.count_dp, k.count_sensitivity())?;
     let ids = run.dataset.identifiers(run.columns())?;
     let (peer, x25519) = run.peer()?;
@@ -69,7 +71,7 @@ pub(super) fn run(
         let p1 = GroupP1::new(
             flat.into_iter().map(|id| (id, 0)).collect(),
             1,
-            1,
+            width,
             run.max_set_size,
         )?;
         let charger = run.charger(io, wait);
@@ -77,9 +79,9 @@ pub(super) fn run(
             charger.charge()?;
             let noise = |c: &Calibrated| c.noise().map_err(|e| dp_err("", e));
             Ok(GroupNoise {
-                sums: vec![noise(&sum_cal)?],
+                sums: sum_cals.iter().map(noise).collect::<Result<_, _>>()?,
                 counts: vec![noise(&count_cal)?],
-                sum_info: vec![noise_info(&sum_cal, unit)],
+                sum_info: sum_cals.iter().map(|c| noise_info(c, unit)).collect(),
                 count_info: noise_info(&count_cal, 1.0),
             })
         });
@@ -87,44 +89,95 @@ pub(super) fn run(
         two_party::drive(&mut party, &mut wire, io, wait)?;
         return Ok(None);
     }
-    // P2: at most m records per person; per identifier, the sum of its rows' clamped values,
-    // clamped again to the bounds.
-    let column = &k.value_column;
-    let values = value_column(&run.dataset, column).map_err(|e| NodeError::protocol(&job, &e))?;
+    // P2: at most m records per person; per identifier and column, the sum of its rows' clamped
+    // values, clamped again to the column's bounds.
+    let values = k
+        .columns
+        .iter()
+        .map(|c| value_column(&run.dataset, &c.name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| NodeError::protocol(&job, &e))?;
     let kept = bound::records(
         run.dataset.persons(),
         &[],
         k.bound.max_records_per_identifier,
     );
-    let ids = kept.select(ids);
-    let values = kept.select(values.iter().collect());
-    let (lower_units, upper_units) = (b.units(b.lower), b.units(b.upper));
-    let mut per_id: HashMap<IdHash, i64> = HashMap::new();
-    for (record, v) in ids.iter().zip(values) {
-        for id in record {
-            let e = per_id.entry(*id).or_insert(0);
-            *e = e.saturating_add(b.units(*v));
+    // One row of `width` totals per distinct identifier, in first-seen order (P2 shuffles).
+    let mut row_of: HashMap<IdHash, usize> = HashMap::new();
+    let mut order: Vec<IdHash> = Vec::new();
+    let mut totals: Vec<i64> = Vec::new();
+    let mut receiver_records = 0u64;
+    for &i in &kept.index {
+        if !ids[i].is_empty() {
+            receiver_records += 1;
+        }
+        for id in &ids[i] {
+            let row = *row_of.entry(*id).or_insert_with(|| {
+                order.push(*id);
+                totals.resize(totals.len() + width, 0);
+                order.len() - 1
+            });
+            for (c, (column, v)) in k.columns.iter().zip(&values).enumerate() {
+                let t = &mut totals[row * width + c];
+                *t = t.saturating_add(column.bounds.units(v[i]));
+            }
         }
     }
-    let receiver_records = ids.iter().filter(|r| !r.is_empty()).count() as u64;
-    drop(ids);
-    let items: Vec<_> = per_id
-        .into_iter()
-        .map(|(id, total)| (id, total.clamp(lower_units, upper_units).max(0) as u64))
+    drop((ids, row_of));
+    let clamped: Vec<u64> = totals
+        .chunks(width)
+        .flat_map(|row| {
+            row.iter().zip(&k.columns).map(|(t, c)| {
+                let b = c.bounds;
+                (*t).clamp(b.units(b.lower), b.units(b.upper)).max(0) as u64
+            })
+        })
         .collect();
-    let n = items.len() as u64;
-    let (min, max) = decrypt_range(&job, k, &sum_cal, n)?;
-    let (ids, values) = items.into_iter().unzip();
-    let p2 = GroupP2::new(ids, values, 1, 1, run.max_set_size)?;
-    let mut party = SumReceiverParty::new(p2, 1, run.batch_points, vec![(min, max)]);
+    drop(totals);
+    let n = order.len() as u64;
+    let ranges = decrypt_ranges(&job, k, &sum_cals, n)?;
+    let p2 = GroupP2::new(order, clamped, 1, width, run.max_set_size)?;
+    let mut party = SumReceiverParty::new(p2, 1, run.batch_points, ranges);
     two_party::drive(&mut party, &mut wire, io, wait)?;
     let got = party.finish().map_err(|e| e.for_job(&job))?;
-    let (noisy_sum, raw_count) = (got.totals[0][0], got.noisy_counts[0]);
-    // P2's dataset pays for the released sum before it leaves.
+    let raw_count = got.noisy_counts.first().copied().unwrap_or_default();
+    let sums = got.totals.first().cloned().unwrap_or_default();
+    if sums.len() != width || got.sum_info.len() != width {
+        return Err(peer_err(
+            "intersection-sum answer without one total and one noise per value column",
+        )
+        .for_job(&job));
+    }
+    // P2's dataset pays for the released sums before they leave.
     run.charge(io, wait)?;
     let noisy_count = raw_count.max(0) as u64;
     let suppressed = k.min_intersection > 0 && noisy_count < k.min_intersection;
-    tracing::info!(job = %job, suppressed, "psi sum finished");
+    tracing::info!(job = %job, suppressed, columns = width, "psi sum finished");
+    let columns: Vec<ColumnSum> = k
+        .columns
+        .iter()
+        .zip(sums)
+        .zip(got.sum_info)
+        .map(|((c, total), info)| ColumnSum {
+            name: c.name.clone(),
+            noisy_sum: total as f64 * unit,
+            sum_noise: Some(info),
+            lower: c.bounds.lower,
+            upper: c.bounds.upper,
+        })
+        .collect();
+    let sum = (!suppressed)
+        .then(|| columns.first().cloned().map(|first| (first, columns)))
+        .flatten()
+        .map(|(first, columns)| SumRelease {
+            noisy_sum: first.noisy_sum,
+            noisy_count: raw_count,
+            sum_noise: first.sum_noise,
+            count_noise: Some(got.count_info),
+            lower: first.lower,
+            upper: first.upper,
+            columns,
+        });
     Ok(Some(JobResult::from(PsiResult {
         mode: parley_proto::PsiMode::Sum as i32,
         receiver_records,
@@ -135,29 +188,28 @@ pub(super) fn run(
         match_output: String::new(),
         elapsed_ms: started.elapsed().as_millis() as u64,
         count_noise: None,
-        sum: (!suppressed).then_some(SumRelease {
-            noisy_sum: noisy_sum as f64 * unit,
-            noisy_count: raw_count,
-            sum_noise: got.sum_info.into_iter().next(),
-            count_noise: Some(got.count_info),
-            lower: b.lower,
-            upper: b.upper,
-        }),
+        sum,
         records_dropped: kept.dropped,
         profile: k.profile.name().to_owned(),
     })))
 }
 
-/// Checks at the offer that P2 (participant `index` when it is `k.p2`) has the value column
+/// Checks at the offer that P2 (participant `index` when it is `k.p2`) has every value column
 /// and can decrypt every sum its dataset could give, so that no job starts (and P1 charges)
 /// that P2 would fail to decrypt.
 pub(super) fn check_columns(ds: &Dataset, k: &PsiSum, index: usize) -> Result<(), String> {
     if index == k.p2 {
-        value_column(ds, &k.value_column)?;
-        let sum_cal =
-            calibrated("", &k.sum_dp, k.sum_sensitivity_units()).map_err(|e| e.to_string())?;
+        for (i, c) in k.columns.iter().enumerate() {
+            value_column(ds, &c.name).map_err(|e| {
+                format!(
+                    "{}: {e}; name a value column of the dataset",
+                    column_setting(k, i)
+                )
+            })?;
+        }
+        let cals = column_calibrations("", k).map_err(|e| e.to_string())?;
         let n = u64::try_from(ds.identifier_count()).unwrap_or(u64::MAX);
-        decrypt_range("", k, &sum_cal, n).map_err(|e| match e {
+        decrypt_ranges("", k, &cals, n).map_err(|e| match e {
             NodeError::Protocol { detail, .. } => detail,
             other => other.to_string(),
         })?;
@@ -165,36 +217,72 @@ pub(super) fn check_columns(ds: &Dataset, k: &PsiSum, index: usize) -> Result<()
     Ok(())
 }
 
-/// The range P2 decrypts the noisy sum of at most `n` identifiers in: `[-bound, n × upper +
-/// bound]` in units, where `bound` exceeds the noise except with probability about 1e-9.
-/// Refused when wider than P2 can decrypt ([`MAX_DECRYPT_WIDTH`]).
-fn decrypt_range(
+/// Each column's noise: the column's share of `[psi.dp]` at its own sensitivity.
+fn column_calibrations(job: &str, k: &PsiSum) -> Result<Vec<Calibrated>, NodeError> {
+    let dp = k.column_dp();
+    (0..k.columns.len())
+        .map(|i| calibrated(job, &dp, k.column_sensitivity_units(i)))
+        .collect()
+}
+
+/// The job-file setting that names value column `i`: the receiver's `value_column` of a
+/// one-column job, `psi.columns[i].name` otherwise.
+fn column_setting(k: &PsiSum, i: usize) -> String {
+    if k.columns.len() == 1 {
+        "value_column".into()
+    } else {
+        format!("{}.name", k.column_field(i))
+    }
+}
+
+/// The range P2 decrypts each column's noisy sum of at most `n` identifiers in: `[-bound,
+/// n × upper + bound]` in units, where `bound` exceeds that column's noise except with
+/// probability about 1e-9. Refused, naming the column, when wider than P2 can decrypt
+/// ([`MAX_DECRYPT_WIDTH`]).
+fn decrypt_ranges(
     job: &str,
     k: &PsiSum,
-    sum_cal: &Calibrated,
+    cals: &[Calibrated],
     n: u64,
-) -> Result<(i64, i64), NodeError> {
-    let b = k.bounds;
-    let noise = sum_cal.accuracy(1e-9).map_err(|e| dp_err(job, e))?.ceil();
-    // `as` saturates a huge or infinite bound at i64::MAX; the width check then refuses it.
-    let bound = (noise as i64).saturating_add(1);
-    let max = i64::try_from(n)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(b.units(b.upper).max(0))
-        .saturating_add(bound);
-    let width = (i128::from(max) + i128::from(bound)).unsigned_abs();
-    if width > MAX_DECRYPT_WIDTH {
-        return Err(NodeError::protocol(
-            job,
-            &format!(
-                "psi: a noisy sum over up to {n} identifiers of values clamped to at most {} \
-                 spans {width} units of 10^-{}, more than the 2^42 P2 can decrypt; lower \
-                 psi.upper or psi.decimals, or raise psi.dp.epsilon",
-                b.upper, b.decimals
-            ),
-        ));
-    }
-    Ok((bound.saturating_neg(), max))
+) -> Result<Vec<(i64, i64)>, NodeError> {
+    k.columns
+        .iter()
+        .zip(cals)
+        .enumerate()
+        .map(|(i, (c, cal))| {
+            let b = c.bounds;
+            let noise = cal.accuracy(1e-9).map_err(|e| dp_err(job, e))?.ceil();
+            // `as` saturates a huge or infinite bound at i64::MAX; the width check then refuses
+            // it.
+            let bound = (noise as i64).saturating_add(1);
+            let max = i64::try_from(n)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(b.units(b.upper).max(0))
+                .saturating_add(bound);
+            let width = (i128::from(max) + i128::from(bound)).unsigned_abs();
+            if width > MAX_DECRYPT_WIDTH {
+                let field = k.column_field(i);
+                let split = if k.columns.len() > 1 {
+                    format!(" (split over {} columns)", k.columns.len())
+                } else {
+                    String::new()
+                };
+                return Err(NodeError::protocol(
+                    job,
+                    &format!(
+                        "psi: value column '{}': a noisy sum over up to {n} identifiers of values \
+                         clamped to at most {} spans {width} units of 10^-{}, more than the 2^42 \
+                         P2 can decrypt; lower {field}.upper or psi.decimals, or raise \
+                         psi.dp.epsilon{split}",
+                        c.name.escape_debug(),
+                        b.upper,
+                        b.decimals
+                    ),
+                ));
+            }
+            Ok((bound.saturating_neg(), max))
+        })
+        .collect()
 }
 
 /// Largest number of points in one batch.
@@ -834,14 +922,16 @@ mod tests {
             min_intersection: 0,
             sum_dp: dp,
             count_dp: dp,
-            bounds: parley_jobs::params::Bounds {
-                lower: 0.0,
-                upper,
-                decimals,
-            },
             p1: 0,
             p2: 1,
-            value_column: "amount".into(),
+            columns: vec![parley_jobs::kinds::psi_sum::SumColumn {
+                name: "amount".into(),
+                bounds: parley_jobs::params::Bounds {
+                    lower: 0.0,
+                    upper,
+                    decimals,
+                },
+            }],
             bound: parley_jobs::kinds::psi::Contribution {
                 max_records_per_identifier: 1,
                 sender_columns: 1,
@@ -851,8 +941,8 @@ mod tests {
     }
 
     fn range(k: &PsiSum, n: u64) -> Result<(i64, i64), NodeError> {
-        let cal = calibrated("job-1", &k.sum_dp, k.bounds.sensitivity_units()).unwrap();
-        decrypt_range("job-1", k, &cal, n)
+        let cal = calibrated("job-1", &k.sum_dp, k.columns[0].bounds.sensitivity_units()).unwrap();
+        decrypt_ranges("job-1", k, &[cal], n).map(|r| r[0])
     }
 
     #[test]
