@@ -149,9 +149,10 @@ pub async fn run(dir: &Path, size: Size) -> anyhow::Result<(LiftResult, OverlapR
         CONTROL_RATE * 100.0,
         size.customers
     );
-    let (publisher, brand, truth) = tokio::task::spawn_blocking(move || generate(0x4c49_4654, size))
-        .await
-        .context("campaign generator panicked")?;
+    let (publisher, brand, truth) =
+        tokio::task::spawn_blocking(move || generate(0x4c49_4654, size))
+            .await
+            .context("campaign generator panicked")?;
     let data = dir.join("data");
     let policy = |partner: &str, dataset: &str| {
         format!(
@@ -193,10 +194,7 @@ pub async fn run(dir: &Path, size: Size) -> anyhow::Result<(LiftResult, OverlapR
         ],
     )
     .await?;
-    println!(
-        "  federation up in {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
+    println!("  federation up in {:.1} s", t0.elapsed().as_secs_f64());
     let result = async {
         let l = lift(&fed, &truth).await?;
         Ok((l, overlap(&fed, &truth).await?))
@@ -218,7 +216,11 @@ fn overlap_spec() -> anyhow::Result<JobSpec> {
     Ok(parley_jobs::parse_job_toml(&text, "job-overlap.toml")?)
 }
 
-async fn succeeded(fed: &Federation, what: &str, spec: JobSpec) -> anyhow::Result<parley_proto::JobResult> {
+async fn succeeded(
+    fed: &Federation,
+    what: &str,
+    spec: JobSpec,
+) -> anyhow::Result<parley_proto::JobResult> {
     let job = fed.run_job(spec).await?;
     if job.state() != JobState::Succeeded {
         bail!("{what} job ended {:?}: {}", job.state(), job.reason);
@@ -243,7 +245,9 @@ fn pct(e: &Option<LiftEstimate>) -> String {
 /// The released estimate must be within its 95 % interval's half-width of the truth of this
 /// sample (the interval also covers sampling error, which the sample truth does not have).
 fn check_estimate(what: &str, e: &Option<LiftEstimate>, truth: f64) -> anyhow::Result<()> {
-    let e = e.as_ref().with_context(|| format!("{what}: no estimate released"))?;
+    let e = e
+        .as_ref()
+        .with_context(|| format!("{what}: no estimate released"))?;
     let half = (e.high - e.low) / 2.0;
     if (e.value - truth).abs() > half {
         bail!(
@@ -271,7 +275,10 @@ async fn lift(fed: &Federation, truth: &Truth) -> anyhow::Result<LiftResult> {
     );
     for c in &r.cells {
         let a = ARMS.iter().position(|x| *x == c.arm).context("arm")?;
-        let g = REGIONS.iter().position(|x| *x == c.cohort).context("region")?;
+        let g = REGIONS
+            .iter()
+            .position(|x| *x == c.cohort)
+            .context("region")?;
         let w = truth.cells[a][g];
         println!(
             "  {:<8} {:<7} {:>10} {:>18} {:>20} {:>24}",
@@ -350,7 +357,11 @@ async fn lift(fed: &Federation, truth: &Truth) -> anyhow::Result<LiftResult> {
     println!(
         "  the design lift {:.1}% is {} the 95% interval",
         design_lift * 100.0,
-        if covered { "inside" } else { "outside (it is in 95% of campaigns)" }
+        if covered {
+            "inside"
+        } else {
+            "outside (it is in 95% of campaigns)"
+        }
     );
     check_estimate("test rate", &overall.test_rate, rate(&test))?;
     check_estimate("control rate", &overall.control_rate, rate(&control))?;
@@ -376,8 +387,14 @@ async fn overlap(fed: &Federation, truth: &Truth) -> anyhow::Result<OverlapResul
         "region", "tier", "matched (truth)", "publisher rate", "brand rate"
     );
     for c in &r.cross {
-        let g = REGIONS.iter().position(|x| *x == c.p1_segment).context("region")?;
-        let s = TIERS.iter().position(|x| *x == c.p2_segment).context("tier")?;
+        let g = REGIONS
+            .iter()
+            .position(|x| *x == c.p1_segment)
+            .context("region")?;
+        let s = TIERS
+            .iter()
+            .position(|x| *x == c.p2_segment)
+            .context("tier")?;
         let want = truth.overlap[g][s];
         println!(
             "  {:<8} {:<8} {:>18} {:>15.2}% {:>15.2}%",
