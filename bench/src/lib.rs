@@ -6,9 +6,12 @@
 //!
 //! * [`psi`]: `parley-bench psi` (PSI `match` / `cardinality`) and `parley-bench sum`
 //!   (intersection-sum), plus the per-node memory probe (`probe-role`);
+//! * [`lift`]: `parley-bench lift` (conversion lift, 2 arms × 3 columns), with each node in its
+//!   own process (`node-process`) for per-node memory;
 //! * [`secagg`]: `parley-bench secagg` (`secure_sum` jobs).
 //!
 //! This crate is not linked into the end-to-end tests.
 
+pub mod lift;
 pub mod psi;
 pub mod secagg;

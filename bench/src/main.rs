@@ -11,6 +11,15 @@
 //! (blinding, ElGamal encryption, homomorphic sum, decryption) on the same inputs. See
 //! `BENCHMARKS.md`.
 //!
+//! `parley-bench lift --sizes 100000,1000000 [--overlap 0.5] [--epsilon 1000] [--in-process]`
+//! runs one conversion-lift job per size (P1 = node `b`, the publisher, with a test/control
+//! `arm` column; P2 = node `a`, the brand, with `conversions` and `revenue`; 2 arms × 3 summed
+//! columns), each node in its own child process by default (the hidden `node-process`
+//! subcommand), checks every released cell against the known truth, then times the raw group
+//! operations (blinding, re-blinding, ElGamal encryption of 3 values per person, per-arm sums,
+//! decryption) on the same inputs and prints end-to-end / raw ratios, CPU and each process's
+//! peak RSS.
+//!
 //! `parley-bench secagg --nodes 10,50,100 --len 10000,100000 [--seed 1]` runs one secure_sum
 //! job per (n, m) over `n` test-driven participants with `m`-word vectors, checks the exact
 //! sum, then times the same protocol in-process and the PRG mask expansion it requires.
@@ -18,6 +27,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use parley_bench::lift::{LiftBenchOptions, run_lift_bench, serve_node};
 use parley_bench::psi::{
     ProbeRole, PsiBenchOptions, SumBenchOptions, probe_role, run_psi_bench, run_sum_bench,
 };
@@ -72,6 +82,25 @@ enum Command {
         #[arg(long)]
         no_table_build: bool,
     },
+    /// Conversion lift (2 arms, 3 columns): end-to-end time vs. the raw group operations.
+    Lift {
+        /// People per side, comma-separated; one run each.
+        #[arg(long, value_delimiter = ',', required = true)]
+        sizes: Vec<usize>,
+        /// Fraction of each side's people the other side also holds (0..=1).
+        #[arg(long, default_value_t = 0.5)]
+        overlap: f64,
+        /// The whole job's Laplace epsilon, split over the counts and 3 columns (large: tiny
+        /// noise).
+        #[arg(long, default_value_t = 1000.0)]
+        epsilon: f64,
+        /// `[limits] batch_points` for both nodes (default: the node default).
+        #[arg(long)]
+        batch_points: Option<u32>,
+        /// Run both nodes in this process (one RSS figure) instead of one process each.
+        #[arg(long)]
+        in_process: bool,
+    },
     /// Secure aggregation: end-to-end time vs. the PRG mask expansion it requires.
     Secagg {
         /// Participants, comma-separated; one run per (nodes, len).
@@ -94,6 +123,12 @@ enum Command {
         #[arg(long, value_enum)]
         mode: Mode,
     },
+    /// Internal: one node of `lift`, run in its own process until stdin closes.
+    #[command(hide = true)]
+    NodeProcess {
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,6 +147,9 @@ enum Mode {
 enum Bench {
     Psi(PsiBenchOptions),
     Sum(SumBenchOptions),
+    Lift(LiftBenchOptions),
+    /// A `lift` node in this process (`node-process`).
+    Node(std::path::PathBuf),
     SecAgg(SecAggBenchOptions),
 }
 
@@ -150,6 +188,20 @@ fn main() -> ExitCode {
             batch_points,
             table_build: !no_table_build,
         }),
+        Command::Lift {
+            sizes,
+            overlap,
+            epsilon,
+            batch_points,
+            in_process,
+        } => Bench::Lift(LiftBenchOptions {
+            sizes,
+            overlap,
+            epsilon,
+            batch_points,
+            in_process,
+        }),
+        Command::NodeProcess { config } => Bench::Node(config),
         Command::Secagg { nodes, lens, seed } => {
             Bench::SecAgg(SecAggBenchOptions { nodes, lens, seed })
         }
@@ -180,6 +232,8 @@ fn main() -> ExitCode {
     let done = match &bench {
         Bench::Psi(opts) => rt.block_on(run_psi_bench(opts)).map(|_| ()),
         Bench::Sum(opts) => rt.block_on(run_sum_bench(opts)).map(|_| ()),
+        Bench::Lift(opts) => rt.block_on(run_lift_bench(opts)).map(|_| ()),
+        Bench::Node(config) => rt.block_on(serve_node(config)),
         Bench::SecAgg(opts) => rt.block_on(run_secagg_bench(opts)).map(|_| ()),
     };
     match done {

@@ -51,7 +51,7 @@ use parley_tests::harness::{
 pub const RECEIVER: &str = "a";
 /// Sender node name.
 pub const SENDER: &str = "b";
-const DATASET: &str = "list";
+pub(crate) const DATASET: &str = "list";
 const JOB_LIMIT: Duration = Duration::from_secs(1800);
 
 /// Options of `parley-bench psi`.
@@ -197,7 +197,7 @@ fn receiver_key(p: u64) -> String {
 }
 
 /// Persons of each side: receiver `0..n`, sender `n-k..2n-k` (`k` shared).
-fn persons(n: usize, k: usize) -> (std::ops::Range<u64>, std::ops::Range<u64>) {
+pub(crate) fn persons(n: usize, k: usize) -> (std::ops::Range<u64>, std::ops::Range<u64>) {
     let (n, k) = (n as u64, k as u64);
     (0..n, n - k..2 * n - k)
 }
@@ -213,7 +213,7 @@ fn write_csv(path: &Path, prefix: char, persons: std::ops::Range<u64>) -> anyhow
     Ok(())
 }
 
-fn dataset_toml(csv: &Path) -> String {
+pub(crate) fn dataset_toml(csv: &Path) -> String {
     let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
     format!(
         "[[datasets]]\nname = {}\npath = {}\nkey_column = \"customer_id\"\n\n[[datasets.columns]]\nname = \"email\"\nkind = \"email\"\n",
@@ -223,7 +223,7 @@ fn dataset_toml(csv: &Path) -> String {
 }
 
 /// The identifier hashes a node derives from the emails of `persons` (same normaliser).
-fn id_hashes(persons: std::ops::Range<u64>) -> anyhow::Result<Vec<IdHash>> {
+pub(crate) fn id_hashes(persons: std::ops::Range<u64>) -> anyhow::Result<Vec<IdHash>> {
     let norm = Normalizer::new(Profile::Google, "US")?;
     persons
         .map(|p| {
@@ -277,7 +277,7 @@ pub fn loadavg() -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
-fn mib(kib: Option<u64>) -> String {
+pub(crate) fn mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0))
 }
 
@@ -317,7 +317,7 @@ impl RssSampler {
 
 /// Submits `spec` and follows its watch stream to the end, recording state changes and the
 /// first / last progress report of each (node, stage).
-async fn run_job_timed(
+pub(crate) async fn run_job_timed(
     fed: &Federation,
     spec: JobSpec,
 ) -> anyhow::Result<(Job, Duration, Vec<TimelineEntry>)> {
@@ -817,21 +817,45 @@ pub async fn bench_one(
     Ok(row)
 }
 
-fn fmt_opt(v: Option<f64>) -> String {
+pub(crate) fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "?".to_string(), |v| format!("{v:.1}"))
 }
 
 /// Runs every size (each in its own temporary directory, deleted afterwards) and returns the
 /// rows; prints the summary table.
 pub async fn run_psi_bench(opts: &PsiBenchOptions) -> anyhow::Result<Vec<PsiBenchRow>> {
-    if !(0.0..=1.0).contains(&opts.overlap) {
-        bail!("--overlap must be within 0..=1");
-    }
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    check_overlap_and_epsilon(opts.overlap, None)?;
     println!(
         "parley-bench psi: mode {:?}, overlap {}",
         opts.mode, opts.overlap
     );
+    let rows = run_sizes(&opts.sizes, |dir, n| async move {
+        bench_one(&dir, n, opts).await
+    })
+    .await?;
+    print!("\n{}", table(&rows));
+    Ok(rows)
+}
+
+/// Refuses an overlap outside 0..=1 and, when given, an epsilon that is not positive.
+pub(crate) fn check_overlap_and_epsilon(overlap: f64, epsilon: Option<f64>) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&overlap) {
+        bail!("--overlap must be within 0..=1");
+    }
+    if epsilon.is_some_and(|e| !(e.is_finite() && e > 0.0)) {
+        bail!("--epsilon must be positive");
+    }
+    Ok(())
+}
+
+/// Prints the machine line (cores, rayon threads, dalek backend), then runs `one` once per
+/// size, each in its own temporary directory (deleted afterwards); stops at the first error.
+pub(crate) async fn run_sizes<R, F, Fut>(sizes: &[usize], mut one: F) -> anyhow::Result<Vec<R>>
+where
+    F: FnMut(PathBuf, usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<R>>,
+{
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "cores: {cores}{}; curve25519-dalek backend: {}",
         std::env::var("RAYON_NUM_THREADS")
@@ -840,13 +864,12 @@ pub async fn run_psi_bench(opts: &PsiBenchOptions) -> anyhow::Result<Vec<PsiBenc
         dalek_backend()
     );
     let mut rows = Vec::new();
-    for &n in &opts.sizes {
+    for &n in sizes {
         let tmp = tempfile::Builder::new().prefix("parley-bench-").tempdir()?;
-        let row = bench_one(tmp.path(), n, opts).await;
+        let row = one(tmp.path().to_path_buf(), n).await;
         drop(tmp);
         rows.push(row?);
     }
-    print!("\n{}", table(&rows));
     Ok(rows)
 }
 
@@ -897,9 +920,9 @@ pub const SUM_UPPER: f64 = 500.0;
 /// [`SUM_UPPER`] in cents (the job uses `decimals = 2`).
 const SUM_UPPER_CENTS: u64 = 50_000;
 /// Privacy budget of both datasets: large enough for any number of bench jobs.
-const SUM_BUDGET: f64 = 1e9;
+pub(crate) const SUM_BUDGET: f64 = 1e9;
 /// Released values must be within this many 95 % accuracy bounds of the truth.
-const SUM_TOLERANCE: f64 = 6.0;
+pub(crate) const SUM_TOLERANCE: f64 = 6.0;
 
 /// Options of `parley-bench sum`.
 #[derive(Clone, Debug)]
@@ -1050,7 +1073,7 @@ fn sum_values_toml(csv: &Path) -> String {
 
 /// Decodes 64-byte ciphertexts on all cores (scoped threads, one contiguous slice each; as
 /// many as the rayon pool has threads).
-fn decode_ciphertexts(cts: &[&[u8; CIPHERTEXT_LEN]]) -> anyhow::Result<Vec<Ciphertext>> {
+pub(crate) fn decode_ciphertexts(cts: &[&[u8; CIPHERTEXT_LEN]]) -> anyhow::Result<Vec<Ciphertext>> {
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -1082,7 +1105,7 @@ fn decode_ciphertexts(cts: &[&[u8; CIPHERTEXT_LEN]]) -> anyhow::Result<Vec<Ciphe
 /// Decodes 32-byte points on all cores, two at a time through the ciphertext decoder (the
 /// crypto crate exposes no bare point decoder; a ciphertext is two points); an odd last point
 /// is paired with itself.
-fn decode_points(points: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn decode_points(points: &[u8]) -> anyhow::Result<()> {
     let pairs: Vec<[u8; CIPHERTEXT_LEN]> = points
         .chunks(CIPHERTEXT_LEN)
         .map(|c| {
@@ -1098,6 +1121,42 @@ fn decode_points(points: &[u8]) -> anyhow::Result<()> {
     decode_ciphertexts(&refs).map(|_| ())
 }
 
+/// Blinded and encrypted streams of an intersection-aggregate: `H(x)^ab` in `x`'s order,
+/// `H(y)^ba` in `y`'s order, and the ciphertexts of `values` in order.
+pub(crate) type Blinded = (Vec<u8>, Vec<u8>, Vec<[u8; CIPHERTEXT_LEN]>);
+
+/// The five passes over whole streams that every intersection-aggregate run does (sum and
+/// lift), with fresh PSI keys, back to back on the global rayon pool, each timed into `times`:
+/// P1 blinds `x`, P2 re-blinds them, P2 blinds `y` and encrypts `values` under `pk`, P1
+/// re-blinds P2's points.
+pub(crate) fn blind_and_encrypt(
+    pk: &elgamal::PublicKey,
+    x: &[IdHash],
+    y: &[IdHash],
+    values: &[u64],
+    times: &mut SumEcTimes,
+) -> anyhow::Result<Blinded> {
+    let a = PsiKey::random()?;
+    let b = PsiKey::random()?;
+    let t = Instant::now();
+    let xa = blind_ids(&a, x);
+    times.p1_blind = t.elapsed();
+    let t = Instant::now();
+    let xab = reblind(&b, &xa)?;
+    times.p2_reblind = t.elapsed();
+    drop(xa);
+    let t = Instant::now();
+    let yb = blind_ids(&b, y);
+    times.p2_blind = t.elapsed();
+    let t = Instant::now();
+    let cts = elgamal::encrypt_batch(pk, values)?;
+    times.p2_encrypt = t.elapsed();
+    let t = Instant::now();
+    let yba = reblind(&a, &yb)?;
+    times.p1_reblind = t.elapsed();
+    Ok((xab, yba, cts))
+}
+
 /// The raw group operations of one intersection-sum on `x` (P1's identifiers) and `y` with
 /// `values` (P2's, clamped, in cents), back to back on the global rayon pool, in protocol
 /// order; see [`SumEcTimes`]. The matching pairs are found untimed (sorted double-blinded set),
@@ -1111,8 +1170,6 @@ pub fn raw_sum_ec(
     if y.len() != values.len() {
         bail!("{} identifiers but {} values", y.len(), values.len());
     }
-    let a = PsiKey::random()?;
-    let b = PsiKey::random()?;
     let sk = elgamal::SecretKey::random()?;
     let pk = sk.public_key();
     let cal = dp::calibrate(dp::Mechanism::Laplace, SUM_UPPER_CENTS, epsilon, 0.0)?;
@@ -1127,21 +1184,7 @@ pub fn raw_sum_ec(
 
     let mut times = SumEcTimes::default();
     let cpu0 = cpu_secs();
-    let t = Instant::now();
-    let xa = blind_ids(&a, x);
-    times.p1_blind = t.elapsed();
-    let t = Instant::now();
-    let xab = reblind(&b, &xa)?;
-    times.p2_reblind = t.elapsed();
-    let t = Instant::now();
-    let yb = blind_ids(&b, y);
-    times.p2_blind = t.elapsed();
-    let t = Instant::now();
-    let cts = elgamal::encrypt_batch(&pk, values)?;
-    times.p2_encrypt = t.elapsed();
-    let t = Instant::now();
-    let yba = reblind(&a, &yb)?;
-    times.p1_reblind = t.elapsed();
+    let (xab, yba, cts) = blind_and_encrypt(&pk, x, y, values, &mut times)?;
     let cpu1 = cpu_secs();
 
     let mut set: Vec<&[u8]> = xab.chunks_exact(POINT_LEN).collect();
@@ -1440,28 +1483,15 @@ pub async fn bench_sum_one(
 /// Runs every size of `parley-bench sum` (each in its own temporary directory) and prints the
 /// summary tables.
 pub async fn run_sum_bench(opts: &SumBenchOptions) -> anyhow::Result<Vec<SumBenchRow>> {
-    if !(0.0..=1.0).contains(&opts.overlap) {
-        bail!("--overlap must be within 0..=1");
-    }
-    if !(opts.epsilon.is_finite() && opts.epsilon > 0.0) {
-        bail!("--epsilon must be positive");
-    }
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    check_overlap_and_epsilon(opts.overlap, Some(opts.epsilon))?;
     println!(
         "parley-bench sum: overlap {}, clamp [{SUM_LOWER}, {SUM_UPPER}], decimals 2, epsilon {} (sum) + {} (count)",
         opts.overlap, opts.epsilon, opts.epsilon
     );
-    println!(
-        "cores: {cores}; curve25519-dalek backend: {}",
-        dalek_backend()
-    );
-    let mut rows = Vec::new();
-    for &n in &opts.sizes {
-        let tmp = tempfile::Builder::new().prefix("parley-bench-").tempdir()?;
-        let row = bench_sum_one(tmp.path(), n, opts).await;
-        drop(tmp);
-        rows.push(row?);
-    }
+    let rows = run_sizes(&opts.sizes, |dir, n| async move {
+        bench_sum_one(&dir, n, opts).await
+    })
+    .await?;
     print!("\n{}\n{}", sum_table(&rows), sum_components_table(&rows));
     Ok(rows)
 }
@@ -1514,27 +1544,35 @@ pub fn sum_components_table(rows: &[SumBenchRow]) -> String {
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
-        let t = &r.raw.times;
-        let _ = writeln!(
-            s,
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.2} | {:.2} | {} |",
-            r.n,
-            t.p1_blind.as_secs_f64(),
-            t.p2_reblind.as_secs_f64(),
-            t.p2_blind.as_secs_f64(),
-            t.p2_encrypt.as_secs_f64(),
-            t.p1_reblind.as_secs_f64(),
-            t.p1_sum.as_secs_f64(),
-            t.rerandomize_decrypt.as_secs_f64(),
-            t.total().as_secs_f64(),
-            r.raw.validation_decode.as_secs_f64(),
-            r.table_build.map_or_else(
-                || "-".to_string(),
-                |(d, c)| format!("{:.2} / {}", d.as_secs_f64(), fmt_opt(c))
-            ),
+        let build = r.table_build.map_or_else(
+            || "-".to_string(),
+            |(d, c)| format!("{:.2} / {}", d.as_secs_f64(), fmt_opt(c)),
         );
+        s += &components_row(r.n, &r.raw.times, r.raw.validation_decode, &build);
     }
     s
+}
+
+/// One Markdown row of a raw-components table (`sum`, `lift`): `n`, the passes of `t` in
+/// protocol order, their total, the validation decodes and `extra`, in seconds wall.
+pub(crate) fn components_row(
+    n: usize,
+    t: &SumEcTimes,
+    validation: Duration,
+    extra: &str,
+) -> String {
+    format!(
+        "| {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.2} | {:.2} | {extra} |\n",
+        t.p1_blind.as_secs_f64(),
+        t.p2_reblind.as_secs_f64(),
+        t.p2_blind.as_secs_f64(),
+        t.p2_encrypt.as_secs_f64(),
+        t.p1_reblind.as_secs_f64(),
+        t.p1_sum.as_secs_f64(),
+        t.rerandomize_decrypt.as_secs_f64(),
+        t.total().as_secs_f64(),
+        validation.as_secs_f64(),
+    )
 }
 
 #[cfg(test)]
