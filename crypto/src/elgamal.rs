@@ -398,22 +398,83 @@ pub fn encrypt_batch(
     pk: &PublicKey,
     values: &[u64],
 ) -> Result<Vec<[u8; CIPHERTEXT_LEN]>, CryptoError> {
+    encrypt_rows(pk, values, &[u64::MAX])
+}
+
+/// Values below this bound are encrypted with a constant-time table lookup for `m·G` instead
+/// of a base-point multiplication: a third of the work of a ciphertext.
+pub const SMALL_VALUE_BOUND: u64 = 16;
+
+/// `(j/2)·G` for `j < SMALL_VALUE_BOUND`.
+fn small_halves() -> &'static [RistrettoPoint] {
+    static HALVES: OnceLock<Vec<RistrettoPoint>> = OnceLock::new();
+    HALVES.get_or_init(|| {
+        let half = Scalar::from(2u64).invert();
+        (0..SMALL_VALUE_BOUND)
+            .map(|j| &(Scalar::from(j) * half) * RISTRETTO_BASEPOINT_TABLE)
+            .collect()
+    })
+}
+
+/// `(m/2)·G` for `m < SMALL_VALUE_BOUND`, touching every table entry whatever `m` is.
+fn small_half(m: u64) -> RistrettoPoint {
+    use subtle::{ConditionallySelectable, ConstantTimeEq};
+    let mut out = RistrettoPoint::identity();
+    for (j, p) in (0u64..).zip(small_halves()) {
+        out.conditional_assign(p, m.ct_eq(&j));
+    }
+    out
+}
+
+/// Encrypts rows of values under `pk` with fresh randomness, in parallel: `values` is
+/// row-major with one column per entry of `bounds`, and every value of column `c` must be at
+/// most `bounds[c]`. The bounds are public (the job's), so which way a column is encrypted
+/// says nothing about its values: columns bounded below [`SMALL_VALUE_BOUND`] take the cheaper
+/// lookup for `m·G`, every value of them alike. Returns the 64-byte encodings, in order.
+///
+/// # Errors
+/// [`CryptoError::ValueAboveBound`] for a value above its column's bound (nothing is
+/// returned); [`CryptoError::Randomness`] if the generator fails.
+pub fn encrypt_rows(
+    pk: &PublicKey,
+    values: &[u64],
+    bounds: &[u64],
+) -> Result<Vec<[u8; CIPHERTEXT_LEN]>, CryptoError> {
+    let width = bounds.len().max(1);
+    if let Some(i) = values
+        .iter()
+        .enumerate()
+        .position(|(i, v)| bounds.get(i % width).is_some_and(|b| v > b))
+    {
+        return Err(CryptoError::ValueAboveBound {
+            column: i % width,
+            bound: bounds[i % width],
+        });
+    }
     // Each ciphertext is computed as halves, (r'·G, m'·G + r'·pk) with m' = m/2 mod ℓ, and
     // `double_and_compress_batch` encodes the doubled points with one inversion per chunk:
     // (2r'·G, m·G + 2r'·pk) is an encryption of m with randomness r = 2r', uniform because r'
-    // is.
+    // is. Chunks hold whole rows, so a value's column is its index modulo the width.
     let half = Scalar::from(2u64).invert();
+    let chunk = PAR_CHUNK.div_ceil(width) * width;
     let mut out = vec![[0u8; CIPHERTEXT_LEN]; values.len()];
     let results: Vec<Result<(), CryptoError>> = out
-        .par_chunks_mut(PAR_CHUNK)
-        .zip(values.par_chunks(PAR_CHUNK))
+        .par_chunks_mut(chunk)
+        .zip(values.par_chunks(chunk))
         .map(|(out, values)| {
             let rs = Zeroizing::new(random_scalars(values.len())?);
             let mut halves = Vec::with_capacity(2 * values.len());
-            for (m, r) in values.iter().zip(rs.iter()) {
+            for (i, (m, r)) in values.iter().zip(rs.iter()).enumerate() {
+                let small = bounds
+                    .get(i % width)
+                    .is_some_and(|b| *b < SMALL_VALUE_BOUND);
+                let m_half = if small {
+                    small_half(*m)
+                } else {
+                    &(Scalar::from(*m) * half) * RISTRETTO_BASEPOINT_TABLE
+                };
                 halves.push(r * RISTRETTO_BASEPOINT_TABLE);
-                halves
-                    .push(&(Scalar::from(*m) * half) * RISTRETTO_BASEPOINT_TABLE + r * &*pk.table);
+                halves.push(m_half + r * &*pk.table);
             }
             let enc = RistrettoPoint::double_and_compress_batch(&halves);
             for (slot, pair) in out.iter_mut().zip(enc.chunks_exact(2)) {
@@ -671,6 +732,35 @@ mod tests {
             let got = sk.vartime_decrypt(&ct, 0, 1 << 25, small_table()).unwrap();
             assert_eq!(got, m as i64);
         }
+    }
+
+    #[test]
+    fn bounded_columns_decrypt_to_their_values() {
+        let two = Scalar::from(2u64);
+        for (j, p) in (0u64..).zip(small_halves()) {
+            assert_eq!(two * p, &Scalar::from(j) * RISTRETTO_BASEPOINT_TABLE);
+            assert_eq!(small_half(j), *p);
+        }
+        let (sk, pk) = keys();
+        let bounds = [1, SMALL_VALUE_BOUND - 1, u64::MAX];
+        // 700 rows: several chunks, and a chunk size that is not a multiple of the width.
+        let values: Vec<u64> = (0..700u64)
+            .flat_map(|i| [i % 2, i % SMALL_VALUE_BOUND, i * 7919 % 100_000])
+            .collect();
+        let enc = encrypt_rows(&pk, &values, &bounds).unwrap();
+        assert_eq!(enc.len(), values.len());
+        for (m, bytes) in values.iter().zip(&enc) {
+            let ct = Ciphertext::from_bytes(bytes).unwrap();
+            let got = sk.vartime_decrypt(&ct, 0, 100_000, small_table()).unwrap();
+            assert_eq!(got, *m as i64);
+        }
+        assert_eq!(
+            encrypt_rows(&pk, &[0, 3, 9, 2, 2, 9], &[1, 15, 9]).unwrap_err(),
+            CryptoError::ValueAboveBound {
+                column: 0,
+                bound: 1
+            }
+        );
     }
 
     #[test]

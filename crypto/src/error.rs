@@ -385,6 +385,16 @@ pub enum CryptoError {
         /// Values needed.
         expected: usize,
     },
+    /// A value above the bound its column declared for encryption.
+    #[error(
+        "value column {column} holds a value above its declared bound {bound}; clamp the values to the bound first"
+    )]
+    ValueAboveBound {
+        /// The column (0-based).
+        column: usize,
+        /// Its declared bound.
+        bound: u64,
+    },
     /// A list (noise values or decryption ranges) of the wrong length for the job's shape.
     #[error("got {got} noise values or ranges; the job's shape needs {expected}")]
     NoiseCount {

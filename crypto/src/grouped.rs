@@ -47,7 +47,9 @@
 //! never leave their owner and are zeroed on drop; shuffles seeded from the operating system.
 //! Every input from the peer is validated (canonical non-identity points, canonical ciphertext
 //! components, group sizes that add up and stay within the job's limit, contiguous whole-item
-//! batches) and a violation is an error naming the stream, batch and item. A malicious P2 could
+//! batches) and a violation is an error naming the stream, batch and item. P1 decodes, and so
+//! checks, only the ciphertexts of items that match: the others are never used, and decoding
+//! them would cost two square roots each. A malicious P2 could
 //! encrypt distinct powers of two and learn which of its identifiers matched, up to the noise; a
 //! malicious P1 could report any totals. Noise bounds what one release reveals; it does not make
 //! the protocol malicious-secure.
@@ -62,7 +64,7 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use crate::CryptoError;
-use crate::elgamal::{CIPHERTEXT_LEN, Ciphertext, DlogTable, PublicKey, SecretKey, encrypt_batch};
+use crate::elgamal::{CIPHERTEXT_LEN, Ciphertext, DlogTable, PublicKey, SecretKey, encrypt_rows};
 use crate::error::Stream;
 use crate::normalize::IdHash;
 use crate::psi::{
@@ -75,9 +77,6 @@ pub const MAX_GROUPS: usize = 4096;
 
 /// Largest number of value columns a job may have.
 pub const MAX_COLUMNS: usize = 16;
-
-/// Items per rayon task.
-const PAR_CHUNK: usize = 256;
 
 /// Length in bytes of one item of the pairs stream with `width` value columns.
 pub fn item_len(width: usize) -> usize {
@@ -294,48 +293,56 @@ impl GroupP1 {
 
     fn on_reblinded_complete(&mut self) -> Result<(), CryptoError> {
         self.lookup.par_sort_unstable();
+        // The items held so far are the stream's first ones: their batch offset is 0.
         let pending = std::mem::take(&mut self.pending);
-        self.match_items(&pending);
-        Ok(())
+        self.match_items(0, &pending)
     }
 
-    /// Adds the re-blinded items (`H(y)^ab` then `W` ciphertexts, already validated) whose point
-    /// P1 holds into the accumulators of its group.
-    fn match_items(&mut self, items: &[u8]) {
+    /// Adds the re-blinded items (`H(y)^ab` then `W` ciphertexts) whose point P1 holds into the
+    /// accumulators of its group. `offset` is the stream index of the first item. Only the
+    /// ciphertexts of matched items are decoded, and so checked: the others are never used.
+    ///
+    /// # Errors
+    /// [`CryptoError::NonCanonicalPairCiphertext`] for a matched item's bad ciphertext.
+    fn match_items(&mut self, offset: u64, items: &[u8]) -> Result<(), CryptoError> {
         let (groups, width) = (self.groups, self.width);
         let lookup = &self.lookup;
+        let empty = || (vec![0u64; groups], vec![Ciphertext::zero(); groups * width]);
         let (matched, sums) = items
             .par_chunks_exact(item_len(width))
-            .fold(
-                || (vec![0u64; groups], vec![Ciphertext::zero(); groups * width]),
-                |(mut matched, mut sums), item| {
-                    let point = <[u8; POINT_LEN]>::try_from(&item[..POINT_LEN]).ok();
-                    let hit = point.and_then(|p| {
-                        lookup
-                            .binary_search_by(|(q, _)| q.cmp(&p))
-                            .ok()
-                            .map(|i| lookup[i].1 as usize)
-                    });
-                    if let Some(g) = hit {
-                        matched[g] += 1;
-                        for (c, ct) in item[POINT_LEN..].chunks_exact(CIPHERTEXT_LEN).enumerate() {
-                            // Validated in `on_pairs`; a failure here cannot happen.
-                            if let Ok(ct) = Ciphertext::from_bytes(ct) {
-                                sums[g * width + c] = sums[g * width + c] + ct;
+            .enumerate()
+            .try_fold(empty, |(mut matched, mut sums), (index, item)| {
+                let point = <[u8; POINT_LEN]>::try_from(&item[..POINT_LEN]).ok();
+                let hit = point.and_then(|p| {
+                    lookup
+                        .binary_search_by(|(q, _)| q.cmp(&p))
+                        .ok()
+                        .map(|i| lookup[i].1 as usize)
+                });
+                if let Some(g) = hit {
+                    matched[g] += 1;
+                    for (c, ct) in item[POINT_LEN..].chunks_exact(CIPHERTEXT_LEN).enumerate() {
+                        let ct = Ciphertext::from_bytes(ct).map_err(|e| {
+                            CryptoError::NonCanonicalPairCiphertext {
+                                stream: Stream::GroupPairs,
+                                offset,
+                                index: len_u64(index),
+                                component: match e {
+                                    CryptoError::NonCanonicalCiphertext { component } => component,
+                                    _ => 1,
+                                },
                             }
-                        }
+                        })?;
+                        sums[g * width + c] = sums[g * width + c] + ct;
                     }
-                    (matched, sums)
-                },
-            )
-            .reduce(
-                || (vec![0u64; groups], vec![Ciphertext::zero(); groups * width]),
-                |(mut m1, mut s1), (m2, s2)| {
-                    m1.iter_mut().zip(m2).for_each(|(a, b)| *a += b);
-                    s1.iter_mut().zip(s2).for_each(|(a, b)| *a = *a + b);
-                    (m1, s1)
-                },
-            );
+                }
+                Ok((matched, sums))
+            })
+            .try_reduce(empty, |(mut m1, mut s1), (m2, s2)| {
+                m1.iter_mut().zip(m2).for_each(|(a, b)| *a += b);
+                s1.iter_mut().zip(s2).for_each(|(a, b)| *a = *a + b);
+                Ok((m1, s1))
+            })?;
         self.matched
             .iter_mut()
             .zip(matched)
@@ -344,6 +351,7 @@ impl GroupP1 {
             .iter_mut()
             .zip(sums)
             .for_each(|(a, b)| *a = *a + b);
+        Ok(())
     }
 
     /// Records the number of items P2 declared and its ElGamal public key.
@@ -374,7 +382,9 @@ impl GroupP1 {
     /// # Errors
     /// Missing header, gaps, overlaps, overflow past the declared count, batches that are not
     /// whole items ([`CryptoError::ItemBatchLength`]), non-canonical or identity points, and
-    /// ciphertexts with a non-canonical component ([`CryptoError::NonCanonicalPairCiphertext`]).
+    /// a matched item's ciphertext with a non-canonical component
+    /// ([`CryptoError::NonCanonicalPairCiphertext`]; once the re-blinded stream is complete,
+    /// else from [`GroupP1::on_reblinded`] when it completes).
     pub fn on_pairs(&mut self, offset: u64, items: &[u8]) -> Result<(), CryptoError> {
         let stream = Stream::GroupPairs;
         let len = item_len(self.width);
@@ -386,36 +396,13 @@ impl GroupP1 {
             .collect();
         let doubled = mul_points(&self.key, &points, stream, offset)?;
         drop(points);
-        items
-            .par_chunks(PAR_CHUNK * len)
-            .enumerate()
-            .try_for_each(|(chunk, items)| {
-                for (j, item) in items.chunks_exact(len).enumerate() {
-                    let index = len_u64(chunk * PAR_CHUNK + j);
-                    for ct in item[POINT_LEN..].chunks_exact(CIPHERTEXT_LEN) {
-                        Ciphertext::from_bytes(ct).map_err(|e| {
-                            let component = match e {
-                                CryptoError::NonCanonicalCiphertext { component } => component,
-                                _ => 1,
-                            };
-                            CryptoError::NonCanonicalPairCiphertext {
-                                stream,
-                                offset,
-                                index,
-                                component,
-                            }
-                        })?;
-                    }
-                }
-                Ok::<(), CryptoError>(())
-            })?;
         let mut reblinded = Vec::with_capacity(items.len());
         for (point, item) in doubled.chunks_exact(POINT_LEN).zip(items.chunks_exact(len)) {
             reblinded.extend_from_slice(point);
             reblinded.extend_from_slice(&item[POINT_LEN..]);
         }
         if self.reblinded.is_complete() {
-            self.match_items(&reblinded);
+            self.match_items(offset, &reblinded)?;
         } else {
             self.pending.extend_from_slice(&reblinded);
         }
@@ -519,6 +506,8 @@ pub struct GroupP2 {
     /// Distinct identifiers in a secret random order, and their values (`width` per id).
     ids: Vec<IdHash>,
     values: Vec<u64>,
+    /// The public bound of each column's values (`u64::MAX` unless declared).
+    bounds: Vec<u64>,
     max_points: u64,
     incoming: Inbound,
     sizes: Vec<u64>,
@@ -593,11 +582,42 @@ impl GroupP2 {
             width,
             ids,
             values,
+            bounds: vec![u64::MAX; width],
             max_points,
             incoming: Inbound::new(Stream::GroupIds, POINT_LEN),
             sizes: Vec::new(),
             reblinded: Vec::new(),
         })
+    }
+
+    /// Declares the job's public bound on each column's values (for example 1 for a 0/1
+    /// segment indicator): columns bounded below
+    /// [`SMALL_VALUE_BOUND`](crate::elgamal::SMALL_VALUE_BOUND) encrypt for a third
+    /// less work ([`encrypt_rows`]).
+    ///
+    /// # Errors
+    /// [`CryptoError::ValueWidth`] unless there is one bound per column;
+    /// [`CryptoError::ValueAboveBound`] if a value exceeds its column's bound.
+    pub fn with_column_bounds(mut self, bounds: Vec<u64>) -> Result<Self, CryptoError> {
+        if bounds.len() != self.width {
+            return Err(CryptoError::ValueWidth {
+                got: bounds.len(),
+                expected: self.width,
+            });
+        }
+        if let Some(column) = self
+            .values
+            .chunks_exact(self.width)
+            .flat_map(|row| row.iter().zip(&bounds).enumerate())
+            .find_map(|(c, (v, b))| (v > b).then_some(c))
+        {
+            return Err(CryptoError::ValueAboveBound {
+                column,
+                bound: bounds[column],
+            });
+        }
+        self.bounds = bounds;
+        Ok(self)
     }
 
     /// The 32-byte encoding of P2's fresh ElGamal public key, for the items stream's header.
@@ -620,7 +640,7 @@ impl GroupP2 {
         let start = usize::try_from(offset).unwrap_or(usize::MAX) * self.width;
         let values = &self.values[start..start + len * self.width];
         let points = blind_ids(&self.key, ids);
-        let cts = encrypt_batch(&self.public_key, values)?;
+        let cts = encrypt_rows(&self.public_key, values, &self.bounds)?;
         let mut out = Vec::with_capacity(len * item_len(self.width));
         for (point, row) in points
             .chunks_exact(POINT_LEN)
@@ -813,7 +833,22 @@ mod tests {
     ) -> (Vec<u64>, Vec<Vec<i64>>) {
         let mut p1 = GroupP1::new(x, groups, width, MAX).unwrap();
         let (ids, values) = split(y);
-        let mut p2 = GroupP2::new(ids, values, groups, width, MAX).unwrap();
+        // Each column's bound is its largest value: columns below 16 take the lookup path.
+        let bounds = (0..width)
+            .map(|c| {
+                values
+                    .iter()
+                    .skip(c)
+                    .step_by(width)
+                    .copied()
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut p2 = GroupP2::new(ids, values, groups, width, MAX)
+            .unwrap()
+            .with_column_bounds(bounds)
+            .unwrap();
         p2.on_ids_header(p1.group_sizes()).unwrap();
         let n = p1.outgoing_count();
         let mut off = 0;
@@ -886,7 +921,15 @@ mod tests {
                 proptest::collection::vec(0u64..1000, width),
                 0..60,
             )
-            .prop_map(|m| m.into_iter().map(|(i, v)| (id(i), v)).collect::<Vec<_>>());
+            // Column 0 is a small one (below 16), encrypted by table lookup; see `run`.
+            .prop_map(|m| {
+                m.into_iter()
+                    .map(|(i, mut v)| {
+                        v[0] %= 16;
+                        (id(i), v)
+                    })
+                    .collect::<Vec<_>>()
+            });
             (Just(groups), Just(width), x, y)
         })
     }
@@ -1010,17 +1053,43 @@ mod tests {
                 item_len: len,
             }
         );
+        // A bad ciphertext is found when its item matches: at once after the re-blinded stream,
+        // or when that stream completes for an item that came before it. One in an item that
+        // does not match is never decoded.
+        let finish_reblinded = |p1: &mut GroupP1| {
+            let back = mul_points(&p2.key, &p1.blind_batch(0, 1)?, Stream::GroupIds, 0)?;
+            p1.on_reblinded_header(1)?;
+            p1.on_reblinded(0, &back)
+        };
+        let matched_item = usize::from(p2.ids[0] != id(1));
         let mut bad = good.clone();
-        bad[len + POINT_LEN + CIPHERTEXT_LEN..len + POINT_LEN + CIPHERTEXT_LEN + 32].fill(0xff);
+        let at = matched_item * len + POINT_LEN + CIPHERTEXT_LEN;
+        bad[at..at + 32].fill(0xff);
+        let want = |offset, index| CryptoError::NonCanonicalPairCiphertext {
+            stream: Stream::GroupPairs,
+            offset,
+            index,
+            component: 1,
+        };
+        let mut p1 = fresh();
+        finish_reblinded(&mut p1).unwrap();
         assert_eq!(
-            fresh().on_pairs(0, &bad).unwrap_err(),
-            CryptoError::NonCanonicalPairCiphertext {
-                stream: Stream::GroupPairs,
-                offset: 0,
-                index: 1,
-                component: 1,
-            }
+            p1.on_pairs(0, &bad).unwrap_err(),
+            want(0, len_u64(matched_item))
         );
+        let mut p1 = fresh();
+        p1.on_pairs(0, &bad).unwrap();
+        assert_eq!(
+            finish_reblinded(&mut p1).unwrap_err(),
+            want(0, len_u64(matched_item))
+        );
+        let mut unmatched = good.clone();
+        let at = (1 - matched_item) * len + POINT_LEN + CIPHERTEXT_LEN;
+        unmatched[at..at + 32].fill(0xff);
+        let mut p1 = fresh();
+        finish_reblinded(&mut p1).unwrap();
+        p1.on_pairs(0, &unmatched).unwrap();
+        assert_eq!(p1.finish().unwrap().matched, vec![1]);
         let mut bad = good.clone();
         bad[len..len + POINT_LEN].fill(0);
         assert_eq!(
@@ -1073,6 +1142,26 @@ mod tests {
             b.sort_unstable();
             assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn column_bounds_are_checked() {
+        let p2 = || p2_of(vec![(id(1), vec![1, 20]), (id(2), vec![0, 7])], 1, 2, MAX).unwrap();
+        assert!(p2().with_column_bounds(vec![1, 20]).is_ok());
+        assert_eq!(
+            p2().with_column_bounds(vec![1, 19]).unwrap_err(),
+            CryptoError::ValueAboveBound {
+                column: 1,
+                bound: 19
+            }
+        );
+        assert_eq!(
+            p2().with_column_bounds(vec![1]).unwrap_err(),
+            CryptoError::ValueWidth {
+                got: 1,
+                expected: 2
+            }
+        );
     }
 
     #[test]

@@ -91,7 +91,9 @@ pub(super) fn run(
     let items = p2_items(&run.dataset, k, ids).map_err(|e| NodeError::protocol(&job, &e))?;
     let n = items.ids.len() as u64;
     let ranges = decrypt_ranges(&job, k, &count_cal, n)?;
-    let p2 = GroupP2::new(items.ids, items.values, groups, width, run.max_set_size)?;
+    // Every value is a 0/1 segment indicator.
+    let p2 = GroupP2::new(items.ids, items.values, groups, width, run.max_set_size)?
+        .with_column_bounds(vec![1; width])?;
     let mut party = SumReceiverParty::new(p2, groups, run.batch_points, ranges);
     two_party::drive(&mut party, &mut wire, io, wait)?;
     let got = party.finish().map_err(|e| e.for_job(&job))?;

@@ -482,6 +482,11 @@ pub(crate) struct SumReceived {
     pub p1_identifiers: u64,
 }
 
+/// Items P2 sends before P1's stream is complete: enough to keep both parties busy while P1
+/// still blinds, few enough that P1, which holds every item until its lookup of re-blinded
+/// points is complete, stays small (at most 65,536 × (32 + 64·W) bytes, 15 MiB at W = 3).
+const EARLY_PAIRS: u64 = 1 << 16;
+
 /// P2 of a grouped intersection-aggregate (PSI sum, lift): re-blinds P1's identifiers, sends
 /// its encrypted items, receives and decrypts P1's answer.
 pub(crate) struct SumReceiverParty {
@@ -491,6 +496,8 @@ pub(crate) struct SumReceiverParty {
     pairs_total: u64,
     pairs_sent: u64,
     pairs_header_sent: bool,
+    /// Items sent before P1's stream is complete at most ([`EARLY_PAIRS`]).
+    early_pairs: u64,
     /// Re-blinded points waiting to be sent (header first, batches once P1's stream is done).
     replies: VecDeque<PsiMessage>,
     /// P1's stream is complete and every re-blinded point is queued.
@@ -537,10 +544,18 @@ impl SumReceiverParty {
             pair_batch: batch_points.clamp(1, max_pairs_per_batch(columns)),
             pairs_sent: 0,
             pairs_header_sent: false,
+            early_pairs: EARLY_PAIRS,
             replies: VecDeque::new(),
             ids_finished: false,
             outcome: None,
         }
+    }
+
+    /// The same party with another bound on the items sent early, for tests at small sizes.
+    #[cfg(test)]
+    fn with_early_pairs(mut self, n: u64) -> Self {
+        self.early_pairs = n;
+        self
     }
 
     /// Queues all re-blinded points, shuffled, once P1's stream is complete.
@@ -603,10 +618,15 @@ impl Party for SumReceiverParty {
                 })),
             }));
         }
-        if self.pairs_sent < self.pairs_total {
-            let len = self
-                .pair_batch
-                .min((self.pairs_total - self.pairs_sent) as usize);
+        // Before P1's re-blinded points are all queued, send at most EARLY_PAIRS items: P1
+        // must hold every item that arrives before its lookup is complete.
+        let allowed = if self.ids_finished {
+            self.pairs_total
+        } else {
+            self.pairs_total.min(self.early_pairs)
+        };
+        if self.pairs_sent < allowed {
+            let len = self.pair_batch.min((allowed - self.pairs_sent) as usize);
             let offset = self.pairs_sent;
             let pairs = self.p2.pairs_batch(offset, len)?;
             self.pairs_sent += len as u64;
@@ -682,12 +702,12 @@ impl Party for SumReceiverParty {
     }
 
     fn progress(&self) -> (&'static str, u64, u64) {
-        if self.pairs_sent < self.pairs_total {
-            return ("pairs", self.pairs_sent, self.pairs_total);
-        }
         let (received, declared) = self.p2.ids_progress();
         if !self.ids_finished {
             return ("reblind", received, declared.unwrap_or(0));
+        }
+        if self.pairs_sent < self.pairs_total {
+            return ("pairs", self.pairs_sent, self.pairs_total);
         }
         ("sum", u64::from(self.outcome.is_some()), 1)
     }
@@ -699,9 +719,10 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use parley_proto::DpMechanism;
-    use prost::Message;
 
     use super::*;
+    use crate::jobs::two_party::pump;
+    use parley_crypto::grouped::item_len;
 
     fn id(i: u32) -> IdHash {
         IdHash::of_normalized(&format!("user{i}@example.com"))
@@ -740,33 +761,6 @@ mod tests {
         })
     }
 
-    /// Passes messages (through their wire encoding) until both parties are done, the way
-    /// `two_party::drive` would; returns the first error.
-    fn pump(
-        a: &mut dyn Party<Message = PsiMessage>,
-        b: &mut dyn Party<Message = PsiMessage>,
-    ) -> Result<(), NodeError> {
-        let wire = |m: PsiMessage| PsiMessage::decode(m.encode_to_vec().as_slice()).unwrap();
-        for _ in 0..100_000 {
-            let mut moved = false;
-            if let Some(m) = a.next_outgoing()? {
-                assert!(m.encoded_len() <= parley_proto::MAX_CHUNK_BYTES + 64);
-                b.on_incoming(wire(m))?;
-                moved = true;
-            }
-            if let Some(m) = b.next_outgoing()? {
-                assert!(m.encoded_len() <= parley_proto::MAX_CHUNK_BYTES + 64);
-                a.on_incoming(wire(m))?;
-                moved = true;
-            }
-            if !moved {
-                assert!(a.incoming_done() && b.incoming_done(), "parties stalled");
-                return Ok(());
-            }
-        }
-        panic!("no end");
-    }
-
     fn sets() -> (Vec<IdHash>, Vec<(IdHash, u64)>, i64, i64) {
         let x: Vec<IdHash> = (0..300).map(id).chain((0..50).map(id)).collect();
         let y: Vec<(IdHash, u64)> = (200..700)
@@ -791,12 +785,47 @@ mod tests {
             batch_points,
             vec![(-(1 << 20), 1 << 40)],
         );
-        pump(&mut p1, &mut p2).unwrap();
+        pump(&mut p1, &mut p2, |_| {}).unwrap();
         assert_eq!(p1.progress(), ("sum", 1, 1));
         assert_eq!(p2.progress(), ("sum", 1, 1));
         let got = p2.finish().unwrap();
         let calls = calls.lock().unwrap().clone();
         (got, calls)
+    }
+
+    /// P1 holds every item that arrives before its lookup is complete, so P2 sends at most its
+    /// early allowance before the last re-blinded batch, and some (the parties overlap).
+    #[test]
+    fn p2_sends_few_items_before_p1s_points_are_back() {
+        let (x, y, count, sum) = sets();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut p1 = SumSenderParty::new(p1_of(x, 10_000), 7, release(0, 0, calls));
+        let mut p2 = SumReceiverParty::new(p2_of(y, 10_000), 1, 7, vec![(-(1 << 20), 1 << 40)])
+            .with_early_pairs(50);
+        let (mut items_before, mut items_total, mut reblinded_left) = (0, 0, 300);
+        pump(&mut p2, &mut p1, |m: &PsiMessage| {
+            if let Some(psi_message::Body::Batch(b)) = &m.body {
+                match b.stream() {
+                    PsiStream::SumIdsReblinded => reblinded_left -= b.points.len() / POINT_LEN,
+                    PsiStream::SumPairs => {
+                        let n = b.points.len() / item_len(1);
+                        items_total += n;
+                        if reblinded_left > 0 {
+                            items_before += n;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .unwrap();
+        assert_eq!((reblinded_left, items_total), (0, 500));
+        assert!(
+            (1..=50).contains(&items_before),
+            "{items_before} items arrived before P1's last re-blinded point"
+        );
+        let got = p2.finish().unwrap();
+        assert_eq!((got.totals[0][0], got.noisy_counts[0]), (sum, count));
     }
 
     #[test]
@@ -830,7 +859,7 @@ mod tests {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let mut p1 = SumSenderParty::new(p1_of(vec![], 10), 8, release(5, 1, calls.clone()));
         let mut p2 = SumReceiverParty::new(p2_of(vec![], 10), 1, 8, vec![(-(1 << 20), 1 << 40)]);
-        pump(&mut p1, &mut p2).unwrap();
+        pump(&mut p1, &mut p2, |_| {}).unwrap();
         let got = p2.finish().unwrap();
         assert_eq!((got.totals[0][0], got.noisy_counts[0]), (5, 1));
         assert_eq!(*calls.lock().unwrap(), vec![0]);
@@ -845,7 +874,7 @@ mod tests {
             Box::new(|_| Err(NodeError::protocol("", "privacy budget exhausted"))),
         );
         let mut p2 = SumReceiverParty::new(p2_of(y, 10_000), 1, 64, vec![(-(1 << 20), 1 << 40)]);
-        let err = pump(&mut p1, &mut p2).unwrap_err();
+        let err = pump(&mut p1, &mut p2, |_| {}).unwrap_err();
         assert!(
             err.to_string().contains("privacy budget exhausted"),
             "{err}"
