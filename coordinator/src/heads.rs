@@ -97,16 +97,21 @@ impl Inner {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::sync::Arc;
+
+    use parley_crypto::ledger::CLOCK_TOLERANCE_MS;
     use parley_proto::{DatasetInfo, Hello, KeyBinding};
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
     use super::*;
     use crate::config::Limits;
+    use crate::registry::Connected;
     use crate::service::Coordinator;
     use crate::store::JobStore;
 
-    #[test]
-    fn heads_of_datasets_the_node_did_not_announce_are_ignored() {
+    /// A coordinator with node `brand` connected, announcing dataset `crm`, and brand's
+    /// ledger key (keep the link alive while reporting heads).
+    fn brand_connected() -> (Arc<Inner>, Ed25519KeyPair, Connected) {
         let store = JobStore::open_in_memory().unwrap();
         let inner = Coordinator::new(store, Vec::new(), Limits::default()).inner;
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
@@ -123,29 +128,59 @@ mod tests {
             }],
             ..Default::default()
         };
-        let _link = inner.connect("brand", hello);
-        let head = |dataset: &str| {
-            let hash = [3u8; 32];
-            LedgerHead {
-                dataset: dataset.into(),
-                seq: 0,
-                hash: hash.to_vec(),
-                signature: key
-                    .sign(&parley_crypto::ledger::signed_message(2, &hash).unwrap())
-                    .as_ref()
-                    .to_vec(),
-                at_ms: now_ms(),
-                row_format: 2,
-            }
-        };
-        inner.on_ledger_head("brand", head("ghost"));
-        inner.on_ledger_head("brand", head("crm"));
-        let recorded = inner.ledger_heads("brand", "").unwrap();
-        let names: Vec<_> = recorded
-            .iter()
-            .filter_map(|h| h.head.as_ref())
-            .map(|h| h.dataset.as_str())
-            .collect();
-        assert_eq!(names, ["crm"]);
+        let link = inner.connect("brand", hello);
+        (inner, key, link)
+    }
+
+    /// A format-2 head of `dataset` at `seq`, dated `at_ms`, signed with `key`.
+    fn head(key: &Ed25519KeyPair, dataset: &str, seq: u64, at_ms: i64) -> LedgerHead {
+        let hash = [3u8; 32];
+        LedgerHead {
+            dataset: dataset.into(),
+            seq,
+            hash: hash.to_vec(),
+            signature: key
+                .sign(&parley_crypto::ledger::signed_message(2, &hash).unwrap())
+                .as_ref()
+                .to_vec(),
+            at_ms,
+            row_format: 2,
+        }
+    }
+
+    /// The `(dataset, seq)` of every newest head recorded for `brand`.
+    fn recorded(inner: &Inner) -> Vec<(String, u64)> {
+        inner
+            .ledger_heads("brand", "")
+            .unwrap()
+            .into_iter()
+            .filter_map(|h| h.head)
+            .map(|h| (h.dataset, h.seq))
+            .collect()
+    }
+
+    #[test]
+    fn heads_of_datasets_the_node_did_not_announce_are_ignored() {
+        let (inner, key, _link) = brand_connected();
+        inner.on_ledger_head("brand", head(&key, "ghost", 0, now_ms()));
+        inner.on_ledger_head("brand", head(&key, "crm", 0, now_ms()));
+        assert_eq!(recorded(&inner), [("crm".to_owned(), 0)]);
+    }
+
+    #[test]
+    fn heads_dated_beyond_the_clock_tolerance_are_ignored() {
+        let (inner, key, _link) = brand_connected();
+        let minute = 60_000;
+        let ahead = now_ms() + CLOCK_TOLERANCE_MS + minute;
+        inner.on_ledger_head("brand", head(&key, "crm", 0, ahead));
+        assert!(recorded(&inner).is_empty());
+        // Within the tolerance, and long in the past (a node reporting its last charge of
+        // a month ago on reconnect), heads are recorded.
+        let month_ago = now_ms() - 30 * 24 * 3_600_000;
+        inner.on_ledger_head("brand", head(&key, "crm", 0, month_ago));
+        assert_eq!(recorded(&inner), [("crm".to_owned(), 0)]);
+        let skewed = now_ms() + CLOCK_TOLERANCE_MS - minute;
+        inner.on_ledger_head("brand", head(&key, "crm", 1, skewed));
+        assert_eq!(recorded(&inner), [("crm".to_owned(), 1)]);
     }
 }

@@ -1184,4 +1184,16 @@ mod tests {
         let text = format!("{p1:?} {p2:?}");
         assert!(!text.contains("key"), "{text}");
     }
+
+    #[test]
+    fn p2_reserves_a_bounded_amount_for_a_huge_declared_count() {
+        let max = 1 << 40;
+        let mut p2 = p2_of(vec![(id(1), vec![5])], 2, 1, max).unwrap();
+        p2.on_ids_header(&[1 << 39, 1 << 39]).unwrap();
+        assert!(
+            p2.reblinded.capacity() <= (1 << 20) * POINT_LEN,
+            "{}",
+            p2.reblinded.capacity()
+        );
+    }
 }

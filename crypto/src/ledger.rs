@@ -689,7 +689,8 @@ pub enum ProblemKind {
     OverBudget,
     /// The export does not contain a head recorded outside the node (truncated or rewritten).
     Head,
-    /// A row is dated after an outside witness saw it (the node's clock ran ahead).
+    /// A row is dated after an outside witness saw it, or after the export was made (the
+    /// node's clock ran ahead, or was set back before the export).
     Clock,
 }
 
@@ -880,8 +881,9 @@ pub fn audit(
 /// Checks per row, in order: `seq` equals the row's position; node and dataset equal the
 /// export's; `prev_hash` equals the previous row's hash ([`GENESIS_HASH`] first); the stored
 /// hash matches the contents; the signature verifies under `node_key`; `at_ms` does not go
-/// backwards; `period_start_ms` matches `at_ms` and the row's period; charge and budget are valid
-/// values; and the row's period spending, this row included, [`fits`] the row's budget.
+/// backwards, nor past the export's `exported_at_ms` by more than [`CLOCK_TOLERANCE_MS`];
+/// `period_start_ms` matches `at_ms` and the row's period; charge and budget are valid values;
+/// and the row's period spending, this row included, [`fits`] the row's budget.
 ///
 /// Then against `witness`: every recorded head must be a row of the export with the same hash
 /// (a missing one means rows were removed from the end, a different one that the ledger was
@@ -1116,6 +1118,18 @@ fn check_row(
                 "dated {} but the previous row is dated {}; time went backwards",
                 format_utc_ms(row.at_ms),
                 format_utc_ms(p.at_ms)
+            ),
+        ));
+    }
+    if row.at_ms > export.exported_at_ms.saturating_add(CLOCK_TOLERANCE_MS) {
+        return Err((
+            ProblemKind::Clock,
+            format!(
+                "dated {}, after the export was made at {}; the node's clock ran ahead when the \
+                 row was written (which can open a fresh budget period early) or was set back \
+                 before the export",
+                format_utc_ms(row.at_ms),
+                format_utc_ms(export.exported_at_ms)
             ),
         ));
     }
@@ -1821,6 +1835,24 @@ mod tests {
         let p = problem(&audit_witnessed(&export(&keys, rows), &pk, &w)).clone();
         assert_eq!((p.seq, p.kind), (None, ProblemKind::Clock));
         assert!(p.reason.contains("the export is dated"), "{}", p.reason);
+    }
+
+    #[test]
+    fn rows_dated_after_the_export_are_caught() {
+        let keys = NodeSecrets::generate().unwrap();
+        let pk = keys.ed25519_public();
+        let rows = chain(&keys, 4);
+        // Exported "before" row 2 was written: the clock ran ahead, then was set back.
+        let mut e = export(&keys, rows);
+        e.exported_at_ms = e.rows[2].at_ms - CLOCK_TOLERANCE_MS - 1;
+        let report = audit(&e, &pk, None);
+        let p = problem(&report);
+        assert_eq!((p.index, p.seq, p.kind), (2, Some(2), ProblemKind::Clock));
+        assert!(p.reason.contains("after the export"), "{}", p.reason);
+        assert_eq!(report.rows_checked, 2);
+        // A small step back of the node's clock before the export is tolerated.
+        e.exported_at_ms = e.rows[3].at_ms - CLOCK_TOLERANCE_MS;
+        assert!(audit(&e, &pk, None).passed());
     }
 
     #[test]

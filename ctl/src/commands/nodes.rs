@@ -140,4 +140,21 @@ mod tests {
         assert!(text.contains("12,345"), "{text}");
         assert!(text.contains("email:email"), "{text}");
     }
+
+    #[test]
+    fn a_key_binding_of_another_node_is_rejected() {
+        let keys = |node_name: &str| parley_net::binding::VerifiedKeys {
+            node_name: node_name.into(),
+            x25519_public: [1; 32],
+            ed25519_public: [2; 32],
+        };
+        let key_hex = hex::encode([2u8; 32]);
+        let line = key_line("brand", Some(Ok(keys("publisher"))));
+        assert!(line.contains("REJECTED"), "{line}");
+        assert!(line.contains("'publisher'"), "{line}");
+        assert!(!line.contains(&key_hex), "{line}");
+        let line = key_line("brand", Some(Ok(keys("brand"))));
+        assert!(line.contains(&key_hex), "{line}");
+        assert!(!line.contains("REJECTED"), "{line}");
+    }
 }
