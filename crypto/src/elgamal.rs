@@ -401,36 +401,76 @@ pub fn encrypt_batch(
     encrypt_rows(pk, values, &[u64::MAX])
 }
 
-/// Values below this bound are encrypted with a constant-time table lookup for `m·G` instead
-/// of a base-point multiplication: a third of the work of a ciphertext.
-pub const SMALL_VALUE_BOUND: u64 = 16;
+/// Number of radix-16 digits of a `u64`.
+const MESSAGE_DIGITS: usize = 16;
 
-/// `(j/2)·G` for `j < SMALL_VALUE_BOUND`.
-fn small_halves() -> &'static [RistrettoPoint] {
+/// How many radix-16 digits encode a value of a column bounded by `bound`: one for a bound
+/// below 16, sixteen for `u64::MAX`. It depends on the public bound only.
+pub fn message_digits(bound: u64) -> usize {
+    (64 - bound.leading_zeros() as usize).div_ceil(4).max(1)
+}
+
+/// `(d·16^i / 2)·G` for digit position `i < 16` and digit `d < 16`: `16 · i + d`.
+fn message_halves() -> &'static [RistrettoPoint] {
     static HALVES: OnceLock<Vec<RistrettoPoint>> = OnceLock::new();
     HALVES.get_or_init(|| {
-        let half = Scalar::from(2u64).invert();
-        (0..SMALL_VALUE_BOUND)
-            .map(|j| &(Scalar::from(j) * half) * RISTRETTO_BASEPOINT_TABLE)
-            .collect()
+        let half = &Scalar::from(2u64).invert() * RISTRETTO_BASEPOINT_TABLE;
+        let mut out = Vec::with_capacity(16 * MESSAGE_DIGITS);
+        let mut step = half; // 16^i · (G/2)
+        for _ in 0..MESSAGE_DIGITS {
+            let mut acc = RistrettoPoint::identity();
+            for _ in 0..16 {
+                out.push(acc);
+                acc += step;
+            }
+            step = acc; // 16 · step
+        }
+        out
     })
 }
 
-/// `(m/2)·G` for `m < SMALL_VALUE_BOUND`, touching every table entry whatever `m` is.
-fn small_half(m: u64) -> RistrettoPoint {
+/// `(m/2)·G` from the low `digits` radix-16 digits of `m` (all of `m` when `m < 16^digits`):
+/// one constant-time lookup per digit, each touching all 16 entries of its position, and one
+/// addition. The work depends on `digits` only, never on `m`.
+fn message_half(m: u64, digits: usize) -> RistrettoPoint {
     use subtle::{ConditionallySelectable, ConstantTimeEq};
+    let table = message_halves();
     let mut out = RistrettoPoint::identity();
-    for (j, p) in (0u64..).zip(small_halves()) {
-        out.conditional_assign(p, m.ct_eq(&j));
+    for i in 0..digits.min(MESSAGE_DIGITS) {
+        let d = (m >> (4 * i)) & 0xf;
+        let mut pick = RistrettoPoint::identity();
+        for (j, p) in (0u64..).zip(&table[16 * i..16 * i + 16]) {
+            pick.conditional_assign(p, d.ct_eq(&j));
+        }
+        out += pick;
     }
     out
+}
+
+/// Checks that every value of `values` (row-major, one column per entry of `bounds`) is at
+/// most its column's bound.
+///
+/// # Errors
+/// [`CryptoError::ValueAboveBound`] naming the first column found with a value above its bound.
+pub fn check_bounds(values: &[u64], bounds: &[u64]) -> Result<(), CryptoError> {
+    let width = bounds.len().max(1);
+    match values.iter().enumerate().find_map(|(i, v)| {
+        bounds
+            .get(i % width)
+            .filter(|b| v > *b)
+            .map(|b| (i % width, *b))
+    }) {
+        Some((column, bound)) => Err(CryptoError::ValueAboveBound { column, bound }),
+        None => Ok(()),
+    }
 }
 
 /// Encrypts rows of values under `pk` with fresh randomness, in parallel: `values` is
 /// row-major with one column per entry of `bounds`, and every value of column `c` must be at
 /// most `bounds[c]`. The bounds are public (the job's), so which way a column is encrypted
-/// says nothing about its values: columns bounded below [`SMALL_VALUE_BOUND`] take the cheaper
-/// lookup for `m·G`, every value of them alike. Returns the 64-byte encodings, in order.
+/// says nothing about its values: `m·G` costs one constant-time table lookup per radix-16 digit
+/// of the column's bound ([`message_digits`]), the same for every value of the column, a
+/// fraction of a base-point multiplication. Returns the 64-byte encodings, in order.
 ///
 /// # Errors
 /// [`CryptoError::ValueAboveBound`] for a value above its column's bound (nothing is
@@ -440,22 +480,15 @@ pub fn encrypt_rows(
     values: &[u64],
     bounds: &[u64],
 ) -> Result<Vec<[u8; CIPHERTEXT_LEN]>, CryptoError> {
+    check_bounds(values, bounds)?;
     let width = bounds.len().max(1);
-    if let Some(i) = values
-        .iter()
-        .enumerate()
-        .position(|(i, v)| bounds.get(i % width).is_some_and(|b| v > b))
-    {
-        return Err(CryptoError::ValueAboveBound {
-            column: i % width,
-            bound: bounds[i % width],
-        });
-    }
     // Each ciphertext is computed as halves, (r'·G, m'·G + r'·pk) with m' = m/2 mod ℓ, and
     // `double_and_compress_batch` encodes the doubled points with one inversion per chunk:
     // (2r'·G, m·G + 2r'·pk) is an encryption of m with randomness r = 2r', uniform because r'
     // is. Chunks hold whole rows, so a value's column is its index modulo the width.
-    let half = Scalar::from(2u64).invert();
+    let digits: Vec<usize> = (0..width)
+        .map(|c| message_digits(bounds.get(c).copied().unwrap_or(u64::MAX)))
+        .collect();
     let chunk = PAR_CHUNK.div_ceil(width) * width;
     let mut out = vec![[0u8; CIPHERTEXT_LEN]; values.len()];
     let results: Vec<Result<(), CryptoError>> = out
@@ -465,14 +498,7 @@ pub fn encrypt_rows(
             let rs = Zeroizing::new(random_scalars(values.len())?);
             let mut halves = Vec::with_capacity(2 * values.len());
             for (i, (m, r)) in values.iter().zip(rs.iter()).enumerate() {
-                let small = bounds
-                    .get(i % width)
-                    .is_some_and(|b| *b < SMALL_VALUE_BOUND);
-                let m_half = if small {
-                    small_half(*m)
-                } else {
-                    &(Scalar::from(*m) * half) * RISTRETTO_BASEPOINT_TABLE
-                };
+                let m_half = message_half(*m, digits[i % width]);
                 halves.push(r * RISTRETTO_BASEPOINT_TABLE);
                 halves.push(m_half + r * &*pk.table);
             }
@@ -736,16 +762,21 @@ mod tests {
 
     #[test]
     fn bounded_columns_decrypt_to_their_values() {
+        assert_eq!(
+            [0, 1, 15, 16, 255, 256, u64::MAX].map(message_digits),
+            [1, 1, 1, 2, 2, 3, 16]
+        );
         let two = Scalar::from(2u64);
-        for (j, p) in (0u64..).zip(small_halves()) {
-            assert_eq!(two * p, &Scalar::from(j) * RISTRETTO_BASEPOINT_TABLE);
-            assert_eq!(small_half(j), *p);
+        for m in [0, 1, 15, 16, 0xabcd, 1 << 40, u64::MAX - 1, u64::MAX] {
+            let want = &Scalar::from(m) * RISTRETTO_BASEPOINT_TABLE;
+            assert_eq!(two * message_half(m, 16), want, "{m}");
+            assert_eq!(two * message_half(m, message_digits(m)), want, "{m}");
         }
         let (sk, pk) = keys();
-        let bounds = [1, SMALL_VALUE_BOUND - 1, u64::MAX];
+        let bounds = [1, 15, 99_999, u64::MAX];
         // 700 rows: several chunks, and a chunk size that is not a multiple of the width.
         let values: Vec<u64> = (0..700u64)
-            .flat_map(|i| [i % 2, i % SMALL_VALUE_BOUND, i * 7919 % 100_000])
+            .flat_map(|i| [i % 2, i % 16, i * 7919 % 100_000, i * 104_729 % 100_000])
             .collect();
         let enc = encrypt_rows(&pk, &values, &bounds).unwrap();
         assert_eq!(enc.len(), values.len());

@@ -64,7 +64,9 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use crate::CryptoError;
-use crate::elgamal::{CIPHERTEXT_LEN, Ciphertext, DlogTable, PublicKey, SecretKey, encrypt_rows};
+use crate::elgamal::{
+    CIPHERTEXT_LEN, Ciphertext, DlogTable, PublicKey, SecretKey, check_bounds, encrypt_rows,
+};
 use crate::error::Stream;
 use crate::normalize::IdHash;
 use crate::psi::{
@@ -591,9 +593,9 @@ impl GroupP2 {
     }
 
     /// Declares the job's public bound on each column's values (for example 1 for a 0/1
-    /// segment indicator): columns bounded below
-    /// [`SMALL_VALUE_BOUND`](crate::elgamal::SMALL_VALUE_BOUND) encrypt for a third
-    /// less work ([`encrypt_rows`]).
+    /// segment indicator): encrypting a value then costs one table lookup per radix-16 digit
+    /// of its column's bound instead of a base-point multiplication ([`encrypt_rows`]).
+    /// Without it every column is bounded by `u64::MAX` (16 lookups).
     ///
     /// # Errors
     /// [`CryptoError::ValueWidth`] unless there is one bound per column;
@@ -605,17 +607,7 @@ impl GroupP2 {
                 expected: self.width,
             });
         }
-        if let Some(column) = self
-            .values
-            .chunks_exact(self.width)
-            .flat_map(|row| row.iter().zip(&bounds).enumerate())
-            .find_map(|(c, (v, b))| (v > b).then_some(c))
-        {
-            return Err(CryptoError::ValueAboveBound {
-                column,
-                bound: bounds[column],
-            });
-        }
+        check_bounds(&self.values, &bounds)?;
         self.bounds = bounds;
         Ok(self)
     }

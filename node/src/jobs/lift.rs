@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use parley_crypto::dp::Calibrated;
-use parley_crypto::elgamal::{MAX_DECRYPT_WIDTH, SMALL_VALUE_BOUND};
+use parley_crypto::elgamal::MAX_DECRYPT_WIDTH;
 use parley_crypto::grouped::{GroupP1, GroupP2};
 use parley_crypto::normalize::IdHash;
 use parley_jobs::kinds::lift::{ARMS, Arm, Column, Lift};
@@ -96,14 +96,8 @@ pub(super) fn run(
     let items = p2_items(&run.dataset, k, ids).map_err(|e| NodeError::protocol(&job, &e))?;
     let n = items.ids.len() as u64;
     let ranges = decrypt_ranges(&job, k, &column_cals, n)?;
-    // Small bounds (conversion counts) let P2 encrypt for less work; larger ones gain nothing
-    // and are left undeclared.
-    let bounds = k
-        .columns()
-        .iter()
-        .map(|c| Some(k.column_bound(*c)).filter(|b| *b < SMALL_VALUE_BOUND))
-        .map(|b| b.unwrap_or(u64::MAX))
-        .collect();
+    // The job's public bounds: the fewer digits a bound has, the less work P2 encrypts with.
+    let bounds = k.columns().iter().map(|c| k.column_bound(*c)).collect();
     let p2 = GroupP2::new(items.ids, items.values, groups, width, run.max_set_size)?
         .with_column_bounds(bounds)?;
     let mut party = SumReceiverParty::new(p2, groups, run.batch_points, ranges);

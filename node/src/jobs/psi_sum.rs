@@ -136,7 +136,13 @@ pub(super) fn run(
     drop(totals);
     let n = order.len() as u64;
     let ranges = decrypt_ranges(&job, k, &sum_cals, n)?;
-    let p2 = GroupP2::new(order, clamped, 1, width, run.max_set_size)?;
+    let bounds = k
+        .columns
+        .iter()
+        .map(|c| c.bounds.units(c.bounds.upper).max(0) as u64)
+        .collect();
+    let p2 =
+        GroupP2::new(order, clamped, 1, width, run.max_set_size)?.with_column_bounds(bounds)?;
     let mut party = SumReceiverParty::new(p2, 1, run.batch_points, ranges);
     two_party::drive(&mut party, &mut wire, io, wait)?;
     let got = party.finish().map_err(|e| e.for_job(&job))?;
