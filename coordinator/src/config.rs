@@ -4,6 +4,7 @@
 //! Relative paths are resolved against the directory of the configuration file.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -57,6 +58,62 @@ pub struct Limits {
     /// At most this many ended jobs are kept; the oldest go first (0 = no limit).
     #[serde(default = "default_max_stored_jobs")]
     pub max_stored_jobs: u64,
+    /// Seconds a connection may stay silent before the coordinator sends it an HTTP/2 ping
+    /// (1 to [`MAX_KEEPALIVE_SECS`]).
+    #[serde(default = "default_keepalive")]
+    pub keepalive_interval_secs: u64,
+    /// Seconds the coordinator waits for the answer to its ping before it closes the
+    /// connection (1 to [`MAX_KEEPALIVE_SECS`]). A half-open node link (the peer gone without
+    /// closing its socket) is thus ended, and the node's live jobs failed, within about
+    /// `keepalive_interval_secs + keepalive_timeout_secs` of its last bytes.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_timeout_secs: u64,
+}
+
+/// Largest accepted `keepalive_interval_secs` and `keepalive_timeout_secs`: beyond an hour a
+/// dead link would hold its node's jobs for longer than keep-alive is worth.
+pub const MAX_KEEPALIVE_SECS: u64 = 3600;
+
+impl Limits {
+    /// The server's HTTP/2 keep-alive ping interval.
+    pub fn keepalive_interval(&self) -> Duration {
+        Duration::from_secs(self.keepalive_interval_secs)
+    }
+
+    /// How long the server waits for a keep-alive ping's answer.
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_secs(self.keepalive_timeout_secs)
+    }
+
+    /// Checks the values a file may have set wrongly; `Err` names the key and the fix.
+    pub(crate) fn check(&self) -> Result<(), CoordError> {
+        if self.offer_timeout_secs == 0 || self.job_deadline_secs == 0 {
+            return Err(CoordError::ConfigInvalid {
+                field: "limits",
+                problem: "offer_timeout_secs and job_deadline_secs must be at least 1".into(),
+            });
+        }
+        let keepalive = [
+            (
+                "limits.keepalive_interval_secs",
+                self.keepalive_interval_secs,
+            ),
+            ("limits.keepalive_timeout_secs", self.keepalive_timeout_secs),
+        ];
+        for (field, secs) in keepalive {
+            if !(1..=MAX_KEEPALIVE_SECS).contains(&secs) {
+                return Err(CoordError::ConfigInvalid {
+                    field,
+                    problem: format!(
+                        "{secs} s is out of range; set 1 to {MAX_KEEPALIVE_SECS} in [limits] \
+                         (default {}; without keep-alive a half-open node link is never noticed)",
+                        default_keepalive()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {
@@ -67,6 +124,8 @@ impl Default for Limits {
             hello_timeout_secs: default_hello_timeout(),
             job_retention_days: default_job_retention_days(),
             max_stored_jobs: default_max_stored_jobs(),
+            keepalive_interval_secs: default_keepalive(),
+            keepalive_timeout_secs: default_keepalive(),
         }
     }
 }
@@ -88,6 +147,9 @@ fn default_job_deadline() -> u64 {
 }
 fn default_hello_timeout() -> u64 {
     10
+}
+fn default_keepalive() -> u64 {
+    parley_net::KEEP_ALIVE.as_secs()
 }
 
 impl CoordinatorConfig {
@@ -123,12 +185,7 @@ impl CoordinatorConfig {
         abs(&mut cfg.tls.ca_cert);
         abs(&mut cfg.tls.cert);
         abs(&mut cfg.tls.key);
-        if cfg.limits.offer_timeout_secs == 0 || cfg.limits.job_deadline_secs == 0 {
-            return Err(CoordError::ConfigInvalid {
-                field: "limits",
-                problem: "offer_timeout_secs and job_deadline_secs must be at least 1".into(),
-            });
-        }
+        cfg.limits.check()?;
         Ok(cfg)
     }
 }
@@ -147,6 +204,40 @@ mod tests {
         assert_eq!(cfg.listen, "0.0.0.0:7443");
         assert_eq!(cfg.tls.ca_cert, Path::new("/etc/parley/certs/ca.pem"));
         assert_eq!(cfg.limits.offer_timeout_secs, 60);
+        assert_eq!(cfg.limits.keepalive_interval(), parley_net::KEEP_ALIVE);
+        assert_eq!(cfg.limits.keepalive_timeout(), parley_net::KEEP_ALIVE);
+    }
+
+    const MINIMAL: &str = "database = \"x\"\n[tls]\nca_cert=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+
+    #[test]
+    fn keepalive_defaults_to_twenty_seconds_and_can_be_set() {
+        let cfg = CoordinatorConfig::from_toml_str(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(cfg.limits.keepalive_interval(), Duration::from_secs(20));
+        assert_eq!(cfg.limits.keepalive_timeout(), Duration::from_secs(20));
+        let text =
+            format!("{MINIMAL}[limits]\nkeepalive_interval_secs = 5\nkeepalive_timeout_secs = 2\n");
+        let cfg = CoordinatorConfig::from_toml_str(&text, Path::new(".")).unwrap();
+        assert_eq!(cfg.limits.keepalive_interval(), Duration::from_secs(5));
+        assert_eq!(cfg.limits.keepalive_timeout(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn keepalive_out_of_range_is_refused() {
+        for (key, secs) in [
+            ("keepalive_interval_secs", 0),
+            ("keepalive_timeout_secs", 0),
+            ("keepalive_interval_secs", MAX_KEEPALIVE_SECS + 1),
+            ("keepalive_timeout_secs", 86_400),
+        ] {
+            let text = format!("{MINIMAL}[limits]\n{key} = {secs}\n");
+            let err = CoordinatorConfig::from_toml_str(&text, Path::new(".")).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("limits.{key}")) && msg.contains("set 1 to 3600"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), CoordError> {
     parley_net::install_crypto_provider();
+    // `from_toml_str` checks these too; a config built in code is checked here.
+    config.limits.check()?;
     let tls =
         parley_net::TlsMaterial::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
     let store = store::JobStore::open(&config.database)?;
@@ -47,6 +49,8 @@ pub async fn run(
         );
     }
     let server_tls = parley_net::server_config(&tls)?;
+    let keepalive_interval = config.limits.keepalive_interval();
+    let keepalive_timeout = config.limits.keepalive_timeout();
     let svc = service::Coordinator::new(store, tls.ca_der().to_vec(), config.limits.clone());
     svc.prune_jobs()?;
     // Retention is applied again every hour, off the async runtime.
@@ -97,11 +101,12 @@ pub async fn run(
         }
         closer.close_all();
     });
-    // Server-side HTTP/2 keep-alive: a half-open node link (peer gone without a FIN) is
-    // detected and closed within two intervals instead of lingering.
+    // Server-side HTTP/2 keep-alive (`[limits] keepalive_*_secs`): a half-open node link
+    // (peer gone without a FIN) is detected and closed within interval + timeout instead of
+    // lingering with its node's jobs.
     tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(parley_net::KEEP_ALIVE))
-        .http2_keepalive_timeout(Some(parley_net::KEEP_ALIVE))
+        .http2_keepalive_interval(Some(keepalive_interval))
+        .http2_keepalive_timeout(Some(keepalive_timeout))
         .add_service(
             parley_proto::node_link_server::NodeLinkServer::new(svc.clone())
                 .max_decoding_message_size(parley_proto::MAX_MESSAGE_BYTES)

@@ -76,6 +76,8 @@ pub struct Federation {
     coordinator: Option<Running>,
     nodes: HashMap<String, Running>,
     setups: HashMap<String, NodeSetup>,
+    /// Extra `key = value` lines for the coordinator's `[limits]` table.
+    coordinator_limits: String,
 }
 
 /// Issues a certificate into `certs` (valid from 5 minutes ago for `days`).
@@ -100,6 +102,16 @@ impl Federation {
     /// Creates a CA and certificates under `dir`, starts the coordinator and every node, and
     /// waits until all nodes are connected.
     pub async fn start(dir: &Path, nodes: Vec<NodeSetup>) -> anyhow::Result<Federation> {
+        Self::start_with_limits(dir, nodes, "").await
+    }
+
+    /// As [`Federation::start`], with `limits` (TOML `key = value` lines) added to the
+    /// coordinator's `[limits]` table, e.g. a short keep-alive.
+    pub async fn start_with_limits(
+        dir: &Path,
+        nodes: Vec<NodeSetup>,
+        limits: &str,
+    ) -> anyhow::Result<Federation> {
         parley_net::install_crypto_provider();
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs)?;
@@ -125,6 +137,7 @@ impl Federation {
             coordinator: None,
             nodes: HashMap::new(),
             setups: HashMap::new(),
+            coordinator_limits: limits.to_string(),
         };
         fed.coordinator = Some(fed.spawn_coordinator(listener)?);
         for n in nodes {
@@ -138,8 +151,8 @@ impl Federation {
 
     fn coordinator_config(&self) -> anyhow::Result<parley_coordinator::CoordinatorConfig> {
         let text = format!(
-            "listen = \"{}\"\ndatabase = \"coordinator/jobs.sqlite\"\n[tls]\nca_cert = \"certs/ca.pem\"\ncert = \"certs/coordinator.pem\"\nkey = \"certs/coordinator.key\"\n[limits]\noffer_timeout_secs = 30\njob_deadline_secs = 600\n",
-            self.addr
+            "listen = \"{}\"\ndatabase = \"coordinator/jobs.sqlite\"\n[tls]\nca_cert = \"certs/ca.pem\"\ncert = \"certs/coordinator.pem\"\nkey = \"certs/coordinator.key\"\n[limits]\noffer_timeout_secs = 30\njob_deadline_secs = 600\n{}\n",
+            self.addr, self.coordinator_limits
         );
         Ok(parley_coordinator::CoordinatorConfig::from_toml_str(
             &text, &self.dir,

@@ -4,4 +4,5 @@ pub mod campaign;
 pub mod demo;
 pub mod r#gen;
 pub mod harness;
+pub mod relay;
 pub mod rogue;

@@ -39,6 +39,15 @@ pub struct Rogue {
 impl Rogue {
     /// Issues a node certificate for `name`, connects and registers (hello → welcome).
     pub async fn connect(fed: &Federation, name: &str) -> anyhow::Result<Rogue> {
+        Self::connect_via(fed, name, fed.addr).await
+    }
+
+    /// As [`Rogue::connect`], but dials `addr` (a relay in front of the coordinator).
+    pub async fn connect_via(
+        fed: &Federation,
+        name: &str,
+        addr: std::net::SocketAddr,
+    ) -> anyhow::Result<Rogue> {
         if !fed.certs.join(format!("{name}.pem")).exists() {
             issue(&fed.certs, Role::Node, name, &[])?;
         }
@@ -50,7 +59,7 @@ impl Rogue {
             secrets.x25519_public(),
             secrets.ed25519_public(),
         )?;
-        let ch = parley_net::connect(&format!("https://{}", fed.addr), "coordinator", &m).await?;
+        let ch = parley_net::connect(&format!("https://{addr}"), "coordinator", &m).await?;
         let mut client = NodeLinkClient::new(ch)
             .max_decoding_message_size(parley_proto::MAX_JOB_MESSAGE_BYTES)
             .max_encoding_message_size(parley_proto::MAX_MESSAGE_BYTES);

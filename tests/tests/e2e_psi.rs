@@ -11,6 +11,7 @@ use parley_tests::r#gen::{FederationSpec, Generated, generate};
 use parley_tests::harness::{
     Federation, NodeSetup, csv_dataset, open_policy, psi_spec, read_match_keys,
 };
+use parley_tests::relay::Relay;
 use parley_tests::rogue::Rogue;
 use prost::Message;
 
@@ -18,6 +19,16 @@ async fn federation(
     dir: &Path,
     records: usize,
     extra_partner: Option<&str>,
+) -> (Federation, Generated) {
+    federation_with_limits(dir, records, extra_partner, "").await
+}
+
+/// As `federation`, with `limits` added to the coordinator's `[limits]`.
+async fn federation_with_limits(
+    dir: &Path,
+    records: usize,
+    extra_partner: Option<&str>,
+    limits: &str,
 ) -> (Federation, Generated) {
     parley_net::init_tracing("warn");
     let spec = FederationSpec::demo(records);
@@ -37,7 +48,9 @@ async fn federation(
         NodeSetup::new(n, g.dataset_toml(n), open_policy(&others, &[d]))
     })
     .collect();
-    let fed = Federation::start(dir, setups).await.unwrap();
+    let fed = Federation::start_with_limits(dir, setups, limits)
+        .await
+        .unwrap();
     (fed, g)
 }
 
@@ -318,6 +331,47 @@ async fn a_tampered_or_replayed_envelope_fails_the_job() {
     let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(done.state(), JobState::Failed);
     assert!(done.reason.contains("out of order"), "{}", done.reason);
+    fed.shutdown().await.unwrap();
+}
+
+/// A node whose host vanishes mid-job (no FIN, no RST: a half-open link) is noticed by the
+/// coordinator's HTTP/2 keep-alive; the job fails naming the node instead of holding the others
+/// until the job deadline (600 s here, beyond the wait below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_node_link_is_closed_by_keepalive_and_fails_its_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fed, _g) = federation_with_limits(
+        tmp.path(),
+        300,
+        Some("mallory"),
+        "keepalive_interval_secs = 1\nkeepalive_timeout_secs = 1",
+    )
+    .await;
+    let relay = Relay::start(fed.addr).await.unwrap();
+    let mut mallory = Rogue::connect_via(&fed, "mallory", relay.addr())
+        .await
+        .unwrap();
+    let (job, _offer) = started_with_mallory(&fed, &mut mallory, PsiMode::Match).await;
+    relay.freeze();
+
+    let done = fed.wait(&job.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.state(), JobState::Failed);
+    assert!(
+        done.reason.contains("mallory") && done.reason.contains("disconnected"),
+        "{}",
+        done.reason
+    );
+    // The coordinator no longer lists mallory, though mallory's socket is still open.
+    let mut analyst = fed.analyst().await.unwrap();
+    let nodes = analyst
+        .list_nodes(parley_proto::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert!(nodes.iter().all(|n| n.name != "mallory"), "{nodes:?}");
+    drop(mallory);
+    drop(relay);
     fed.shutdown().await.unwrap();
 }
 
