@@ -137,6 +137,32 @@ async fn exact_sum_without_dropouts() {
     fed.shutdown().await.unwrap();
 }
 
+/// Exact sums can be differenced across jobs, so a node takes part only if its policy opts in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_sum_is_refused_by_a_node_whose_policy_does_not_opt_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut fed, _g) = federation(tmp.path(), 3, &[]).await;
+    let nodes = names(3);
+    fed.stop_node("retailer-3").await.unwrap();
+    let opted_in = secure_sum_policy(&names(2), "sales");
+    let plain = opted_in.replace("allow_exact_sums = true\n", "");
+    assert_ne!(plain, opted_in);
+    fed.start_node_with_policy("retailer-3", &plain).unwrap();
+    fed.wait_connected(&nodes, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let parts: Vec<(&str, &str)> = nodes.iter().map(|n| (n.as_str(), "sales")).collect();
+    let job = fed.run_job(secure_sum_spec(&parts, &CATS)).await.unwrap();
+    assert_eq!(job.state(), JobState::Refused, "{}", job.reason);
+    assert!(
+        job.reason.contains("retailer-3") && job.reason.contains("allow_exact_sums"),
+        "{}",
+        job.reason
+    );
+    assert!(job.result.is_none());
+    fed.shutdown().await.unwrap();
+}
+
 /// Submits a job over 4 real nodes + the rogue, runs the rogue with `plan`, returns the job.
 async fn with_rogue(fed: &Federation, plan: SecAggPlan) -> (parley_proto::Job, Vec<u8>) {
     let mut rogue = Rogue::connect(fed, "mallory").await.unwrap();
