@@ -403,7 +403,8 @@ pub fn raw_lift_ec(
 
     let mut times = SumEcTimes::default();
     let cpu0 = cpu_secs();
-    let (xab, yba, cts) = blind_and_encrypt(&pk, &x_ids, y, values, &mut times)?;
+    let bounds: Vec<u64> = k.columns().iter().map(|c| k.column_bound(*c)).collect();
+    let (xab, yba, cts) = blind_and_encrypt(&pk, &x_ids, y, values, &bounds, &mut times)?;
     let cpu1 = cpu_secs();
     drop(x_ids);
 

@@ -1127,13 +1127,15 @@ pub(crate) type Blinded = (Vec<u8>, Vec<u8>, Vec<[u8; CIPHERTEXT_LEN]>);
 
 /// The five passes over whole streams that every intersection-aggregate run does (sum and
 /// lift), with fresh PSI keys, back to back on the global rayon pool, each timed into `times`:
-/// P1 blinds `x`, P2 re-blinds them, P2 blinds `y` and encrypts `values` under `pk`, P1
-/// re-blinds P2's points.
+/// P1 blinds `x`, P2 re-blinds them, P2 blinds `y` and encrypts `values` (rows of
+/// `bounds.len()` columns, each within its public bound, as the node encrypts them) under `pk`,
+/// P1 re-blinds P2's points.
 pub(crate) fn blind_and_encrypt(
     pk: &elgamal::PublicKey,
     x: &[IdHash],
     y: &[IdHash],
     values: &[u64],
+    bounds: &[u64],
     times: &mut SumEcTimes,
 ) -> anyhow::Result<Blinded> {
     let a = PsiKey::random()?;
@@ -1149,7 +1151,7 @@ pub(crate) fn blind_and_encrypt(
     let yb = blind_ids(&b, y);
     times.p2_blind = t.elapsed();
     let t = Instant::now();
-    let cts = elgamal::encrypt_batch(pk, values)?;
+    let cts = elgamal::encrypt_rows(pk, values, bounds)?;
     times.p2_encrypt = t.elapsed();
     let t = Instant::now();
     let yba = reblind(&a, &yb)?;
@@ -1184,7 +1186,7 @@ pub fn raw_sum_ec(
 
     let mut times = SumEcTimes::default();
     let cpu0 = cpu_secs();
-    let (xab, yba, cts) = blind_and_encrypt(&pk, x, y, values, &mut times)?;
+    let (xab, yba, cts) = blind_and_encrypt(&pk, x, y, values, &[SUM_UPPER_CENTS], &mut times)?;
     let cpu1 = cpu_secs();
 
     let mut set: Vec<&[u8]> = xab.chunks_exact(POINT_LEN).collect();
