@@ -13,6 +13,7 @@
 //! | `cancel JOB [--reason TEXT]` | cancels a job that has not ended |
 //! | `nodes [--keys]` | connected nodes with their datasets (and CA-verified ledger keys) |
 //! | `audit EXPORT --node-key KEY [--head SEQ:HASH \| --offline]` | verifies a node's exported budget ledger (see [`commands::audit`]) |
+//! | `report JOB [--out FILE]` | the job's result as a self-contained HTML page with charts (see [`report`]) |
 //!
 //! Exit codes: [`EXIT_OK`] (0) success; [`EXIT_ERROR`] (1) usage, configuration or connection
 //! error; [`EXIT_JOB_DID_NOT_SUCCEED`] (2) the job was refused, failed, was cancelled, or (for
@@ -31,6 +32,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod render;
+pub mod report;
 
 #[cfg(test)]
 mod testing;
@@ -135,6 +137,15 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
+    /// Write a job's result as a self-contained HTML report with charts (readable offline);
+    /// exit 2 if the job did not succeed.
+    Report {
+        /// Job id.
+        job: String,
+        /// Where to write the page.
+        #[arg(long, value_name = "FILE", default_value = "report.html")]
+        out: PathBuf,
+    },
     /// List connected nodes and their datasets.
     Nodes {
         /// Also print each node's Ed25519 ledger key, checked against the federation CA.
@@ -222,6 +233,9 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<i32> 
         Command::Result { job, json } => commands::result::run(&connection, &job, json, out).await,
         Command::Cancel { job, reason } => {
             commands::cancel::run(&connection, &job, reason, out).await
+        }
+        Command::Report { job, out: path } => {
+            commands::report::run(&connection, &job, &path, out).await
         }
         Command::Nodes { keys } => commands::nodes::run(&connection, keys, out).await,
         Command::Audit {

@@ -135,7 +135,11 @@ pub fn generate(seed: u64, size: Size) -> (String, String, Truth) {
 
 /// Runs the scenario in `dir` on its own two-node federation; fails when a released figure is
 /// implausibly far from the truth. Returns the two results.
-pub async fn run(dir: &Path, size: Size) -> anyhow::Result<(LiftResult, OverlapResult)> {
+pub async fn run(
+    dir: &Path,
+    size: Size,
+    reports: Option<&Path>,
+) -> anyhow::Result<(LiftResult, OverlapResult)> {
     let t0 = Instant::now();
     println!(
         "\ncampaign: conversion lift of a randomised test/control campaign, and the audience \
@@ -186,7 +190,7 @@ pub async fn run(dir: &Path, size: Size) -> anyhow::Result<(LiftResult, OverlapR
         "",
     )? + &budget_toml(crate::demo::DEMO_BUDGET);
     drop((publisher, brand));
-    let fed = Federation::start(
+    let mut fed = Federation::start(
         dir,
         vec![
             NodeSetup::new("publisher", exposure, policy("brand", "exposure")),
@@ -194,6 +198,7 @@ pub async fn run(dir: &Path, size: Size) -> anyhow::Result<(LiftResult, OverlapR
         ],
     )
     .await?;
+    fed.reports = reports.map(Path::to_path_buf);
     println!("  federation up in {:.1} s", t0.elapsed().as_secs_f64());
     let result = async {
         let l = lift(&fed, &truth).await?;

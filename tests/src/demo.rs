@@ -11,7 +11,7 @@
 //! a campaign (`crate::campaign`): the conversion lift of a randomised test/control campaign
 //! with its 95 % interval next to the truth, and the segmented audience overlap.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub records: usize,
     /// Keep the working directory (certificates, configs, outputs) instead of deleting it.
     pub keep: bool,
+    /// Where each job's HTML report is written (kept whether or not `keep` is set).
+    pub reports: PathBuf,
 }
 
 /// One demo job and how it compared with the truth.
@@ -78,7 +80,8 @@ pub async fn run_demo(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<Demo
         node(&g, "retailer", &["brand", "publisher"], "loyalty"),
     ];
     let t_start = Instant::now();
-    let fed = Federation::start(dir, setups).await?;
+    let mut fed = Federation::start(dir, setups).await?;
+    fed.reports = Some(opts.reports.clone());
     println!(
         "federation up in {:.1} s (datasets normalised and hashed at each node)\n",
         t_start.elapsed().as_secs_f64()
@@ -156,8 +159,17 @@ pub async fn run_demo(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<Demo
     }
     dp_scenarios(&fed, &g).await?;
     fed.shutdown().await?;
-    secure_sum_scenario(&dir.join("secure-sum"), opts.records).await?;
-    crate::campaign::run(&dir.join("campaign"), crate::campaign::DEMO_SIZE).await?;
+    secure_sum_scenario(&dir.join("secure-sum"), opts.records, &opts.reports).await?;
+    crate::campaign::run(
+        &dir.join("campaign"),
+        crate::campaign::DEMO_SIZE,
+        Some(&opts.reports),
+    )
+    .await?;
+    println!(
+        "\nHTML reports (charts, parameters, budgets charged) in {}",
+        opts.reports.display()
+    );
     println!("\ntotal demo time {:.1} s", t0.elapsed().as_secs_f64());
     if rows
         .iter()
@@ -185,7 +197,7 @@ const RETAILERS: usize = 8;
 /// Eight retailers (six nodes plus two driven from here so they can crash at chosen points)
 /// sum their per-region sales; retailer-7 crashes after sending its key shares (round 1),
 /// retailer-8 after sending its masked input (round 2).
-async fn secure_sum_scenario(dir: &Path, records: usize) -> anyhow::Result<()> {
+async fn secure_sum_scenario(dir: &Path, records: usize, reports: &Path) -> anyhow::Result<()> {
     use crate::rogue::{Rogue, SecAggPlan};
     println!("\nsecure aggregation: per-region sales across {RETAILERS} retailers");
     println!("  (Bonawitz et al.; the coordinator learns only the sum; retailer-7 crashes after");
@@ -223,7 +235,8 @@ async fn secure_sum_scenario(dir: &Path, records: usize) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let fed = Federation::start(dir, setups).await?;
+    let mut fed = Federation::start(dir, setups).await?;
+    fed.reports = Some(reports.to_path_buf());
     let cats = ["north", "south", "east", "west"];
     let vector = |node: &str| -> Vec<u64> {
         let t = g.truth_segments(node);

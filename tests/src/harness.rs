@@ -78,6 +78,9 @@ pub struct Federation {
     setups: HashMap<String, NodeSetup>,
     /// Extra `key = value` lines for the coordinator's `[limits]` table.
     coordinator_limits: String,
+    /// When set, [`Federation::run_job`] writes each finished job's HTML report
+    /// (`parleyctl report`'s page) here and prints its path (the demo sets it).
+    pub reports: Option<PathBuf>,
 }
 
 /// Issues a certificate into `certs` (valid from 5 minutes ago for `days`).
@@ -138,6 +141,7 @@ impl Federation {
             nodes: HashMap::new(),
             setups: HashMap::new(),
             coordinator_limits: limits.to_string(),
+            reports: None,
         };
         fed.coordinator = Some(fed.spawn_coordinator(listener)?);
         for n in nodes {
@@ -357,10 +361,16 @@ impl Federation {
     /// Submits a job and waits for it to end.
     pub async fn run_job(&self, spec: JobSpec) -> anyhow::Result<Job> {
         let job = self.submit(spec).await?;
-        if parley_jobs::lifecycle::is_terminal(job.state()) {
-            return Ok(job);
+        let job = if parley_jobs::lifecycle::is_terminal(job.state()) {
+            job
+        } else {
+            self.wait(&job.id, Duration::from_secs(600)).await?
+        };
+        if let Some(dir) = &self.reports {
+            let path = write_report(dir, &job)?;
+            println!("  report: {}", path.display());
         }
-        self.wait(&job.id, Duration::from_secs(600)).await
+        Ok(job)
     }
 
     /// Stops everything.
@@ -373,6 +383,40 @@ impl Federation {
         }
         Ok(())
     }
+}
+
+/// Writes `job`'s HTML report into `dir` as `<label>.html` (the label's letters, digits and
+/// dashes, numbered when that file exists; the job id without a label) and returns its path.
+pub fn write_report(dir: &Path, job: &Job) -> anyhow::Result<PathBuf> {
+    let label = job
+        .spec
+        .as_ref()
+        .map(|s| s.label.as_str())
+        .unwrap_or_default();
+    let mut name: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.trim_matches('-').is_empty() {
+        name = job.id.clone();
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let name = name.trim_matches('-');
+    let mut path = dir.join(format!("{name}.html"));
+    let mut n = 1;
+    while path.exists() && n < 1000 {
+        n += 1;
+        path = dir.join(format!("{name}-{n}.html"));
+    }
+    let page = parley_ctl::report::job_report(job, &[])?;
+    std::fs::write(&path, page).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
 }
 
 /// Reads a match output CSV (header + one record key per line).

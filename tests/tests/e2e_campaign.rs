@@ -14,7 +14,8 @@ async fn the_campaign_scenario_measures_the_lift_and_the_overlap() {
         audience: 8000,
         customers: 6000,
     };
-    let (lift, overlap) = run(tmp.path(), size).await.unwrap();
+    let reports = tmp.path().join("reports");
+    let (lift, overlap) = run(tmp.path(), size, Some(&reports)).await.unwrap();
     // Two cohorts and the whole: the overall interval is about the design lift's size, and
     // contains the truth of the sample (run checks the estimate against it).
     assert_eq!(lift.figures.len(), 3);
@@ -26,6 +27,25 @@ async fn the_campaign_scenario_measures_the_lift_and_the_overlap() {
     assert!(overlap.cross.iter().all(|c| !c.suppressed));
     let total = overlap.total.unwrap();
     assert!((total.p2_match_rate - 0.8).abs() < 0.05, "{total:?}");
+
+    // One report per job, each with its bars: 3 cohorts × 2 arms + 3 lifts; 2 regions + 3 tiers.
+    let bar = format!("fill=\"{}\"", parley_ctl::report::chart::BAR_FILL);
+    let mut pages: Vec<_> = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    pages.sort_by_key(|p| p.matches(&bar).count());
+    assert_eq!(pages.len(), 2);
+    assert_eq!(
+        pages[0].matches(&bar).count(),
+        5,
+        "overlap: 2 regions + 3 tiers"
+    );
+    assert_eq!(
+        pages[1].matches(&bar).count(),
+        9,
+        "lift: 3 × (test, control) + 3 lifts"
+    );
 }
 
 #[test]

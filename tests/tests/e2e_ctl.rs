@@ -90,6 +90,41 @@ async fn parleyctl_submits_watches_and_reports() {
     assert_eq!(v["state"], "succeeded", "{out}");
     assert_eq!(v["result"]["psi"]["intersection_records"], truth as u64);
 
+    // The HTML report of the same job: one match-rate bar, the exact figure, the parties.
+    let page_path = dir.join("reports").join("card.html");
+    std::fs::create_dir_all(page_path.parent().unwrap()).unwrap();
+    let (code, out) = ctl(
+        &config,
+        &["report", &job_id, "--out", page_path.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("card.html"), "{out}");
+    let page = std::fs::read_to_string(&page_path).unwrap();
+    let bar = format!("fill=\"{}\"", parley_ctl::report::chart::BAR_FILL);
+    assert_eq!(page.matches(&bar).count(), 1, "one match-rate bar: {page}");
+    for needle in [
+        "brand",
+        "publisher",
+        "subscribers",
+        "Who took part",
+        &truth.to_string(),
+    ] {
+        assert!(page.contains(needle), "{needle} missing from the report");
+    }
+    // A report into a directory that does not exist is a clear error, and writes nothing.
+    let missing = dir.join("no-such-dir").join("r.html");
+    let (code, out) = ctl(
+        &config,
+        &["report", &job_id, "--out", missing.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cannot write") && out.contains("no-such-dir"),
+        "{out}"
+    );
+
     let (code, out) = ctl(&config, &["jobs"]).await;
     assert_eq!(code, 0);
     assert!(out.contains(&job_id), "{out}");
@@ -113,6 +148,20 @@ async fn parleyctl_submits_watches_and_reports() {
     .await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("policy refuses"), "{out}");
+    // Its report says why there is no result, and exits 2 like `result`.
+    let refused = out.lines().next().unwrap().trim().to_string();
+    let page_path = dir.join("reports").join("refused.html");
+    let (code, out) = ctl(
+        &config,
+        &["report", &refused, "--out", page_path.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 2, "{out}");
+    let page = std::fs::read_to_string(&page_path).unwrap();
+    assert!(
+        page.contains("released no result") && page.contains("policy refuses"),
+        "{page}"
+    );
 
     // An unknown job is an error, not a crash.
     let (code, _out) = ctl(&config, &["status", "job-0000000000000000"]).await;

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cancel;
 pub mod jobs;
 pub mod nodes;
+pub mod report;
 pub mod result;
 pub mod status;
 pub mod submit;

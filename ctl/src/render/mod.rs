@@ -31,7 +31,7 @@ use parley_proto::{
 };
 use serde_json::{Value, json};
 
-pub use table::{format_ms, group, write_table};
+pub use table::{format_ms, group, short, write_table};
 
 /// The kind of result a job released, borrowed from its `JobResult`.
 enum ResultView<'a> {

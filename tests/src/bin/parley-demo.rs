@@ -19,6 +19,10 @@ struct Cli {
     /// Keep the working directory (certificates, configs, match outputs) for inspection.
     #[arg(long)]
     keep: bool,
+    /// Where to write each job's HTML report, in a `run-<unix time>` directory per run (created if
+    /// missing; kept after the demo).
+    #[arg(long, value_name = "DIR", default_value = "parley-demo-reports")]
+    reports: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -28,6 +32,11 @@ fn main() -> ExitCode {
     let opts = DemoOptions {
         records: cli.records,
         keep: cli.keep,
+        // One directory per run, so that a run never mixes with an earlier one's pages.
+        reports: cli.reports.join(format!(
+            "run-{}",
+            time::OffsetDateTime::now_utc().unix_timestamp()
+        )),
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
